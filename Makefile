@@ -1,0 +1,96 @@
+# owl — build, test and run. `make run` and `make test` do all set-up on a
+# fresh Debian 12 machine (packages through apt, Go modules through the proxy).
+
+GO      ?= go
+MARCH   ?= native
+# AMX tiles need kernels the cgo build of ggml does not compile; keep them off.
+NOAMX   := $(if $(filter native sapphirerapids graniterapids,$(MARCH)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+OPT     ?= -O3 -march=$(MARCH) $(NOAMX)
+BUILD   := $(CURDIR)/build
+BIN     := $(CURDIR)/bin
+
+# Debian packages the build and the tests need.
+DEB_PACKAGES := g++ pkg-config nlohmann-json3-dev libstb-dev portaudio19-dev
+
+OLLAMA_MOD := github.com/ollama/ollama
+MALGO_MOD  := github.com/gen2brain/malgo@v0.11.24
+
+# Folders of the pinned module's native sources (in the module cache).
+OLLAMA_DIR = $(shell $(GO) list -m -f '{{.Dir}}' $(OLLAMA_MOD) 2>/dev/null)
+
+export CGO_ENABLED := 1
+export CGO_CFLAGS   = $(OPT)
+export CGO_CXXFLAGS = $(OPT)
+export CGO_CPPFLAGS = -I$(BUILD)/include -I$(OLLAMA_DIR)/llama/llama.cpp/include -I$(OLLAMA_DIR)/ml/backend/ggml/ggml/include -I$(OLLAMA_DIR)/llama/llama.cpp/tools/mtmd
+
+.PHONY: all build deps test run bench lint fuzz clean models env
+
+all: build
+
+deps: $(BUILD)/.deps
+
+# Packages are installed only when missing, so the target is idempotent and
+# needs no network on a machine that has them.
+$(BUILD)/.deps: Makefile go.mod go.sum
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	$(GO) mod download
+	@mkdir -p $(BUILD)/include/miniaudio
+	@dir=$$($(GO) mod download -json $(MALGO_MOD) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'); \
+	install -m 0644 "$$dir/miniaudio.h" $(BUILD)/include/miniaudio/miniaudio.h
+	@touch $@
+
+build: deps
+	$(GO) build -o $(BIN)/owl ./cmd/owl
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test ./...
+
+# Until the server exists, `make run` builds owl, writes the tiny test model
+# and generates from it, showing the whole stack working end to end.
+run: build models
+	$(BIN)/owl version
+	$(BIN)/owl generate -m $(BUILD)/models/tiny.gguf -p "Hello, owl" -n 32
+
+models: deps
+	@mkdir -p $(BUILD)/models
+	@[ -f $(BUILD)/models/tiny.gguf ] || $(GO) run ./models/testmodel/gen -kind llm -size tiny -o $(BUILD)/models/tiny.gguf
+
+BENCH_MODELS := $(BUILD)/models/1b-f16.gguf $(BUILD)/models/1b-q8_0.gguf
+
+$(BUILD)/models/1b-%.gguf: | deps
+	@mkdir -p $(BUILD)/models
+	$(GO) run ./models/testmodel/gen -kind llm -size realistic -type $* -o $@
+
+bench: build $(BENCH_MODELS)
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+	$(BIN)/owl bench llm -m $(BUILD)/models/1b-f16.gguf -t 2
+	$(BIN)/owl bench llm -m $(BUILD)/models/1b-q8_0.gguf -t 2
+
+lint: deps
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
+	$(GO) vet ./...
+
+# Run every fuzz target for FUZZTIME each.
+FUZZTIME ?= 30s
+fuzz: deps
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+clean:
+	rm -rf $(BIN) $(BUILD)
+
+# `eval "$(make -s env)"` sets up a shell to run go commands directly.
+env:
+	@echo 'export CGO_ENABLED=1'
+	@echo "export CGO_CFLAGS='$(CGO_CFLAGS)'"
+	@echo "export CGO_CXXFLAGS='$(CGO_CXXFLAGS)'"
+	@echo "export CGO_CPPFLAGS='$(CGO_CPPFLAGS)'"

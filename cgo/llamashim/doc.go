@@ -1,0 +1,14 @@
+// Package llamashim compiles owl's C glue over llama.cpp and ggml.
+//
+// The functions here do several native steps per call so that the Go side
+// crosses the cgo boundary once per operation: one call dumps a model's
+// metadata, one dumps its vocabulary, one runs a whole decode step and copies
+// out the logits it produced. The package has no Go API; bindings/llama
+// includes owl_llama.h and imports this package for its object code.
+//
+// The llama.cpp and ggml headers come from the github.com/ollama/ollama module;
+// the Makefile puts their folders on CGO_CPPFLAGS.
+package llamashim
+
+// #cgo CXXFLAGS: -std=c++17
+import "C"

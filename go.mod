@@ -1,0 +1,17 @@
+module github.com/owlengine/owl
+
+go 1.26.0
+
+require github.com/ollama/ollama v0.17.4
+
+require (
+	github.com/spf13/cobra v1.10.2
+	github.com/spf13/pflag v1.0.9
+	github.com/x448/float16 v0.8.4
+	golang.org/x/term v0.48.0
+)
+
+require (
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)

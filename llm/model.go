@@ -1,0 +1,152 @@
+package llm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/owlengine/owl/bindings/llama"
+	"github.com/owlengine/owl/models"
+)
+
+// Token is a vocabulary index.
+type Token = int32
+
+// ErrUnsupportedModel is returned for a GGUF file that is not a text model
+// llama.cpp can run (an unknown architecture, a projector, a vocabulary alone).
+var ErrUnsupportedModel = errors.New("unsupported model")
+
+// Model is a loaded text model. It is safe for concurrent use; Close must
+// not race with other calls.
+type Model struct {
+	path  string
+	file  *models.GGUF
+	m     *llama.Model
+	tmpl  string
+	bos   Token
+	addBS bool
+}
+
+// LoadOptions says how to load a model.
+type LoadOptions struct {
+	NoMmap bool // read the weights into memory instead of mapping the file
+}
+
+// Load checks the GGUF file at path and loads it. Errors name the file and
+// say what is wrong with it.
+func Load(path string, opts LoadOptions) (*Model, error) {
+	g, err := models.ReadGGUF(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: no such file", path)
+		}
+		return nil, err
+	}
+	arch := g.Architecture()
+	switch {
+	case arch == "":
+		return nil, fmt.Errorf("%s: %w: no general.architecture in the metadata", path, ErrUnsupportedModel)
+	case arch == "clip":
+		return nil, fmt.Errorf("%s: %w: this is a multimodal projector (mmproj); pass it with --mmproj next to a text model", path, ErrUnsupportedModel)
+	case len(g.Tensors) == 0:
+		return nil, fmt.Errorf("%s: %w: the file has no tensors", path, ErrUnsupportedModel)
+	}
+	lm, err := llama.LoadModel(path, llama.ModelParams{UseMmap: !opts.NoMmap})
+	if err != nil {
+		reason := strings.TrimPrefix(err.Error(), llama.ErrLoad.Error()+": ")
+		if strings.Contains(reason, "unknown model architecture") {
+			return nil, fmt.Errorf("%s: %w: architecture %q is not supported by this build of llama.cpp", path, ErrUnsupportedModel, arch)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	m := &Model{path: path, file: g, m: lm, tmpl: lm.ChatTemplate(), bos: lm.BOS(), addBS: lm.AddBOS()}
+	return m, nil
+}
+
+// Close frees the model's native memory. It is idempotent.
+func (m *Model) Close() error { return m.m.Close() }
+
+// Path is the file the model was loaded from.
+func (m *Model) Path() string { return m.path }
+
+// File is the parsed GGUF header of the model file.
+func (m *Model) File() *models.GGUF { return m.file }
+
+// Description is a one-line summary (architecture, size, weight type).
+func (m *Model) Description() string { return m.m.Description() }
+
+// VocabSize is the number of tokens of the vocabulary.
+func (m *Model) VocabSize() int { return m.m.NumVocab() }
+
+// TrainContext is the context length the model was trained with.
+func (m *Model) TrainContext() int { return m.m.TrainContext() }
+
+// Size is the bytes of the model's weights.
+func (m *Model) Size() uint64 { return m.m.Size() }
+
+// ChatTemplate is the model's chat template text, or "" when it has none.
+func (m *Model) ChatTemplate() string { return m.tmpl }
+
+// IsEOG reports whether t ends generation.
+func (m *Model) IsEOG(t Token) bool { return m.m.IsEOG(t) }
+
+// Tokenize converts text to tokens. With addSpecial the model's BOS is
+// prepended where it wants one; with parseSpecial, special-token text (such
+// as a chat template's "<|im_start|>") becomes the special token.
+func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]Token, error) {
+	return m.m.Tokenize(text, addSpecial, parseSpecial)
+}
+
+// Detokenize renders tokens as text; control tokens render as nothing.
+func (m *Model) Detokenize(tokens []Token) string { return m.m.Detokenize(tokens) }
+
+// Piece is the text of one token.
+func (m *Model) Piece(t Token) string { return m.m.Piece(t) }
+
+// Message is one turn of a chat.
+type Message struct {
+	Role    string // "system", "user" or "assistant"
+	Content string
+}
+
+// FormatChat renders msgs with the model's chat template; addAssistant ends
+// the prompt with the opening of the assistant's reply. Models without a
+// template get ChatML. NUL bytes in contents are dropped.
+func (m *Model) FormatChat(msgs []Message, addAssistant bool) (string, error) {
+	tmpl := m.tmpl
+	if tmpl == "" {
+		tmpl = "chatml"
+	}
+	lm := make([]llama.ChatMessage, len(msgs))
+	for i, msg := range msgs {
+		switch msg.Role {
+		case "system", "user", "assistant", "tool":
+		default:
+			return "", fmt.Errorf("chat message %d: unknown role %q (want system, user or assistant)", i, msg.Role)
+		}
+		// llama.cpp takes C strings; a NUL byte (which a random or broken
+		// model can emit) would cut the message short, so it is dropped.
+		lm[i] = llama.ChatMessage{Role: msg.Role, Content: strings.ReplaceAll(msg.Content, "\x00", "")}
+	}
+	out, err := llama.ApplyChatTemplate(tmpl, lm, addAssistant)
+	if err != nil {
+		return "", fmt.Errorf("%s: chat template: %w", m.path, err)
+	}
+	return out, nil
+}
+
+// SystemFeatures lists the CPU features llama.cpp's backends were compiled
+// with, as "NAME" for flags and "NAME=VALUE" otherwise.
+func SystemFeatures() []string {
+	var out []string
+	for _, f := range llama.Features() {
+		switch f.Value {
+		case "1":
+			out = append(out, f.Name)
+		default:
+			out = append(out, f.Name+"="+f.Value)
+		}
+	}
+	return out
+}
