@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 )
@@ -493,33 +494,11 @@ func (g *GGUF) ArrayLen(key string) (int, bool) {
 	if !ok || kv.Type != GGUFArray {
 		return 0, false
 	}
-	switch v := kv.Value.(type) {
-	case []string:
-		return len(v), true
-	case []byte:
-		return len(v), true
-	case []int8:
-		return len(v), true
-	case []bool:
-		return len(v), true
-	case []uint16:
-		return len(v), true
-	case []int16:
-		return len(v), true
-	case []uint32:
-		return len(v), true
-	case []int32:
-		return len(v), true
-	case []float32:
-		return len(v), true
-	case []uint64:
-		return len(v), true
-	case []int64:
-		return len(v), true
-	case []float64:
-		return len(v), true
+	v := reflect.ValueOf(kv.Value)
+	if v.Kind() != reflect.Slice {
+		return 0, false
 	}
-	return 0, false
+	return v.Len(), true
 }
 
 // Architecture is general.architecture ("llama", "clip", ...), or "".
