@@ -134,19 +134,32 @@ func ReadGGUF(path string) (*GGUF, error) {
 
 // ParseGGUF parses a GGUF file of the given size from r.
 func ParseGGUF(r io.ReaderAt, size int64) (*GGUF, error) {
-	p := &ggufParser{r: bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 1<<16), size: size}
-	return p.parse()
+	return newByteParser(r, size).parseGGUF()
 }
 
-type ggufParser struct {
+// byteParser reads little-endian values from a file of known size, keeping
+// count of the offset so that every length can be checked against what
+// remains before anything is allocated.
+type byteParser struct {
+	ra   io.ReaderAt
 	r    *bufio.Reader
 	off  int64
 	size int64
 }
 
-func (p *ggufParser) remaining() int64 { return p.size - p.off }
+func newByteParser(r io.ReaderAt, size int64) *byteParser {
+	return &byteParser{ra: r, r: bufio.NewReaderSize(io.NewSectionReader(r, 0, size), 1<<16), size: size}
+}
 
-func (p *ggufParser) read(buf []byte, what string) error {
+func (p *byteParser) remaining() int64 { return p.size - p.off }
+
+// skip moves n bytes ahead without reading them; n must not exceed remaining.
+func (p *byteParser) skip(n int64) {
+	p.off += n
+	p.r.Reset(io.NewSectionReader(p.ra, p.off, p.size-p.off))
+}
+
+func (p *byteParser) read(buf []byte, what string) error {
 	n, err := io.ReadFull(p.r, buf)
 	p.off += int64(n)
 	if err != nil {
@@ -155,7 +168,7 @@ func (p *ggufParser) read(buf []byte, what string) error {
 	return nil
 }
 
-func (p *ggufParser) u32(what string) (uint32, error) {
+func (p *byteParser) u32(what string) (uint32, error) {
 	var b [4]byte
 	if err := p.read(b[:], what); err != nil {
 		return 0, err
@@ -163,7 +176,7 @@ func (p *ggufParser) u32(what string) (uint32, error) {
 	return binary.LittleEndian.Uint32(b[:]), nil
 }
 
-func (p *ggufParser) u64(what string) (uint64, error) {
+func (p *byteParser) u64(what string) (uint64, error) {
 	var b [8]byte
 	if err := p.read(b[:], what); err != nil {
 		return 0, err
@@ -171,7 +184,7 @@ func (p *ggufParser) u64(what string) (uint64, error) {
 	return binary.LittleEndian.Uint64(b[:]), nil
 }
 
-func (p *ggufParser) str(what string) (string, error) {
+func (p *byteParser) str(what string) (string, error) {
 	n, err := p.u64(what + " length")
 	if err != nil {
 		return "", err
@@ -186,7 +199,7 @@ func (p *ggufParser) str(what string) (string, error) {
 	return string(buf), nil
 }
 
-func (p *ggufParser) parse() (*GGUF, error) {
+func (p *byteParser) parseGGUF() (*GGUF, error) {
 	magic, err := p.u32("magic")
 	if err != nil {
 		return nil, ErrNotGGUF
@@ -256,7 +269,7 @@ func (p *ggufParser) parse() (*GGUF, error) {
 
 func alignUp(n, a uint64) uint64 { return (n + a - 1) / a * a }
 
-func (p *ggufParser) kv() (GGUFKV, error) {
+func (p *byteParser) kv() (GGUFKV, error) {
 	key, err := p.str("metadata key")
 	if err != nil {
 		return GGUFKV{}, err
@@ -296,7 +309,7 @@ func (p *ggufParser) kv() (GGUFKV, error) {
 	return kv, err
 }
 
-func (p *ggufParser) scalar(t GGUFValueType, key string) (any, error) {
+func (p *byteParser) scalar(t GGUFValueType, key string) (any, error) {
 	if t == GGUFString {
 		return p.str("value of " + key)
 	}
@@ -337,7 +350,7 @@ func decodeScalar(t GGUFValueType, b []byte) any {
 	return nil
 }
 
-func (p *ggufParser) array(t GGUFValueType, n int, key string) (any, error) {
+func (p *byteParser) array(t GGUFValueType, n int, key string) (any, error) {
 	if t == GGUFString {
 		out := make([]string, n)
 		for i := range out {
@@ -389,7 +402,7 @@ func convert[T any](raw []byte, size int, f func([]byte) T) []T {
 	return out
 }
 
-func (p *ggufParser) tensor() (TensorInfo, error) {
+func (p *byteParser) tensor() (TensorInfo, error) {
 	name, err := p.str("tensor name")
 	if err != nil {
 		return TensorInfo{}, err

@@ -42,7 +42,7 @@ func byteToUnicode() [256]rune {
 	var m [256]rune
 	n := 0
 	for b := 0; b < 256; b++ {
-		if (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF) {
+		if printableByte(b) {
 			m[b] = rune(b)
 		} else {
 			m[b] = rune(256 + n)
@@ -50,6 +50,27 @@ func byteToUnicode() [256]rune {
 		}
 	}
 	return m
+}
+
+func printableByte(b int) bool {
+	return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)
+}
+
+// gpt2ByteOrder lists the bytes in the order GPT-2's vocabulary gives them
+// ids 0 to 255: the printable ones first, then the rest; the space is 220.
+func gpt2ByteOrder() []byte {
+	var order []byte
+	for b := 0; b < 256; b++ {
+		if printableByte(b) {
+			order = append(order, byte(b))
+		}
+	}
+	for b := 0; b < 256; b++ {
+		if !printableByte(b) {
+			order = append(order, byte(b))
+		}
+	}
+	return order
 }
 
 // trainingText is the corpus the tokenizer's merges are learned from: enough
@@ -98,7 +119,8 @@ func pretokenize(text string) []string {
 	return words
 }
 
-// buildVocab builds a vocabulary of exactly size tokens: 256 byte tokens,
+// buildVocab builds a vocabulary of exactly size tokens: 256 byte tokens
+// (in GPT-2's order),
 // merges learned from trainingText, filler merges of existing tokens up to
 // the size, then the ChatML special tokens.
 func buildVocab(size int) (vocab, error) {
@@ -113,7 +135,7 @@ func buildVocab(size int) (vocab, error) {
 		v.types = append(v.types, tokenNormal)
 		known[s] = true
 	}
-	for b := 0; b < 256; b++ {
+	for _, b := range gpt2ByteOrder() {
 		add(string(b2u[b]))
 	}
 	want := size - chatMLSpecial
