@@ -87,7 +87,7 @@ func (h WhisperHParams) SizeName() string {
 // vocabulary; they depend on its size as in OpenAI's tokenizer.
 type WhisperSpecialTokens struct {
 	EOT, SOT, Translate, Transcribe, SOLM, Prev, NoSpeech, NoTimestamps, TimestampBegin int
-	LanguageBegin                                                                     int // SOT+1; languages follow in Whisper's order
+	LanguageBegin                                                                       int // SOT+1; languages follow in Whisper's order
 }
 
 // SpecialTokens returns the special token ids for h.
@@ -271,7 +271,7 @@ func (h WhisperHParams) validate() error {
 		return nil
 	}
 	for _, c := range []struct {
-		name       string
+		name      string
 		v, lo, hi int
 	}{
 		{"n_vocab", h.NVocab, 51864, maxWhisperVocab},

@@ -152,7 +152,9 @@ func WriteWhisperFile(path string, c WhisperConfig) error {
 	return writeFileAtomic(path, func(w io.Writer) error { return WriteWhisper(w, c) })
 }
 
-func hasSuffix(s, suffix string) bool { return len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix }
+func hasSuffix(s, suffix string) bool {
+	return len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix
+}
 
 // whisperVocab returns the stored tokens of a generated whisper model: the
 // GPT-2-style byte-level BPE vocabulary up to (not including) EOT, as raw
