@@ -14,6 +14,8 @@ DEB_PACKAGES := g++ pkg-config nlohmann-json3-dev libstb-dev portaudio19-dev
 
 OLLAMA_MOD := github.com/ollama/ollama
 MALGO_MOD  := github.com/gen2brain/malgo@v0.11.24
+# whisper.cpp's Go bindings ship samples/jfk.wav, the speech sample tests use.
+WHISPER_GO_MOD := github.com/ggerganov/whisper.cpp/bindings/go@v0.0.0-20260227185758-9453b4b9be9b
 
 # Folders of the pinned module's native sources (in the module cache).
 OLLAMA_DIR = $(shell $(GO) list -m -f '{{.Dir}}' $(OLLAMA_MOD) 2>/dev/null)
@@ -42,6 +44,9 @@ $(BUILD)/.deps: Makefile go.mod go.sum
 	@mkdir -p $(BUILD)/include/miniaudio
 	@dir=$$($(GO) mod download -json $(MALGO_MOD) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'); \
 	install -m 0644 "$$dir/miniaudio.h" $(BUILD)/include/miniaudio/miniaudio.h
+	@mkdir -p $(BUILD)/samples
+	@dir=$$($(GO) mod download -json $(WHISPER_GO_MOD) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p'); \
+	install -m 0644 "$$dir/samples/jfk.wav" $(BUILD)/samples/jfk.wav
 	@touch $@
 
 build: deps

@@ -9,6 +9,7 @@ import (
 
 	"github.com/owlengine/owl/llm"
 	"github.com/owlengine/owl/models"
+	"github.com/owlengine/owl/speech"
 )
 
 // Types of the llm package that the API passes through.
@@ -46,56 +47,30 @@ type Options struct {
 	KVType    string // KV cache type: f16 (default), q8_0, q4_0
 	FlashAttn bool   // flash-attention kernels
 	NoMmap    bool   // read weights into memory instead of mapping them
+	CacheDir  string // where converted speech models are kept ("" means the user cache)
 }
 
 // Engine owns loaded models. Its methods are safe for concurrent use.
 type Engine struct {
 	opts Options
 
-	mu     sync.Mutex // guards models and closed
-	models map[string]*textModel
+	mu     sync.Mutex // guards models, speech and closed
+	models map[string]*entry[*textModel]
+	speech map[string]*entry[*speech.Model]
 	closed bool
 }
 
-// textModel is a loaded model with its one session; mu serializes requests.
-type textModel struct {
+// entry is a model loaded, or being loaded, once for all who ask.
+type entry[T any] struct {
 	ready chan struct{} // closed when loading ends
-	err   error         // the load error, set before ready is closed
-
-	mu      sync.Mutex // guards session use
-	model   *llm.Model
-	session *llm.Session
+	val   T
+	err   error // the load error, set before ready is closed
 }
 
-// New returns an engine; models load on first use.
-func New(opts Options) *Engine {
-	return &Engine{opts: opts, models: map[string]*textModel{}}
-}
-
-// Close unloads every model. Requests in flight finish first.
-func (e *Engine) Close() error {
-	e.mu.Lock()
-	e.closed = true
-	ms := e.models
-	e.models = map[string]*textModel{}
-	e.mu.Unlock()
-	for _, m := range ms {
-		<-m.ready
-		if m.err != nil {
-			continue
-		}
-		m.mu.Lock()
-		m.session.Close()
-		m.model.Close()
-		m.mu.Unlock()
-	}
-	return nil
-}
-
-// textModel returns the loaded model for path, loading it if needed.
+// load returns the value for path in m, calling fn to load it when absent.
 // Concurrent callers for the same path share one load; a failed load is
 // reported to all of them and not remembered.
-func (e *Engine) textModel(path string) (*textModel, error) {
+func load[T any](e *Engine, m map[string]*entry[T], path string, fn func() (T, error)) (T, error) {
 	key, err := filepath.Abs(path)
 	if err != nil {
 		key = path
@@ -103,33 +78,80 @@ func (e *Engine) textModel(path string) (*textModel, error) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		return nil, ErrClosed
+		var zero T
+		return zero, ErrClosed
 	}
-	m, ok := e.models[key]
+	en, ok := m[key]
 	if !ok {
-		m = &textModel{ready: make(chan struct{})}
-		e.models[key] = m
+		en = &entry[T]{ready: make(chan struct{})}
+		m[key] = en
 	}
 	e.mu.Unlock()
 	if ok {
-		<-m.ready
-		return m, m.err
+		<-en.ready
+		return en.val, en.err
 	}
-
-	m.model, m.err = llm.Load(path, llm.LoadOptions{NoMmap: e.opts.NoMmap})
-	if m.err == nil {
-		m.session, m.err = m.model.NewSession(e.sessionOptions())
-		if m.err != nil {
-			m.model.Close()
-		}
-	}
-	if m.err != nil {
+	en.val, en.err = fn()
+	if en.err != nil {
 		e.mu.Lock()
-		delete(e.models, key)
+		delete(m, key)
 		e.mu.Unlock()
 	}
-	close(m.ready)
-	return m, m.err
+	close(en.ready)
+	return en.val, en.err
+}
+
+// textModel is a loaded model with its one session; mu serializes requests.
+type textModel struct {
+	mu      sync.Mutex // guards session use
+	model   *llm.Model
+	session *llm.Session
+}
+
+// New returns an engine; models load on first use.
+func New(opts Options) *Engine {
+	return &Engine{opts: opts, models: map[string]*entry[*textModel]{}, speech: map[string]*entry[*speech.Model]{}}
+}
+
+// Close unloads every model. Requests in flight finish first.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	text, sp := e.models, e.speech
+	e.models, e.speech = map[string]*entry[*textModel]{}, map[string]*entry[*speech.Model]{}
+	e.mu.Unlock()
+	for _, en := range text {
+		<-en.ready
+		if en.err == nil {
+			en.val.mu.Lock()
+			en.val.session.Close()
+			en.val.model.Close()
+			en.val.mu.Unlock()
+		}
+	}
+	for _, en := range sp {
+		<-en.ready
+		if en.err == nil {
+			en.val.Close()
+		}
+	}
+	return nil
+}
+
+// textModel returns the loaded text model for path, loading it once.
+func (e *Engine) textModel(path string) (*textModel, error) {
+	return load(e, e.models, path, func() (*textModel, error) {
+		model, err := llm.Load(path, llm.LoadOptions{NoMmap: e.opts.NoMmap})
+		if err != nil {
+			return nil, err
+		}
+		session, err := model.NewSession(e.sessionOptions())
+		if err != nil {
+			model.Close()
+			return nil, err
+		}
+		return &textModel{model: model, session: session}, nil
+	})
 }
 
 func (e *Engine) sessionOptions() llm.SessionOptions {

@@ -176,3 +176,73 @@ func FuzzParseWhisper(f *testing.F) {
 		}
 	})
 }
+
+func TestWhisperGGUFConversion(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "ggml-micro.bin")
+	data := microBin(t)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wf, err := models.ReadWhisper(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := filepath.Join(dir, "cache")
+	out, err := models.WhisperGGUF(src, wf, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := models.ReadGGUF(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Architecture() != "whisper" || len(g.Tensors) != len(wf.Tensors) {
+		t.Fatalf("arch %q, %d tensors", g.Architecture(), len(g.Tensors))
+	}
+	// Tensor bytes are copied unchanged, types kept.
+	gguf, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ti := range g.Tensors {
+		st := wf.Tensors[i]
+		if ti.Name != st.Name || ti.Type != st.Type || ti.Bytes != st.Bytes {
+			t.Fatalf("tensor %d: %+v vs %+v", i, ti, st)
+		}
+		a := gguf[g.DataOffset+int64(ti.Offset):][:ti.Bytes]
+		b := data[st.Offset:][:st.Bytes]
+		if !bytes.Equal(a, b) {
+			t.Fatalf("tensor %s data differs", ti.Name)
+		}
+	}
+	// A second call reuses the file; a changed source gets a new one.
+	st1, _ := os.Stat(out)
+	again, err := models.WhisperGGUF(src, wf, cache)
+	if err != nil || again != out {
+		t.Fatalf("second conversion: %v, %s vs %s", err, again, out)
+	}
+	st2, _ := os.Stat(again)
+	if !st2.ModTime().Equal(st1.ModTime()) {
+		t.Fatal("the cached GGUF was written again")
+	}
+	if err := os.WriteFile(src, testmodelBytes(t, testmodel.WhisperMicro(testmodel.VocabEnglish, 0)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wf2, err := models.ReadWhisper(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := models.WhisperGGUF(src, wf2, cache)
+	if err != nil || other == out {
+		t.Fatalf("changed source reused %s (%v)", other, err)
+	}
+}
+
+func testmodelBytes(t testing.TB, c testmodel.WhisperConfig) []byte {
+	var buf bytes.Buffer
+	if err := testmodel.WriteWhisper(&buf, c); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}

@@ -16,8 +16,76 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure speed",
 	}
-	cmd.AddCommand(newBenchLLMCmd())
+	cmd.AddCommand(newBenchLLMCmd(), newBenchSpeechCmd())
 	return cmd
+}
+
+func newBenchSpeechCmd() *cobra.Command {
+	var (
+		model, file string
+		threads     int
+		flashAttn   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "speech -m MODEL.bin [-f AUDIO.wav]",
+		Short: "Mel, encoder and decoder timings, real-time factor and peak memory of a whisper model",
+		Long: `Bench speech transcribes AUDIO (default: 30 seconds of generated tones and
+noise) and reports the time of the mel front end, the encoder per 30-second
+window, the decoder per token, the real-time factor (processing time over
+audio duration) and peak memory.`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if model == "" {
+				return usageError{fmt.Errorf("no model: pass -m ggml-MODEL.bin")}
+			}
+			samples := benchAudio()
+			if file != "" {
+				var err error
+				if samples, err = engine.ReadAudio(file); err != nil {
+					return err
+				}
+			}
+			e := engine.New(engine.Options{Threads: threads, FlashAttn: flashAttn})
+			defer e.Close()
+			r, err := e.BenchSpeech(cmd.Context(), model, samples)
+			if err != nil {
+				return err
+			}
+			t := r.Timings
+			fmt.Printf("model: %s (%s)\n", model, r.Description)
+			fmt.Printf("threads: %d, audio: %.1f s, load: %.0f ms\n", r.Threads, r.Audio.Seconds(), ms(r.Load))
+			fmt.Printf("mel:     %8.1f ms\n", ms(t.Mel))
+			if t.Windows > 0 {
+				fmt.Printf("encode:  %8.1f ms per window (%d windows)\n", ms(t.Encode)/float64(t.Windows), t.Windows)
+			}
+			if t.DecodeSteps > 0 {
+				fmt.Printf("decode:  %8.2f ms per token (%d tokens)\n", ms(t.Decode)/float64(t.DecodeSteps), t.Tokens)
+			}
+			fmt.Printf("RTF:     %8.3f (%.2f s for %.1f s of audio)\n", r.Wall.Seconds()/r.Audio.Seconds(), r.Wall.Seconds(), r.Audio.Seconds())
+			fmt.Printf("peak RSS: %s\n", humanBytes(peakRSS()))
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&model, "model", "m", "", "whisper.cpp model file (ggml-*.bin)")
+	fs.StringVarP(&file, "file", "f", "", "16-kHz WAV to transcribe (default: 30 s of generated audio)")
+	fs.IntVarP(&threads, "threads", "t", 0, "CPU threads (default: all CPUs)")
+	fs.BoolVar(&flashAttn, "flash-attn", false, "use flash-attention kernels")
+	return cmd
+}
+
+// benchAudio is 30 seconds of tones and noise, the same on every run.
+func benchAudio() []float32 {
+	const rate = 16000
+	out := make([]float32, 30*rate)
+	seed := uint64(1)
+	for i := range out {
+		t := float64(i) / rate
+		seed = seed*6364136223846793005 + 1442695040888963407
+		noise := float64(seed>>40)/float64(1<<24) - 0.5
+		out[i] = float32(0.3*math.Sin(2*math.Pi*(200+20*t)*t) + 0.05*noise)
+	}
+	return out
 }
 
 func newBenchLLMCmd() *cobra.Command {

@@ -3,6 +3,7 @@
 //
 //	go run ./models/testmodel/gen -kind llm -size tiny -o tiny.gguf
 //	go run ./models/testmodel/gen -kind llm -size realistic -type q8_0 -o 1b-q8_0.gguf
+//	go run ./models/testmodel/gen -kind whisper -size tiny -vocab en -o ggml-tiny.en.bin
 package main
 
 import (
@@ -15,18 +16,19 @@ import (
 )
 
 func main() {
-	kind := flag.String("kind", "llm", "model kind: llm")
-	size := flag.String("size", "tiny", "size: tiny or realistic")
+	kind := flag.String("kind", "llm", "model kind: llm or whisper")
+	size := flag.String("size", "tiny", "size: tiny or realistic (llm); micro, tiny or base (whisper)")
 	typ := flag.String("type", "", "weight type: f32, f16 or q8_0 (default f16)")
+	vocab := flag.String("vocab", "en", "whisper vocabulary: en (.en models), multi (99 languages) or v3 (100 languages, 128 mels)")
 	out := flag.String("o", "", "output path (required)")
 	flag.Parse()
-	if err := run(*kind, *size, *typ, *out); err != nil {
+	if err := run(*kind, *size, *typ, *vocab, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kind, size, typ, out string) error {
+func run(kind, size, typ, vocab, out string) error {
 	if out == "" {
 		return fmt.Errorf("-o is required")
 	}
@@ -53,6 +55,33 @@ func run(kind, size, typ, out string) error {
 			return fmt.Errorf("unknown -size %q for llm (want tiny or realistic)", size)
 		}
 		return testmodel.WriteLlamaFile(out, c)
+	case "whisper":
+		ftype := map[models.GGMLType]int{models.TypeF32: 0, models.TypeF16: 1, models.TypeQ8_0: 7}[t]
+		n := testmodel.VocabEnglish
+		switch vocab {
+		case "en":
+		case "multi":
+			n = testmodel.VocabMultilingual
+		case "v3":
+			n = testmodel.VocabLargeV3
+		default:
+			return fmt.Errorf("unknown -vocab %q (want en, multi or v3)", vocab)
+		}
+		var c testmodel.WhisperConfig
+		switch size {
+		case "micro":
+			c = testmodel.WhisperMicro(n, ftype)
+		case "tiny":
+			c = testmodel.WhisperTiny(n, ftype)
+		case "base":
+			c = testmodel.WhisperBase(n, ftype)
+		default:
+			return fmt.Errorf("unknown -size %q for whisper (want micro, tiny or base)", size)
+		}
+		if n == testmodel.VocabLargeV3 {
+			c.HParams.NMels = 128
+		}
+		return testmodel.WriteWhisperFile(out, c)
 	}
-	return fmt.Errorf("unknown -kind %q (want llm)", kind)
+	return fmt.Errorf("unknown -kind %q (want llm or whisper)", kind)
 }

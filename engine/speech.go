@@ -1,0 +1,111 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/owlengine/owl/audio"
+	"github.com/owlengine/owl/speech"
+)
+
+// Types of the speech package that the API passes through.
+type (
+	// TranscribeOptions control a transcription; see speech.Options.
+	TranscribeOptions = speech.Options
+	// Transcript is a finished transcription.
+	Transcript = speech.Transcript
+	// Segment is a stretch of recognized speech.
+	Segment = speech.Segment
+)
+
+// ErrBadOption is returned for transcription options a model cannot honor.
+var ErrBadOption = speech.ErrBadOption
+
+// TranscriptFormats lists the formats WriteTranscript knows.
+var TranscriptFormats = speech.Formats
+
+// WriteTranscript renders t in format ("txt", "json").
+var WriteTranscript = speech.Write
+
+// TranscribeRequest is speech to recognize: samples (16 kHz mono), or a file.
+type TranscribeRequest struct {
+	Model   string    // path of a whisper.cpp model file (ggml-*.bin)
+	Samples []float32 // 16-kHz mono samples in [-1, 1]; or
+	File    string    // an audio file to read
+	TranscribeOptions
+}
+
+// speechModel returns the loaded Whisper model at path, loading it once.
+func (e *Engine) speechModel(ctx context.Context, path string) (*speech.Model, error) {
+	return load(e, e.speech, path, func() (*speech.Model, error) {
+		return speech.Load(ctx, path, speech.LoadOptions{Threads: e.opts.Threads, FlashAttn: e.opts.FlashAttn, CacheDir: e.opts.CacheDir})
+	})
+}
+
+// ReadAudio decodes an audio file into 16-kHz mono samples.
+func ReadAudio(path string) ([]float32, error) {
+	a, err := audio.ReadWAVFile(path, audio.Limits{})
+	if err != nil {
+		return nil, err
+	}
+	if a.SampleRate != speech.SampleRate {
+		return nil, fmt.Errorf("%s: the audio is sampled at %d Hz; owl reads 16-kHz WAV (convert with: ffmpeg -i %s -ar 16000 -ac 1 out.wav)", path, a.SampleRate, filepath.Base(path))
+	}
+	return a.Samples, nil
+}
+
+// Transcribe recognizes the speech in req.
+func (e *Engine) Transcribe(ctx context.Context, req TranscribeRequest) (*Transcript, error) {
+	samples := req.Samples
+	if req.File != "" {
+		var err error
+		if samples, err = ReadAudio(req.File); err != nil {
+			return nil, err
+		}
+	}
+	m, err := e.speechModel(ctx, req.Model)
+	if err != nil {
+		return nil, err
+	}
+	return m.Transcribe(ctx, samples, req.TranscribeOptions)
+}
+
+// DescribeSpeech loads the speech model at path and describes it.
+func (e *Engine) DescribeSpeech(ctx context.Context, path string) (string, error) {
+	m, err := e.speechModel(ctx, path)
+	if err != nil {
+		return "", err
+	}
+	return m.Describe(), nil
+}
+
+// SpeechBenchResult holds the figures of one speech benchmark run.
+type SpeechBenchResult struct {
+	Description string
+	Threads     int
+	Audio       time.Duration
+	Load        time.Duration
+	Wall        time.Duration // transcription, mel to last token
+	Timings     speech.Timings
+}
+
+// BenchSpeech transcribes samples with the model at path and measures it.
+func (e *Engine) BenchSpeech(ctx context.Context, path string, samples []float32) (SpeechBenchResult, error) {
+	start := time.Now()
+	m, err := e.speechModel(ctx, path)
+	if err != nil {
+		return SpeechBenchResult{}, err
+	}
+	res := SpeechBenchResult{Description: m.Describe(), Threads: m.Threads(), Load: time.Since(start)}
+	start = time.Now()
+	tr, err := m.Transcribe(ctx, samples, speech.Options{SilenceThreshold: -1})
+	if err != nil {
+		return res, err
+	}
+	res.Wall = time.Since(start)
+	res.Audio = tr.Duration
+	res.Timings = tr.Timings
+	return res, nil
+}

@@ -1,0 +1,244 @@
+package speech
+
+import (
+	"context"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/owlengine/owl/audio"
+	"github.com/owlengine/owl/models"
+	"github.com/owlengine/owl/models/testmodel"
+)
+
+var (
+	modelsOnce sync.Once
+	modelDir   string
+)
+
+// modelPath writes a generated model once per test binary.
+func modelPath(t testing.TB, name string, c testmodel.WhisperConfig) string {
+	t.Helper()
+	modelsOnce.Do(func() {
+		d, err := os.MkdirTemp("", "owl-speech-test")
+		if err != nil {
+			panic(err)
+		}
+		modelDir = d
+	})
+	p := filepath.Join(modelDir, name+".bin")
+	if _, err := os.Stat(p); err != nil {
+		if err := testmodel.WriteWhisperFile(p, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+func loadModel(t testing.TB, name string, c testmodel.WhisperConfig, o LoadOptions) *Model {
+	t.Helper()
+	if o.Threads == 0 {
+		o.Threads = 2
+	}
+	o.CacheDir = filepath.Join(modelDir, "cache")
+	m, err := Load(context.Background(), modelPath(t, name, c), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func jfk(t testing.TB) []float32 {
+	t.Helper()
+	p, err := testmodel.Sample("jfk.wav")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := audio.ReadWAVFile(p, audio.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.SampleRate != SampleRate {
+		t.Fatalf("jfk.wav is %d Hz", a.SampleRate)
+	}
+	return a.Samples
+}
+
+func tokenIDs(tr *Transcript) []int {
+	var ids []int
+	for _, s := range tr.Segments {
+		for _, tok := range s.Tokens {
+			ids = append(ids, tok.ID)
+		}
+	}
+	return ids
+}
+
+func TestJFKDeterministic(t *testing.T) {
+	m := loadModel(t, "tiny.en-f16", testmodel.WhisperTiny(testmodel.VocabEnglish, 1), LoadOptions{})
+	samples := jfk(t)
+	a, err := m.Transcribe(context.Background(), samples, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.Transcribe(context.Background(), samples, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Segments) == 0 || a.Timings.Tokens == 0 {
+		t.Fatalf("no output: %+v", a.Timings)
+	}
+	if !slices.Equal(tokenIDs(a), tokenIDs(b)) || a.Text() != b.Text() {
+		t.Fatalf("two greedy transcriptions differ:\n%q\n%q", a.Text(), b.Text())
+	}
+	for _, s := range a.Segments {
+		if s.End < s.Start || s.Start < 0 || s.End > a.Duration+30e9 {
+			t.Fatalf("segment [%v, %v] out of order", s.Start, s.End)
+		}
+		for _, tok := range s.Tokens {
+			if tok.Prob <= 0 || tok.Prob > 1 || math.IsNaN(float64(tok.Prob)) {
+				t.Fatalf("token %+v has probability %v", tok, tok.Prob)
+			}
+		}
+	}
+}
+
+// An f16 file holds the f32 file's weights rounded to 11 significant bits,
+// and ggml also rounds the activations that meet f16 weights to f16, so each
+// product carries a relative error of about 2^-11 ≈ 5e-4; the errors of the
+// layers partly cancel (measured: 4e-4 of the logits' scale for the micro
+// model). 4e-3 leaves ten times that while staying far below what a wrong
+// weight layout or type causes (order 1, see TestOracle).
+func TestF16MatchesF32(t *testing.T) {
+	f32 := loadModel(t, "micro-f32", testmodel.WhisperMicro(testmodel.VocabMultilingual, 0), LoadOptions{})
+	f16 := loadModel(t, "micro-f16", testmodel.WhisperMicro(testmodel.VocabMultilingual, 1), LoadOptions{})
+	samples := testAudio()
+	logits := func(m *Model) []float32 {
+		mel := LogMel(samples, m.file.MelFilters, m.hp.NMels, 2)
+		w := make([]float32, m.hp.NMels*WindowFrames)
+		mel.Window(w, 0)
+		st, err := m.newState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.close()
+		if err := m.encode(w, st, nil); err != nil {
+			t.Fatal(err)
+		}
+		p, _, _ := m.prompt(Options{})
+		l, err := m.decode(st, append(p, 500, 600))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	a, b := logits(f32), logits(f16)
+	ref := make([]float64, len(a))
+	for i, v := range a {
+		ref[i] = float64(v)
+	}
+	e := relErr(b, ref)
+	t.Logf("f16 vs f32 logits: relative error %.2g", e)
+	if e > 4e-3 {
+		t.Fatalf("f16 logits differ from f32 by %.2g of their scale", e)
+	}
+}
+
+func TestEmptyAndSilence(t *testing.T) {
+	m := loadModel(t, "micro.en-f16", testmodel.WhisperMicro(testmodel.VocabEnglish, 1), LoadOptions{})
+	for name, samples := range map[string][]float32{
+		"zero length":     nil,
+		"one sample":      {0},
+		"10 s of silence": make([]float32, 10*SampleRate),
+		"45 s of silence": make([]float32, 45*SampleRate),
+	} {
+		t.Run(name, func(t *testing.T) {
+			tr, err := m.Transcribe(context.Background(), samples, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(tr.Segments) != 0 || tr.Timings.Windows != 0 {
+				t.Fatalf("silence gave %d segments after %d windows", len(tr.Segments), tr.Timings.Windows)
+			}
+		})
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	en := loadModel(t, "micro.en-f16", testmodel.WhisperMicro(testmodel.VocabEnglish, 1), LoadOptions{})
+	multi := loadModel(t, "micro-f16", testmodel.WhisperMicro(testmodel.VocabMultilingual, 1), LoadOptions{})
+	for _, tc := range []struct {
+		m    *Model
+		o    Options
+		want string
+	}{
+		{en, Options{Translate: true}, "cannot translate"},
+		{en, Options{Language: "de"}, "English-only"},
+		{multi, Options{Language: "xx"}, "unknown language"},
+		{multi, Options{Language: "yue"}, "unknown language"}, // 99-language models lack Cantonese
+	} {
+		_, err := tc.m.Transcribe(context.Background(), []float32{0.1}, tc.o)
+		if !errors.Is(err, ErrBadOption) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: err = %v, want %q", tc.o, err, tc.want)
+		}
+	}
+	// Languages are accepted by code or name on multilingual models.
+	for _, lang := range []string{"de", "German", "french"} {
+		if _, _, err := multi.prompt(Options{Language: lang}); err != nil {
+			t.Errorf("%s: %v", lang, err)
+		}
+	}
+}
+
+func TestPrompt(t *testing.T) {
+	multi := loadModel(t, "micro-f16", testmodel.WhisperMicro(testmodel.VocabMultilingual, 1), LoadOptions{})
+	s := multi.vocab.Special()
+	p, lang, err := multi.prompt(Options{Language: "de", Translate: true, NoTimestamps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int32{int32(s.SOT), int32(s.LanguageBegin + 2), int32(s.Translate), int32(s.NoTimestamps)}
+	if !slices.Equal(p, want) || lang != "de" {
+		t.Fatalf("prompt %v (%s), want %v", p, lang, want)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	m := loadModel(t, "micro.en-f16", testmodel.WhisperMicro(testmodel.VocabEnglish, 1), LoadOptions{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := m.Transcribe(ctx, testAudio(), Options{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+}
+
+func TestCorruptModelFiles(t *testing.T) {
+	good, err := os.ReadFile(modelPath(t, "micro.en-f16", testmodel.WhisperMicro(testmodel.VocabEnglish, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{
+		"empty":     nil,
+		"truncated": good[:len(good)/2],
+		"text":      []byte("hello"),
+	} {
+		p := filepath.Join(dir, name+".bin")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(context.Background(), p, LoadOptions{CacheDir: dir})
+		if err == nil || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+		if !errors.Is(err, models.ErrCorrupt) && !errors.Is(err, models.ErrNotWhisper) {
+			t.Errorf("%s: %v is not a model-file error", name, err)
+		}
+	}
+}
