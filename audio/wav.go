@@ -140,7 +140,9 @@ func decodePCM(r io.Reader, n int64, format, channels, rate, bits int, l Limits)
 	case format == formatPCM && bits == 16:
 		conv = func(b []byte) float64 { return float64(int16(le.Uint16(b))) / 32768 }
 	case format == formatPCM && bits == 24:
-		conv = func(b []byte) float64 { return float64(int32(uint32(b[0])<<8|uint32(b[1])<<16|uint32(b[2])<<24)>>8) / 8388608 }
+		conv = func(b []byte) float64 {
+			return float64(int32(uint32(b[0])<<8|uint32(b[1])<<16|uint32(b[2])<<24)>>8) / 8388608
+		}
 	case format == formatPCM && bits == 32:
 		conv = func(b []byte) float64 { return float64(int32(le.Uint32(b))) / 2147483648 }
 	case format == formatFloat && bits == 32:
