@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 
 	"github.com/ollama/ollama/ml"
@@ -274,7 +275,15 @@ func (q Tensor) Attention(g *Graph, k, v, mask Tensor, scale float64, vTranspose
 		if mask.t != nil {
 			m = mask.t
 		}
-		return Tensor{sdpa.ScaledDotProductAttention(g.ctx, k.t, v.t, m, nil, nil, scale, false)}
+		// The fused CPU kernel is fastest on f16 keys and values.
+		kt, vt := k.t, v.t
+		if kt.DType() == ml.DTypeF32 {
+			kt = kt.Cast(g.ctx, ml.DTypeF16)
+		}
+		if vt.DType() == ml.DTypeF32 {
+			vt = vt.Cast(g.ctx, ml.DTypeF16)
+		}
+		return Tensor{sdpa.ScaledDotProductAttention(g.ctx, kt, vt, m, nil, nil, scale, false)}
 	}
 	// Without fused kernels the scores of all queries would be held at once
 	// (with a padded copy); large attentions run in chunks of queries.
@@ -308,27 +317,37 @@ const attnChunkBytes = 16 << 20
 // queries made contiguous, both products run on the blocked GEMM kernels
 // instead of row dot products.
 func plainAttention(ctx ml.Context, q, k, v, mask ml.Tensor, scale float64, vTransposed bool) ml.Tensor {
+	nq, nkv := q.Dim(2), k.Dim(2)
 	// The scale is applied to the queries, which are far smaller than the
 	// scores when there are many of both.
 	qp := q.Scale(ctx, scale).Permute(ctx, 0, 2, 1, 3).Contiguous(ctx) // [d, nq, heads]
 	kp := k.Permute(ctx, 0, 2, 1, 3)                                   // [d, nkv, heads]
-	kq := kp.MulmatFullPrec(ctx, qp)                                   // [nkv, nq, heads]
-	if mask != nil {
-		kq = kq.Add(ctx, mask)
-	}
-	kq = kq.Softmax(ctx)
 	vt := v
 	if !vTransposed {
 		vt = vt.Permute(ctx, 1, 2, 0, 3).Contiguous(ctx) // [nkv, d, heads]
 	}
-	// The blocked kernels need the inner dimension (keys) to be a multiple
-	// of 16; zero padding of both factors leaves the product unchanged.
-	// (ggml pads f32 tensors only; f16 values keep the row kernels.)
-	if nkv, nq := kq.Dim(0), kq.Dim(1); nq > 1 && nkv%16 != 0 && vt.DType() == ml.DTypeF32 {
-		pad := 16 - nkv%16
-		kq = kq.Pad(ctx, pad, 0, 0, 0)
+	// The blocked kernels need the inner dimension of the second product
+	// (the keys) to be a multiple of 16. Keys and values are padded with
+	// zeros and the padding keys masked out of the softmax, which is cheaper
+	// than padding the scores. (ggml pads f32 only.)
+	var keyMask ml.Tensor
+	if pad := (16 - nkv%16) % 16; pad > 0 && nq > 1 && mask == nil && k.DType() == ml.DTypeF32 && vt.DType() == ml.DTypeF32 {
+		kp = kp.Pad(ctx, 0, pad, 0, 0)
 		vt = vt.Pad(ctx, pad, 0, 0, 0)
+		m := make([]float32, nkv+pad)
+		for i := nkv; i < len(m); i++ {
+			m[i] = float32(math.Inf(-1))
+		}
+		keyMask = ctx.Input().FromFloats(m, len(m))
 	}
+	kq := kp.MulmatFullPrec(ctx, qp) // [nkv, nq, heads]
+	if mask != nil {
+		kq = kq.Add(ctx, mask)
+	}
+	if keyMask != nil {
+		kq = kq.Add(ctx, keyMask)
+	}
+	kq = kq.Softmax(ctx)
 	out := vt.Mulmat(ctx, kq) // [d, nq, heads]
 	return out.Permute(ctx, 0, 2, 1, 3).Contiguous(ctx)
 }
