@@ -311,7 +311,7 @@ func (q Tensor) Attention(g *Graph, k, v, mask Tensor, scale float64, vTranspose
 }
 
 // attnChunkBytes bounds the scores one chunk of plain attention holds.
-const attnChunkBytes = 16 << 20
+var attnChunkBytes = 16 << 20
 
 // plainAttention is attention from matrix products and a softmax; with the
 // queries made contiguous, both products run on the blocked GEMM kernels
