@@ -162,3 +162,28 @@ func TestSegments(t *testing.T) {
 		})
 	}
 }
+
+func TestExpNeg(t *testing.T) {
+	for x := float32(-30); x <= 0; x += 0.001 {
+		want := math.Exp(float64(x))
+		if got := float64(expNeg(x)); math.Abs(got-want) > 2e-6*want {
+			t.Fatalf("expNeg(%v) = %v, want %v", x, got, want)
+		}
+	}
+}
+
+func BenchmarkLogitFilter(b *testing.B) {
+	v := testVocab()
+	f := newLogitFilter(v, decodeOptions{suppressBlank: true, suppressNonSpeech: true, maxInitialTS: 1})
+	logits := make([]float32, v.Size())
+	for i := range logits {
+		logits[i] = float32(i%97) / 10
+	}
+	l := make([]float32, len(logits))
+	sampled := []int32{int32(v.Special().TimestampBegin), 5}
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(l, logits)
+		f.apply(l, sampled)
+	}
+}
