@@ -52,9 +52,11 @@ $(BUILD)/.deps: Makefile go.mod go.sum
 build: deps
 	$(GO) build -o $(BIN)/owl ./cmd/owl
 
+# One test binary at a time: ggml's worker threads spin while they wait, so
+# binaries run side by side on few cores slow each other down many times over.
 test: deps
 	$(GO) vet ./...
-	$(GO) test ./...
+	$(GO) test -p 1 ./...
 
 # Until the server exists, `make run` builds owl, writes the tiny test model
 # and generates from it, showing the whole stack working end to end.
