@@ -41,7 +41,7 @@ func BenchmarkEncode(b *testing.B) {
 		for _, fa := range []bool{false, true} {
 			b.Run(size.name+map[bool]string{false: "/attn=plain", true: "/attn=flash"}[fa], func(b *testing.B) {
 				m := benchModel(b, size.name, size.c, fa)
-				st, err := m.newState()
+				st, err := m.newState(1)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -68,7 +68,7 @@ func BenchmarkDecodeStep(b *testing.B) {
 		for _, fa := range []bool{false, true} {
 			b.Run(size.name+map[bool]string{false: "/attn=plain", true: "/attn=flash"}[fa], func(b *testing.B) {
 				m := benchModel(b, size.name, size.c, fa)
-				st, err := m.newState()
+				st, err := m.newState(1)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -2,6 +2,7 @@ package speech
 
 import (
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -185,5 +186,52 @@ func BenchmarkLogitFilter(b *testing.B) {
 	for b.Loop() {
 		copy(l, logits)
 		f.apply(l, sampled)
+	}
+}
+
+// DTW recovers a known monotone alignment: token k attends to frames
+// [10k, 10k+10) (plus noise); each token's first frame is found to within
+// one frame (20 ms).
+func TestDTWRecoversBoundaries(t *testing.T) {
+	const tokens, perToken = 8, 10
+	frames := tokens * perToken
+	sim := make([][]float64, tokens)
+	seed := uint64(9)
+	for r := range sim {
+		sim[r] = make([]float64, frames)
+		for f := range frames {
+			seed = seed*6364136223846793005 + 1442695040888963407
+			sim[r][f] = 0.3 * float64(seed>>40) / float64(1<<24)
+			if f/perToken == r {
+				sim[r][f] += 1
+			}
+		}
+	}
+	normalizeColumns(sim)
+	for r := range sim {
+		sim[r] = medianFilter(sim[r], alignMedianWidth)
+	}
+	path := dtw(sim)
+	if path[0] != [2]int{0, 0} || path[len(path)-1] != [2]int{tokens - 1, frames - 1} {
+		t.Fatalf("path from %v to %v", path[0], path[len(path)-1])
+	}
+	first := map[int]int{}
+	for _, p := range path {
+		if _, ok := first[p[0]]; !ok {
+			first[p[0]] = p[1]
+		}
+	}
+	for r := range tokens {
+		if d := first[r] - r*perToken; d < -1 || d > 1 {
+			t.Errorf("token %d starts at frame %d, want %d", r, first[r], r*perToken)
+		}
+	}
+}
+
+func TestMedianFilter(t *testing.T) {
+	got := medianFilter([]float64{1, 9, 2, 8, 3, 7, 4}, 3)
+	want := []float64{9, 2, 8, 3, 7, 4, 7}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
 	}
 }

@@ -1,5 +1,7 @@
 package speech
 
+import "strings"
+
 // Language is one of the languages a multilingual Whisper model knows; its
 // token is the language-begin token plus its index in Languages.
 type Language struct {
@@ -34,6 +36,7 @@ var Languages = []Language{
 
 // LanguageIndex returns the index of a language given by code or name.
 func LanguageIndex(s string) (int, bool) {
+	s = strings.ToLower(strings.TrimSpace(s))
 	for i, l := range Languages {
 		if l.Code == s || l.Name == s {
 			return i, true

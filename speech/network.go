@@ -11,30 +11,33 @@ const layerNormEps = 1e-5
 
 // state is what one transcription keeps between graph evaluations: the
 // cross-attention keys and values of the current window (computed once per
-// window from the encoder output) and the decoder's self-attention cache.
+// window from the encoder output) and the decoder's self-attention caches,
+// one per sequence (beams or samples decoded side by side).
 type state struct {
 	store          *ggml.Store
 	crossK, crossV []ggml.Tensor // per decoder layer
-	selfK, selfV   []ggml.Tensor
-	n              int // tokens in the self-attention cache
+	selfK, selfV   []ggml.Tensor // per decoder layer, all sequences
+	nSeq           int
+	n              int // tokens in each sequence's cache (sequences advance in lockstep)
 }
 
-func (m *Model) newState() (*state, error) {
-	st := &state{store: m.backend.NewStore()}
+// newState allocates caches for nSeq sequences.
+func (m *Model) newState(nSeq int) (*state, error) {
+	nSeq = max(nSeq, 1)
+	st := &state{store: m.backend.NewStore(), nSeq: nSeq}
 	h := m.hp
-	alloc := func(rows, cols int) (ggml.Tensor, error) { return st.store.Zeros(m.kvType, rows, cols) }
 	for range h.NTextLayer {
-		var ts [4]ggml.Tensor
-		var err error
-		// Keys are [state, positions]; values the same, or transposed when
-		// the attention without flash kernels wants them so.
-		shapes := [4][2]int{{h.NTextState, h.NAudioCtx}, {h.NTextState, h.NAudioCtx}, {h.NTextState, h.NTextCtx}, {h.NTextState, h.NTextCtx}}
+		// Keys are [state, positions(, sequences)]; values the same, or
+		// transposed when attention without fused kernels wants them so.
+		shapes := [4][]int{{h.NTextState, h.NAudioCtx}, {h.NTextState, h.NAudioCtx}, {h.NTextState, h.NTextCtx, nSeq}, {h.NTextState, h.NTextCtx, nSeq}}
 		if m.vTrans {
-			shapes[1] = [2]int{h.NAudioCtx, h.NTextState}
-			shapes[3] = [2]int{h.NTextCtx, h.NTextState}
+			shapes[1] = []int{h.NAudioCtx, h.NTextState}
+			shapes[3] = []int{h.NTextCtx, h.NTextState, nSeq}
 		}
-		for i, s := range shapes {
-			if ts[i], err = alloc(s[0], s[1]); err != nil {
+		var ts [4]ggml.Tensor
+		for i, shape := range shapes {
+			var err error
+			if ts[i], err = st.store.Zeros(m.kvType, shape...); err != nil {
 				st.close()
 				return nil, err
 			}
@@ -135,9 +138,27 @@ func (m *Model) mlp(g *ggml.Graph, l mlpWeights, x ggml.Tensor) ggml.Tensor {
 	return l.w2.Mulmat(g, y).Add(g, l.b2).Add(g, x)
 }
 
-// decode appends tokens to the sequence in st, evaluates them against the
-// window encoded in st and returns the logits after the last one.
+// decode appends tokens to sequence 0 and returns the logits after the
+// last one: a prompt when the cache is empty, otherwise single steps.
 func (m *Model) decode(st *state, tokens []int32) ([]float32, error) {
+	if st.n == 0 || len(tokens) > 1 {
+		rows, err := m.prompt(st, tokens, []int{len(tokens) - 1})
+		if err != nil {
+			return nil, err
+		}
+		return rows[0], nil
+	}
+	rows, err := m.step(st, tokens)
+	if err != nil {
+		return nil, err
+	}
+	return rows[0], nil
+}
+
+// prompt evaluates tokens as the start of sequence 0 (after what its cache
+// holds), copies the cache to every other sequence, and returns the logits
+// after the tokens at the indexes in rows.
+func (m *Model) prompt(st *state, tokens []int32, rows []int) ([][]float32, error) {
 	h := m.hp
 	n, p0 := len(tokens), st.n
 	if n == 0 {
@@ -148,60 +169,146 @@ func (m *Model) decode(st *state, tokens []int32) ([]float32, error) {
 	}
 	g := m.backend.NewGraph()
 	defer g.Close()
-	logits := m.buildDecoder(g, st, tokens, p0)
+	logits := m.buildDecoder(g, st, tokens, p0, 1, rows)
 	if err := g.Compute(logits); err != nil {
 		return nil, err
 	}
 	st.n += n
-	return logits.Floats(), nil
+	out := splitRows(logits.Floats(), len(rows))
+	if st.nSeq > 1 {
+		if err := m.reorder(st, make([]int, st.nSeq)); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
-// buildDecoder adds the decoder to g for tokens at positions p0 on and
-// returns the logits after the last token.
-func (m *Model) buildDecoder(g *ggml.Graph, st *state, tokens []int32, p0 int) ggml.Tensor {
+// step evaluates one token for each sequence (len(tokens) of them, at most
+// st.nSeq) in one graph and returns each one's logits.
+func (m *Model) step(st *state, tokens []int32) ([][]float32, error) {
+	if len(tokens) == 0 || len(tokens) > st.nSeq {
+		return nil, fmt.Errorf("decode: %d sequences in a state for %d", len(tokens), st.nSeq)
+	}
+	if st.n+1 > m.hp.NTextCtx {
+		return nil, fmt.Errorf("decode: the text context of %d is full", m.hp.NTextCtx)
+	}
+	g := m.backend.NewGraph()
+	defer g.Close()
+	logits := m.buildDecoder(g, st, tokens, st.n, len(tokens), nil)
+	if err := g.Compute(logits); err != nil {
+		return nil, err
+	}
+	st.n++
+	return splitRows(logits.Floats(), len(tokens)), nil
+}
+
+func splitRows(flat []float32, n int) [][]float32 {
+	out := make([][]float32, n)
+	w := len(flat) / n
+	for i := range out {
+		out[i] = flat[i*w : (i+1)*w : (i+1)*w]
+	}
+	return out
+}
+
+// reorder makes sequence i continue sequence parents[i]: each sequence's
+// cache is replaced by a copy of its parent's (all read before any is written).
+func (m *Model) reorder(st *state, parents []int) error {
+	identity := true
+	for i, p := range parents {
+		if p < 0 || p >= st.nSeq {
+			return fmt.Errorf("reorder: parent %d of %d sequences", p, st.nSeq)
+		}
+		identity = identity && p == i
+	}
+	if identity || st.n == 0 {
+		return nil
+	}
+	h, es := m.hp, m.elemSize()
+	slab := h.NTextState * h.NTextCtx // one sequence's cache of one layer
+	g := m.backend.NewGraph()
+	defer g.Close()
+	idx := make([]int32, st.nSeq)
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	for i, p := range parents {
+		idx[i] = int32(p)
+	}
+	ids := g.InputInts(idx, st.nSeq)
+	var gathered, dsts []ggml.Tensor
+	for l := range st.selfK {
+		for _, c := range []ggml.Tensor{st.selfK[l], st.selfV[l]} {
+			view := c.View(g, 0, slab, slab*es, st.nSeq)
+			gathered = append(gathered, view.Rows(g, ids))
+			dsts = append(dsts, view)
+		}
+	}
+	// Every gather runs before any copy back (nodes run in order).
+	g.Forward(gathered...)
+	copies := make([]ggml.Tensor, len(gathered))
+	for i := range gathered {
+		copies[i] = gathered[i].CopyTo(g, dsts[i])
+	}
+	return g.Compute(copies...)
+}
+
+// buildDecoder adds the decoder to g for nSeq sequences: either one
+// sequence's tokens at positions p0 on (nSeq 1), or one token for each of
+// nSeq sequences at position p0. It returns the logits after the tokens at
+// the indexes in rows (nil: each sequence's last).
+//
+// When weights is not nil, the cross-attention weights of each decoder layer
+// i are stored in weights[i] ([audio positions, tokens, heads]).
+func (m *Model) buildDecoder(g *ggml.Graph, st *state, tokens []int32, p0, nSeq int, rows []int, weights ...*[]ggml.Tensor) ggml.Tensor {
 	h, w := m.hp, &m.w
-	n := len(tokens)
-	nState, hd, nHead := h.NTextState, h.NTextState/h.NTextHead, h.NTextHead
-	nkv, es := p0+n, m.elemSize()
+	n := len(tokens) // tokens in this evaluation
+	perSeq := n / nSeq
+	nState, hd, nHead, nCtx := h.NTextState, h.NTextState/h.NTextHead, h.NTextHead, h.NTextCtx
+	nkv, es := p0+perSeq, m.elemSize()
+	seqStride := nState * nCtx * es
 
 	pos := make([]int32, n)
 	for i := range pos {
-		pos[i] = int32(p0 + i)
+		pos[i] = int32(p0 + i%perSeq)
 	}
 	x := w.tokEmb.Rows(g, g.InputInts(tokens, n)).Add(g, w.decPos.Rows(g, g.InputInts(pos, n)))
 
 	var mask ggml.Tensor
-	if n > 1 {
-		mv := make([]float32, nkv*n)
-		for i := range n {
+	if perSeq > 1 {
+		mv := make([]float32, nkv*perSeq)
+		for i := range perSeq {
 			for j := p0 + i + 1; j < nkv; j++ {
 				mv[i*nkv+j] = float32(math.Inf(-1))
 			}
 		}
-		mask = g.Input(mv, nkv, n)
+		mask = g.Input(mv, nkv, perSeq)
 	}
 	scale := 1 / math.Sqrt(float64(hd))
 	for i, l := range w.dec {
-		// Self-attention over the cache, after writing this step's keys and values into it.
+		// Self-attention over each sequence's cache, after writing this
+		// step's keys and values into it.
 		r := x
 		y := x.LayerNorm(g, l.attn.lnW, l.attn.lnB, layerNormEps)
-		q := m.projectQ(g, l.attn, y).Reshape(g, hd, nHead, n)
+		q := m.projectQ(g, l.attn, y).Reshape(g, hd, nHead, perSeq, nSeq)
 		k := l.attn.kW.Mulmat(g, y)
 		v := l.attn.vW.Mulmat(g, y).Add(g, l.attn.vB)
-		g.Forward(k.CopyTo(g, st.selfK[i].View(g, p0*nState*es, n*nState)))
+		g.Forward(k.Reshape(g, nState*perSeq, nSeq).CopyTo(g, st.selfK[i].View(g, p0*nState*es, nState*perSeq, seqStride, nSeq)))
 		var vAll ggml.Tensor
 		if m.vTrans {
-			g.Forward(v.Permute(g, 1, 0, 2, 3).CopyTo(g, st.selfV[i].View(g, p0*es, n, h.NTextCtx*es, nState)))
-			vAll = st.selfV[i].View(g, 0, nkv, h.NTextCtx*es, hd, hd*h.NTextCtx*es, nHead)
+			// v [state, perSeq, nSeq] goes to V^T[p0.., state, seq].
+			src := v.Reshape(g, nState, perSeq, nSeq).Permute(g, 1, 0, 2, 3)
+			g.Forward(src.CopyTo(g, st.selfV[i].View(g, p0*es, perSeq, nCtx*es, nState, seqStride, nSeq)))
+			vAll = st.selfV[i].View(g, 0, nkv, nCtx*es, hd, hd*nCtx*es, nHead, seqStride, nSeq)
 		} else {
-			g.Forward(v.CopyTo(g, st.selfV[i].View(g, p0*nState*es, n*nState)))
-			vAll = st.selfV[i].View(g, 0, hd, hd*es, nHead, nState*es, nkv)
+			g.Forward(v.Reshape(g, nState*perSeq, nSeq).CopyTo(g, st.selfV[i].View(g, p0*nState*es, nState*perSeq, seqStride, nSeq)))
+			vAll = st.selfV[i].View(g, 0, hd, hd*es, nHead, nState*es, nkv, seqStride, nSeq)
 		}
-		kAll := st.selfK[i].View(g, 0, hd, hd*es, nHead, nState*es, nkv)
+		kAll := st.selfK[i].View(g, 0, hd, hd*es, nHead, nState*es, nkv, seqStride, nSeq)
 		a := q.Attention(g, kAll, vAll, mask, scale, m.vTrans).Reshape(g, nState, n)
 		x = l.attn.oW.Mulmat(g, a).Add(g, l.attn.oB).Add(g, r)
 
-		// Cross-attention over the encoded window.
+		// Cross-attention over the encoded window, shared by all sequences.
 		r = x
 		y = x.LayerNorm(g, l.cross.lnW, l.cross.lnB, layerNormEps)
 		q = m.projectQ(g, l.cross, y).Reshape(g, hd, nHead, n)
@@ -212,25 +319,48 @@ func (m *Model) buildDecoder(g *ggml.Graph, st *state, tokens []int32, p0 int) g
 		} else {
 			cv = st.crossV[i].View(g, 0, hd, hd*es, nHead, nState*es, h.NAudioCtx)
 		}
-		a = q.Attention(g, ck, cv, ggml.Tensor{}, scale, m.vTrans).Reshape(g, nState, n)
+		if len(weights) > 0 {
+			var aw ggml.Tensor
+			a, aw = q.AttentionWeights(g, ck, cv, scale, m.vTrans)
+			a = a.Reshape(g, nState, n)
+			*weights[0] = append(*weights[0], aw)
+		} else {
+			a = q.Attention(g, ck, cv, ggml.Tensor{}, scale, m.vTrans).Reshape(g, nState, n)
+		}
 		x = l.cross.oW.Mulmat(g, a).Add(g, l.cross.oB).Add(g, r)
 
 		x = m.mlp(g, l.mlp, x)
 	}
 	x = x.LayerNorm(g, w.lnW, w.lnB, layerNormEps)
-	last := x.View(g, (n-1)*nState*4, nState)
-	return w.tokEmb.Mulmat(g, last)
+	if rows != nil {
+		idx := make([]int32, len(rows))
+		for i, r := range rows {
+			idx[i] = int32(r)
+		}
+		x = x.Rows(g, g.InputInts(idx, len(idx)))
+	} else if perSeq > 1 {
+		idx := make([]int32, nSeq)
+		for s := range idx {
+			idx[s] = int32(s*perSeq + perSeq - 1)
+		}
+		x = x.Rows(g, g.InputInts(idx, nSeq))
+	}
+	return w.tokEmb.Mulmat(g, x)
 }
 
 // maxPrompt is the longest prompt decoded at once: half the text context of
 // previous text, and the start-of-transcript sequence.
 func (m *Model) maxPrompt() int { return min(m.hp.NTextCtx, m.hp.NTextCtx/2+4) }
 
+// maxSeq is the most sequences decoded side by side (beams or samples).
+const maxSeq = 16
+
 // reserve allocates the compute memory of the largest graphs the model
-// runs (the encoder, the longest prompt, a step with a full cache), so that
-// transcriptions neither reallocate nor fault in memory as they go.
+// runs (the encoder, the longest prompt, a step of maxSeq sequences with a
+// full cache), so that transcriptions neither reallocate nor fault in
+// memory as they go.
 func (m *Model) reserve() error {
-	st, err := m.newState()
+	st, err := m.newState(maxSeq)
 	if err != nil {
 		return err
 	}
@@ -247,9 +377,13 @@ func (m *Model) reserve() error {
 	}); err != nil {
 		return err
 	}
-	for _, c := range []struct{ n, p0 int }{{m.maxPrompt(), 0}, {1, h.NTextCtx - 1}} {
+	for _, c := range []struct{ n, p0, nSeq int }{{m.maxPrompt(), 0, 1}, {maxSeq, h.NTextCtx - 1, maxSeq}} {
 		if err := build(func(g *ggml.Graph) []ggml.Tensor {
-			return []ggml.Tensor{m.buildDecoder(g, st, make([]int32, c.n), c.p0)}
+			var rows []int
+			if c.nSeq == 1 {
+				rows = []int{c.n - 1}
+			}
+			return []ggml.Tensor{m.buildDecoder(g, st, make([]int32, c.n), c.p0, c.nSeq, rows)}
 		}); err != nil {
 			return err
 		}

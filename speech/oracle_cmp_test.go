@@ -85,7 +85,7 @@ func TestOracle(t *testing.T) {
 					win64[r][c] = float64(window[r*WindowFrames+c])
 				}
 			}
-			st, err := m.newState()
+			st, err := m.newState(1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,7 +97,7 @@ func TestOracle(t *testing.T) {
 			refEnc := ref.encode(win64)
 			encErr := relErr(enc, flatten(refEnc))
 
-			prompt, _, err := m.prompt(Options{})
+			prompt, _, err := m.sotSequence(Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/owlengine/owl/audio"
 	"github.com/owlengine/owl/models"
@@ -80,14 +81,16 @@ func tokenIDs(tr *Transcript) []int {
 	return ids
 }
 
+var greedyOnly = Options{BeamSize: 1, Temperatures: []float64{0}}
+
 func TestJFKDeterministic(t *testing.T) {
 	m := loadModel(t, "tiny.en-f16", testmodel.WhisperTiny(testmodel.VocabEnglish, 1), LoadOptions{})
 	samples := jfk(t)
-	a, err := m.Transcribe(context.Background(), samples, Options{})
+	a, err := m.Transcribe(context.Background(), samples, greedyOnly)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := m.Transcribe(context.Background(), samples, Options{})
+	b, err := m.Transcribe(context.Background(), samples, greedyOnly)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +126,7 @@ func TestF16MatchesF32(t *testing.T) {
 		mel := LogMel(samples, m.file.MelFilters, m.hp.NMels, 2)
 		w := make([]float32, m.hp.NMels*WindowFrames)
 		mel.Window(w, 0)
-		st, err := m.newState()
+		st, err := m.newState(1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +134,7 @@ func TestF16MatchesF32(t *testing.T) {
 		if err := m.encode(w, st, nil); err != nil {
 			t.Fatal(err)
 		}
-		p, _, _ := m.prompt(Options{})
+		p, _, _ := m.sotSequence(Options{})
 		l, err := m.decode(st, append(p, 500, 600))
 		if err != nil {
 			t.Fatal(err)
@@ -157,6 +160,7 @@ func TestEmptyAndSilence(t *testing.T) {
 		"one sample":      {0},
 		"10 s of silence": make([]float32, 10*SampleRate),
 		"45 s of silence": make([]float32, 45*SampleRate),
+		"faint hiss":      noise(20*SampleRate, 3e-4),
 	} {
 		t.Run(name, func(t *testing.T) {
 			tr, err := m.Transcribe(context.Background(), samples, Options{})
@@ -190,7 +194,7 @@ func TestBadOptions(t *testing.T) {
 	}
 	// Languages are accepted by code or name on multilingual models.
 	for _, lang := range []string{"de", "German", "french"} {
-		if _, _, err := multi.prompt(Options{Language: lang}); err != nil {
+		if _, _, err := multi.sotSequence(Options{Language: lang}); err != nil {
 			t.Errorf("%s: %v", lang, err)
 		}
 	}
@@ -199,7 +203,7 @@ func TestBadOptions(t *testing.T) {
 func TestPrompt(t *testing.T) {
 	multi := loadModel(t, "micro-f16", testmodel.WhisperMicro(testmodel.VocabMultilingual, 1), LoadOptions{})
 	s := multi.vocab.Special()
-	p, lang, err := multi.prompt(Options{Language: "de", Translate: true, NoTimestamps: true})
+	p, lang, err := multi.sotSequence(Options{Language: "de", Translate: true, NoTimestamps: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,5 +244,132 @@ func TestCorruptModelFiles(t *testing.T) {
 		if !errors.Is(err, models.ErrCorrupt) && !errors.Is(err, models.ErrNotWhisper) {
 			t.Errorf("%s: %v is not a model-file error", name, err)
 		}
+	}
+}
+
+func testmodelMicroMulti() testmodel.WhisperConfig {
+	return testmodel.WhisperMicro(testmodel.VocabMultilingual, 1)
+}
+
+// noise is deterministic white noise of the given RMS level.
+func noise(n int, level float64) []float32 {
+	out := make([]float32, n)
+	seed := uint64(3)
+	for i := range out {
+		seed = seed*6364136223846793005 + 1442695040888963407
+		out[i] = float32(level * math.Sqrt(3) * (2*float64(seed>>40)/float64(1<<24) - 1))
+	}
+	return out
+}
+
+// longAudio is 75 seconds of tones and noise: three windows.
+func longAudio() []float32 {
+	base := testAudio()
+	out := make([]float32, 0, 75*SampleRate)
+	for len(out) < 75*SampleRate {
+		out = append(out, base...)
+	}
+	return out[:75*SampleRate]
+}
+
+// Over several windows, segments come in order without overlap, within the
+// audio, and each window's timestamps never decrease.
+func TestMultiWindowSegments(t *testing.T) {
+	m := loadModel(t, "micro.en-f16", testmodel.WhisperMicro(testmodel.VocabEnglish, 1), LoadOptions{})
+	var progress []time.Duration
+	var total time.Duration
+	o := greedyOnly
+	o.OnProgress = func(done, t time.Duration) { progress, total = append(progress, done), t }
+	tr, err := m.Transcribe(context.Background(), longAudio(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Timings.Windows < 3 {
+		t.Fatalf("%d windows for 75 s", tr.Timings.Windows)
+	}
+	ts := m.vocab.Special().TimestampBegin
+	var prevEnd time.Duration
+	for i, s := range tr.Segments {
+		if s.Start < prevEnd || s.End < s.Start || s.End > tr.Duration+time.Second {
+			t.Fatalf("segment %d [%v, %v] after one ending at %v (audio %v)", i, s.Start, s.End, prevEnd, tr.Duration)
+		}
+		prevEnd = s.End
+		last := -1
+		for _, tok := range s.Tokens {
+			if tok.ID >= ts {
+				if tok.ID < last {
+					t.Fatalf("segment %d: timestamp %s after %s", i, m.vocab.Name(tok.ID), m.vocab.Name(last))
+				}
+				last = tok.ID
+			}
+		}
+	}
+	if !slices.IsSorted(progress) || progress[len(progress)-1] != total || total < 74*time.Second {
+		t.Fatalf("progress %v of %v", progress, total)
+	}
+}
+
+func TestLanguageDetection(t *testing.T) {
+	m := loadModel(t, "micro-f16", testmodelMicroMulti(), LoadOptions{})
+	tr, err := m.Transcribe(context.Background(), testAudio(), greedyOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.LanguageProbs) != 99 {
+		t.Fatalf("%d language probabilities", len(tr.LanguageProbs))
+	}
+	sum, best := 0.0, ""
+	for code, p := range tr.LanguageProbs {
+		sum += p
+		if best == "" || p > tr.LanguageProbs[best] {
+			best = code
+		}
+	}
+	if math.Abs(sum-1) > 1e-4 || tr.Language != best || tr.LanguageProb != tr.LanguageProbs[best] {
+		t.Fatalf("language %s (%.3f), best %s, probabilities sum to %v", tr.Language, tr.LanguageProb, best, sum)
+	}
+	// An explicit language is not detected.
+	o := greedyOnly
+	o.Language = "fr"
+	tr, err = m.Transcribe(context.Background(), testAudio(), o)
+	if err != nil || tr.Language != "fr" || tr.LanguageProbs != nil {
+		t.Fatalf("explicit language: %v %s %v", err, tr.Language, tr.LanguageProbs)
+	}
+}
+
+func TestPromptLimits(t *testing.T) {
+	m := loadModel(t, "micro.en-f16", testmodel.WhisperMicro(testmodel.VocabEnglish, 1), LoadOptions{})
+	long := strings.Repeat("word ", 400)
+	if _, err := m.Transcribe(context.Background(), testAudio(), Options{Prompt: long}); !errors.Is(err, ErrBadOption) {
+		t.Fatalf("a %d-word prompt: %v", 400, err)
+	}
+	o := greedyOnly
+	o.Prompt = "Ask not what your country can do for you"
+	if _, err := m.Transcribe(context.Background(), testAudio(), o); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWordTimestamps(t *testing.T) {
+	m := loadModel(t, "micro.en-f16", testmodel.WhisperMicro(testmodel.VocabEnglish, 1), LoadOptions{})
+	o := greedyOnly
+	o.WordTimestamps = true
+	tr, err := m.Transcribe(context.Background(), testAudio(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	words := 0
+	for _, s := range tr.Segments {
+		var prev time.Duration
+		for _, w := range s.Words {
+			words++
+			if w.Start < prev || w.End < w.Start || w.End > tr.Duration+30*time.Second || w.Prob <= 0 || w.Prob > 1 {
+				t.Fatalf("word %+v after %v", w, prev)
+			}
+			prev = w.Start
+		}
+	}
+	if words == 0 {
+		t.Skip("the random model produced no words")
 	}
 }

@@ -1,81 +1,16 @@
 package speech
 
 import (
+	"bytes"
+	"compress/zlib"
 	"context"
-	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 )
-
-// Recognizer turns speech into text. The native Whisper implementation
-// (Model) satisfies it, and so can other backends.
-type Recognizer interface {
-	// Transcribe recognizes the speech in samples (16 kHz, mono, in
-	// [-1, 1]). Cancelling ctx stops it between decoder steps.
-	Transcribe(ctx context.Context, samples []float32, o Options) (*Transcript, error)
-	// Close frees the recognizer.
-	Close() error
-}
-
-// Options control a transcription.
-type Options struct {
-	Language          string  // language code or name; "" means English
-	Translate         bool    // translate into English instead of transcribing
-	NoTimestamps      bool    // decode without timestamp tokens (one segment per window)
-	SuppressBlank     *bool   // suppress a blank first token (default true)
-	SuppressNonSpeech *bool   // suppress symbols that are not speech (default true)
-	MaxInitialTS      float64 // latest first timestamp in seconds (default 1.0; negative: none)
-	// SilenceThreshold is the peak amplitude below which a window holds no
-	// speech and is not decoded (default 1e-4, about −80 dBFS; negative: decode all).
-	SilenceThreshold float64
-	// OnSegment, when set, is called with each segment as it is decoded.
-	OnSegment func(Segment)
-}
-
-// Token is a decoded token.
-type Token struct {
-	ID      int
-	Text    string
-	Prob    float32 // probability under the filtered distribution it was chosen from
-	LogProb float32
-}
-
-// Segment is a stretch of recognized speech.
-type Segment struct {
-	Start, End time.Duration
-	Text       string
-	Tokens     []Token // text and timestamp tokens
-}
-
-// Timings break down where a transcription spent its time.
-type Timings struct {
-	Mel, Encode, Decode time.Duration
-	Windows             int // 30-second windows encoded
-	DecodeSteps         int // decoder evaluations (the prompt counts as one)
-	Tokens              int // tokens generated
-}
-
-// Transcript is the result of a transcription.
-type Transcript struct {
-	Language string // code of the language transcribed
-	Duration time.Duration
-	Segments []Segment
-	Timings  Timings
-}
-
-// Text joins the segments' text.
-func (t *Transcript) Text() string {
-	var b strings.Builder
-	for _, s := range t.Segments {
-		b.WriteString(s.Text)
-	}
-	return strings.TrimSpace(b.String())
-}
-
-// ErrBadOption is wrapped by errors about options a model cannot honor.
-var ErrBadOption = errors.New("invalid transcription option")
 
 const (
 	timePrecision = 0.02 // seconds per timestamp token and per encoder position
@@ -89,60 +24,149 @@ func boolOr(p *bool, def bool) bool {
 	return *p
 }
 
-// prompt returns the start-of-transcript sequence for o.
-func (m *Model) prompt(o Options) ([]int32, string, error) {
-	v, s := m.vocab, m.vocab.Special()
-	p := []int32{int32(s.SOT)}
-	lang := "en"
+// resolveLanguage checks o's language and task against the model and returns
+// the language index (-1: detect it; English-only models: 0).
+func (m *Model) resolveLanguage(o Options) (int, error) {
+	v := m.vocab
 	if !v.Multilingual() {
 		if o.Translate {
-			return nil, "", fmt.Errorf("%w: %s is English-only and cannot translate", ErrBadOption, m.Describe())
+			return 0, fmt.Errorf("%w: %s is English-only and cannot translate", ErrBadOption, m.Describe())
 		}
 		if o.Language != "" && o.Language != "en" && o.Language != "english" {
-			return nil, "", fmt.Errorf("%w: %s is English-only; it cannot transcribe %q", ErrBadOption, m.Describe(), o.Language)
+			return 0, fmt.Errorf("%w: %s is English-only; it cannot transcribe %q", ErrBadOption, m.Describe(), o.Language)
 		}
-	} else {
-		idx := 0
-		if o.Language != "" {
-			i, ok := LanguageIndex(strings.ToLower(o.Language))
-			if !ok || i >= v.NumLanguages() {
-				return nil, "", fmt.Errorf("%w: unknown language %q", ErrBadOption, o.Language)
-			}
-			idx = i
-		}
-		lang = Languages[idx].Code
+		return 0, nil
+	}
+	if o.Language == "" {
+		return -1, nil
+	}
+	i, ok := LanguageIndex(o.Language)
+	if !ok || i >= v.NumLanguages() {
+		return 0, fmt.Errorf("%w: unknown language %q", ErrBadOption, o.Language)
+	}
+	return i, nil
+}
+
+// sotSequence returns the start-of-transcript sequence for language index
+// lang (ignored by English-only models) and o's task.
+func (m *Model) sotSequence(o Options) ([]int32, string, error) {
+	lang, err := m.resolveLanguage(o)
+	if err != nil {
+		return nil, "", err
+	}
+	return m.sotFor(max(lang, 0), o), Languages[max(lang, 0)].Code, nil
+}
+
+func (m *Model) sotFor(lang int, o Options) []int32 {
+	v, s := m.vocab, m.vocab.Special()
+	p := []int32{int32(s.SOT)}
+	if v.Multilingual() {
 		task := s.Transcribe
 		if o.Translate {
 			task = s.Translate
 		}
-		p = append(p, int32(v.LanguageToken(idx)), int32(task))
+		p = append(p, int32(v.LanguageToken(lang)), int32(task))
 	}
 	if o.NoTimestamps {
 		p = append(p, int32(s.NoTimestamps))
 	}
-	return p, lang, nil
+	return p
+}
+
+// detectLanguage scores the language tokens after SOT on the encoded window
+// in st and returns each language's probability.
+func (m *Model) detectLanguage(st *state) ([]float64, error) {
+	st.n = 0
+	logits, err := m.decode(st, []int32{int32(m.vocab.Special().SOT)})
+	if err != nil {
+		return nil, err
+	}
+	n := m.vocab.NumLanguages()
+	lang := make([]float32, n)
+	for i := range n {
+		lang[i] = logits[m.vocab.LanguageToken(i)]
+	}
+	lse := logSumExp(lang)
+	probs := make([]float64, n)
+	for i, l := range lang {
+		probs[i] = math.Exp(float64(l - lse))
+	}
+	return probs, nil
+}
+
+// modelLM runs decoding strategies on the network.
+type modelLM struct {
+	ctx   context.Context
+	m     *Model
+	st    *state
+	steps int
+}
+
+func (l *modelLM) start(prompt []int32, rows []int, nSeq int) ([][]float32, error) {
+	if err := l.ctx.Err(); err != nil {
+		return nil, err
+	}
+	l.st.n = 0
+	l.steps++
+	return l.m.prompt(l.st, prompt, rows)
+}
+
+func (l *modelLM) next(parents []int, tokens []int32) ([][]float32, error) {
+	if err := l.ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := l.m.reorder(l.st, parents); err != nil {
+		return nil, err
+	}
+	l.steps++
+	return l.m.step(l.st, tokens)
+}
+
+// compressionRatio is the size of text over its zlib-compressed size.
+func compressionRatio(text []byte) float64 {
+	if len(text) == 0 {
+		return 0
+	}
+	var b bytes.Buffer
+	w := zlib.NewWriter(&b)
+	w.Write(text)
+	w.Close()
+	return float64(len(text)) / float64(b.Len())
 }
 
 // Transcribe recognizes the speech in samples, window by window.
 func (m *Model) Transcribe(ctx context.Context, samples []float32, o Options) (*Transcript, error) {
-	prompt, lang, err := m.prompt(o)
+	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	tr := &Transcript{Language: lang, Duration: time.Duration(float64(len(samples)) / SampleRate * float64(time.Second))}
+	lang, err := m.resolveLanguage(o)
+	if err != nil {
+		return nil, err
+	}
+	v, sp := m.vocab, m.vocab.Special()
+	var initial []int32
+	if p := strings.TrimSpace(o.Prompt); p != "" {
+		initial = v.Encode(" " + p)
+		if limit := m.hp.NTextCtx/2 - 1; len(initial) > limit {
+			return nil, fmt.Errorf("%w: the prompt has %d tokens; the model takes at most %d", ErrBadOption, len(initial), limit)
+		}
+	}
+	tr := &Transcript{Duration: time.Duration(float64(len(samples)) / SampleRate * float64(time.Second))}
+	if lang >= 0 {
+		tr.Language = Languages[lang].Code
+	}
 	if len(samples) == 0 {
+		if tr.Language == "" {
+			tr.Language = "en"
+		}
 		return tr, nil
 	}
-	silence := o.SilenceThreshold
-	if silence == 0 {
-		silence = 1e-4
-	}
-	maxTS := o.MaxInitialTS
-	if maxTS == 0 {
-		maxTS = 1
-	}
-	dopts := decodeOptions{noTimestamps: o.NoTimestamps, suppressBlank: boolOr(o.SuppressBlank, true),
-		suppressNonSpeech: boolOr(o.SuppressNonSpeech, true), maxInitialTS: max(maxTS, 0), maxTokens: m.hp.NTextCtx / 2}
+	filterOpts := decodeOptions{noTimestamps: o.NoTimestamps, suppressBlank: boolOr(o.SuppressBlank, true),
+		suppressNonSpeech: boolOr(o.SuppressNonSpeech, true), maxInitialTS: max(o.MaxInitialTS, 0), maxTokens: m.hp.NTextCtx / 2}
+	filter := newLogitFilter(v, filterOpts)
+	nSeq := max(o.BeamSize, o.BestOf)
+	rng := rand.New(rand.NewPCG(o.Seed, 0x77686973))
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -151,19 +175,25 @@ func (m *Model) Transcribe(ctx context.Context, samples []float32, o Options) (*
 	mel := LogMel(samples, m.file.MelFilters, m.hp.NMels, m.Threads())
 	tr.Timings.Mel = time.Since(start)
 
-	st, err := m.newState()
+	st, err := m.newState(nSeq)
 	if err != nil {
 		return nil, err
 	}
 	defer st.close()
+	model := &modelLM{ctx: ctx, m: m, st: st}
 	window := make([]float32, m.hp.NMels*WindowFrames)
+	all := slices.Clone(initial) // tokens the next window may be conditioned on
+	resetSince := 0
+	total := time.Duration(mel.Content) * 10 * time.Millisecond
 	for seek := 0; seek < mel.Content; {
 		if err := ctx.Err(); err != nil {
 			return tr, err
 		}
 		segFrames := min(WindowFrames, mel.Content-seek)
-		if silence > 0 && peak(samples, seek*hopLength, (seek+segFrames)*hopLength) < silence {
+		offset := float64(seek) * hopLength / SampleRate
+		if o.SilenceThreshold > 0 && rms(samples, seek*hopLength, (seek+segFrames)*hopLength) < o.SilenceThreshold {
 			seek += segFrames
+			m.progress(o, seek, total)
 			continue
 		}
 		mel.Window(window, seek)
@@ -175,35 +205,130 @@ func (m *Model) Transcribe(ctx context.Context, samples []float32, o Options) (*
 		tr.Timings.Windows++
 
 		t0 = time.Now()
-		st.n = 0
-		toks, err := m.greedy(ctx, st, prompt, dopts)
-		tr.Timings.Decode += time.Since(t0)
-		tr.Timings.Tokens += len(toks)
-		tr.Timings.DecodeSteps += len(toks) + 1
+		if lang < 0 {
+			probs, err := m.detectLanguage(st)
+			if err != nil {
+				return tr, err
+			}
+			tr.LanguageProbs = map[string]float64{}
+			for i, p := range probs {
+				tr.LanguageProbs[Languages[i].Code] = p
+				if lang < 0 || p > probs[lang] {
+					lang = i
+				}
+			}
+			tr.Language, tr.LanguageProb = Languages[lang].Code, probs[lang]
+			model.steps++
+		}
+		var prompt []int32
+		if ctxToks := all[resetSince:]; len(ctxToks) > 0 {
+			keep := min(len(ctxToks), m.hp.NTextCtx/2-1)
+			prompt = append([]int32{int32(sp.Prev)}, ctxToks[len(ctxToks)-keep:]...)
+		}
+		sotRow := len(prompt)
+		prompt = append(prompt, m.sotFor(lang, o)...)
+
+		res, temp, ratio, fallbacks, err := decodeWindow(model, filter, prompt, sotRow, o, filterOpts.maxTokens, rng, v)
+		tr.Timings.Fallbacks += fallbacks
+		tr.Timings.Tokens += res.generated
 		if err != nil {
 			return tr, err
 		}
-		offset := float64(seek) * hopLength / SampleRate
-		segs, advance := m.segments(toks, offset, segFrames, o.NoTimestamps)
-		for _, sg := range segs {
+		tr.Timings.Decode += time.Since(t0)
+
+		if res.noSpeech(o) {
+			seek += segFrames // no speech in this window
+			m.progress(o, seek, total)
+			continue
+		}
+		segs, advance := m.segments(res.tokens, offset, segFrames, o.NoTimestamps)
+		if o.WordTimestamps && len(segs) > 0 {
+			t0 = time.Now()
+			if err := m.align(st, lang, o, segs, offset, segFrames); err != nil {
+				return tr, err
+			}
+			tr.Timings.Align += time.Since(t0)
+		}
+		for i := range segs {
+			segs[i].Temperature, segs[i].AvgLogProb, segs[i].CompressionRatio, segs[i].NoSpeechProb = temp, res.avgLogProb(), ratio, res.noSpeechProb
 			if o.OnSegment != nil {
-				o.OnSegment(sg)
+				o.OnSegment(segs[i])
+			}
+			for _, tok := range segs[i].Tokens {
+				all = append(all, int32(tok.ID))
 			}
 		}
 		tr.Segments = append(tr.Segments, segs...)
+		if o.NoContext || temp > 0.5 {
+			resetSince = len(all) // a high-temperature window is no context to build on
+		}
 		seek += advance
+		m.progress(o, seek, total)
+	}
+	tr.Timings.DecodeSteps = model.steps
+	if tr.Language == "" {
+		tr.Language = "en"
 	}
 	return tr, nil
 }
 
-// peak is the largest absolute sample in samples[from:to].
-func peak(samples []float32, from, to int) float64 {
-	to = min(to, len(samples))
-	p := 0.0
-	for _, s := range samples[min(from, to):to] {
-		p = max(p, math.Abs(float64(s)))
+// decodeWindow decodes a window at each temperature in turn until the result
+// passes the compression-ratio and log-probability thresholds (or the window
+// looks like silence), and returns the last decoding with its temperature,
+// compression ratio and how many decodings were repeated.
+func decodeWindow(model lm, filter *logitFilter, prompt []int32, sotRow int, o Options, maxTokens int, rng *rand.Rand, v *Vocab) (res decoded, temp, ratio float64, fallbacks int, err error) {
+	for i, t := range o.Temperatures {
+		if i > 0 {
+			fallbacks++
+		}
+		var r decoded
+		r, err = runDecode(model, filter, prompt, sotRow, strategy{temperature: t, beamSize: o.BeamSize, bestOf: o.BestOf,
+			maxTokens: maxTokens, rng: rng}, v.Special().NoSpeech)
+		res.generated += r.generated
+		generated := res.generated
+		res, temp = r, t
+		res.generated = generated
+		if err != nil {
+			return
+		}
+		ratio = compressionRatio([]byte(v.Text(ids(res.tokens))))
+		failed := (o.CompressionRatioThreshold > 0 && ratio > o.CompressionRatioThreshold) || res.avgLogProb() < o.LogProbThreshold
+		if res.noSpeechProb > o.NoSpeechThreshold {
+			failed = false // silence: no temperature will do better
+		}
+		if !failed {
+			return
+		}
 	}
-	return p
+	return
+}
+
+func (m *Model) progress(o Options, seek int, total time.Duration) {
+	if o.OnProgress != nil {
+		o.OnProgress(min(time.Duration(seek)*10*time.Millisecond, total), total)
+	}
+}
+
+func ids(toks []sampledToken) []int {
+	out := make([]int, len(toks))
+	for i, t := range toks {
+		out[i] = int(t.id)
+	}
+	return out
+}
+
+// rms is the root mean square of samples[from:to].
+func rms(samples []float32, from, to int) float64 {
+	to = min(to, len(samples))
+	from = min(from, to)
+	if to == from {
+		return 0
+	}
+	sum := 0.0
+	for _, s := range samples[from:to] {
+		sum += float64(s) * float64(s)
+	}
+	return math.Sqrt(sum / float64(to-from))
 }
 
 // segments splits a window's tokens into segments at timestamp pairs, as
@@ -218,6 +343,9 @@ func (m *Model) segments(toks []sampledToken, offset float64, segFrames int, noT
 	windowEnd := offset + float64(segFrames)*hopLength/SampleRate
 
 	make1 := func(from, to int, start, end float64) Segment {
+		// Timestamps past the audio of the window (its last one may be
+		// shorter than 30 s) are clipped to its end.
+		start, end = min(start, windowEnd), min(end, windowEnd)
 		sg := Segment{Start: at(start), End: at(end)}
 		var text []byte
 		for _, t := range toks[from:to] {
@@ -228,7 +356,7 @@ func (m *Model) segments(toks []sampledToken, offset float64, segFrames int, noT
 		sg.Text = string(text)
 		return sg
 	}
-	nonEmpty := func(sg Segment) bool { return strings.TrimSpace(sg.Text) != "" }
+	nonEmpty := func(sg Segment) bool { return strings.TrimSpace(sg.Text) != "" && sg.Start < at(windowEnd) }
 
 	n := len(toks)
 	if n == 0 {
@@ -259,7 +387,7 @@ func (m *Model) segments(toks []sampledToken, offset float64, segFrames int, noT
 		}
 		// The window ends mid-segment: continue from the last timestamp.
 		advance := int(tsPos(last-1)) * framesPerPos
-		if advance <= 0 {
+		if advance <= 0 || advance > segFrames {
 			advance = segFrames
 		}
 		return segs, advance

@@ -289,7 +289,7 @@ func (q Tensor) Attention(g *Graph, k, v, mask Tensor, scale float64, vTranspose
 	// (with a padded copy); large attentions run in chunks of queries.
 	nq, nkv, heads := q.Dim(2), k.Dim(2), q.Dim(1)
 	chunk := max(1, attnChunkBytes/(4*nkv*heads))
-	if nq <= chunk {
+	if nq <= chunk || q.Dim(3) > 1 {
 		return Tensor{plainAttention(g.ctx, q.t, k.t, v.t, mask.t, scale, vTransposed)}
 	}
 	var out ml.Tensor
@@ -308,6 +308,20 @@ func (q Tensor) Attention(g *Graph, k, v, mask Tensor, scale float64, vTranspose
 		}
 	}
 	return Tensor{out}
+}
+
+// AttentionWeights is like Attention (without the fused kernel) and also
+// returns the attention weights softmax(scale·KᵀQ), [nkv, nq, heads].
+func (q Tensor) AttentionWeights(g *Graph, k, v Tensor, scale float64, vTransposed bool) (out, weights Tensor) {
+	ctx := g.ctx
+	qp := q.t.Scale(ctx, scale).Permute(ctx, 0, 2, 1, 3).Contiguous(ctx)
+	w := k.t.Permute(ctx, 0, 2, 1, 3).MulmatFullPrec(ctx, qp).Softmax(ctx)
+	vt := v.t
+	if !vTransposed {
+		vt = vt.Permute(ctx, 1, 2, 0, 3).Contiguous(ctx)
+	}
+	o := vt.Mulmat(ctx, w).Permute(ctx, 0, 2, 1, 3).Contiguous(ctx)
+	return Tensor{o}, Tensor{w}
 }
 
 // attnChunkBytes bounds the scores one chunk of plain attention holds.
