@@ -48,6 +48,9 @@ type Options struct {
 	FlashAttn bool   // flash-attention kernels
 	NoMmap    bool   // read weights into memory instead of mapping them
 	CacheDir  string // where converted speech models are kept ("" means the user cache)
+	// SpeechBackend names the recognizer: "native" (default) or one linked
+	// in by a build tag, such as "whispercpp".
+	SpeechBackend string
 }
 
 // Engine owns loaded models. Its methods are safe for concurrent use.
@@ -56,7 +59,7 @@ type Engine struct {
 
 	mu     sync.Mutex // guards models, speech and closed
 	models map[string]*entry[*textModel]
-	speech map[string]*entry[*speech.Model]
+	speech map[string]*entry[speech.Recognizer]
 	closed bool
 }
 
@@ -110,7 +113,7 @@ type textModel struct {
 
 // New returns an engine; models load on first use.
 func New(opts Options) *Engine {
-	return &Engine{opts: opts, models: map[string]*entry[*textModel]{}, speech: map[string]*entry[*speech.Model]{}}
+	return &Engine{opts: opts, models: map[string]*entry[*textModel]{}, speech: map[string]*entry[speech.Recognizer]{}}
 }
 
 // Close unloads every model. Requests in flight finish first.
@@ -118,7 +121,7 @@ func (e *Engine) Close() error {
 	e.mu.Lock()
 	e.closed = true
 	text, sp := e.models, e.speech
-	e.models, e.speech = map[string]*entry[*textModel]{}, map[string]*entry[*speech.Model]{}
+	e.models, e.speech = map[string]*entry[*textModel]{}, map[string]*entry[speech.Recognizer]{}
 	e.mu.Unlock()
 	for _, en := range text {
 		<-en.ready

@@ -23,6 +23,15 @@ type (
 // ErrBadOption is returned for transcription options a model cannot honor.
 var ErrBadOption = speech.ErrBadOption
 
+// Decoding defaults.
+const (
+	DefaultBeamSize          = speech.DefaultBeamSize
+	DefaultBestOf            = speech.DefaultBestOf
+	DefaultCompressionRatio  = speech.DefaultCompressionRatio
+	DefaultLogProbThreshold  = speech.DefaultLogProbThreshold
+	DefaultNoSpeechThreshold = speech.DefaultNoSpeechThreshold
+)
+
 // TranscriptFormats lists the formats WriteTranscript knows.
 var TranscriptFormats = speech.Formats
 
@@ -37,11 +46,18 @@ type TranscribeRequest struct {
 	TranscribeOptions
 }
 
-// speechModel returns the loaded Whisper model at path, loading it once.
-func (e *Engine) speechModel(ctx context.Context, path string) (*speech.Model, error) {
-	return load(e, e.speech, path, func() (*speech.Model, error) {
-		return speech.Load(ctx, path, speech.LoadOptions{Threads: e.opts.Threads, FlashAttn: e.opts.FlashAttn, CacheDir: e.opts.CacheDir})
+// speechModel returns the loaded speech model at path, loading it once.
+func (e *Engine) speechModel(ctx context.Context, path string) (speech.Recognizer, error) {
+	return load(e, e.speech, path, func() (speech.Recognizer, error) {
+		return speech.Open(ctx, e.opts.SpeechBackend, path, speech.LoadOptions{Threads: e.opts.Threads, FlashAttn: e.opts.FlashAttn, CacheDir: e.opts.CacheDir})
 	})
+}
+
+func describe(r speech.Recognizer) string {
+	if d, ok := r.(speech.Describer); ok {
+		return d.Describe()
+	}
+	return fmt.Sprintf("%T", r)
 }
 
 // ReadAudio decodes an audio file into 16-kHz mono samples.
@@ -78,7 +94,7 @@ func (e *Engine) DescribeSpeech(ctx context.Context, path string) (string, error
 	if err != nil {
 		return "", err
 	}
-	return m.Describe(), nil
+	return describe(m), nil
 }
 
 // SpeechBenchResult holds the figures of one speech benchmark run.
@@ -91,16 +107,21 @@ type SpeechBenchResult struct {
 	Timings     speech.Timings
 }
 
-// BenchSpeech transcribes samples with the model at path and measures it.
-func (e *Engine) BenchSpeech(ctx context.Context, path string, samples []float32) (SpeechBenchResult, error) {
+// BenchSpeech transcribes samples with the model at path (every window
+// decoded, silent or not) and measures it.
+func (e *Engine) BenchSpeech(ctx context.Context, path string, samples []float32, o TranscribeOptions) (SpeechBenchResult, error) {
 	start := time.Now()
 	m, err := e.speechModel(ctx, path)
 	if err != nil {
 		return SpeechBenchResult{}, err
 	}
-	res := SpeechBenchResult{Description: m.Describe(), Threads: m.Threads(), Load: time.Since(start)}
+	res := SpeechBenchResult{Description: describe(m), Threads: e.opts.Threads, Load: time.Since(start)}
+	if t, ok := m.(interface{ Threads() int }); ok {
+		res.Threads = t.Threads()
+	}
+	o.SilenceThreshold = -1
 	start = time.Now()
-	tr, err := m.Transcribe(ctx, samples, speech.Options{SilenceThreshold: -1})
+	tr, err := m.Transcribe(ctx, samples, o)
 	if err != nil {
 		return res, err
 	}

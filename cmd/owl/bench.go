@@ -24,6 +24,7 @@ func newBenchSpeechCmd() *cobra.Command {
 	var (
 		model, file string
 		threads     int
+		beam        int
 		flashAttn   bool
 	)
 	cmd := &cobra.Command{
@@ -47,19 +48,20 @@ audio duration) and peak memory.`,
 			}
 			e := engine.New(engine.Options{Threads: threads, FlashAttn: flashAttn})
 			defer e.Close()
-			r, err := e.BenchSpeech(cmd.Context(), model, samples)
+			o := engine.TranscribeOptions{BeamSize: beam, Temperatures: []float64{0}}
+			r, err := e.BenchSpeech(cmd.Context(), model, samples, o)
 			if err != nil {
 				return err
 			}
 			t := r.Timings
 			fmt.Printf("model: %s (%s)\n", model, r.Description)
-			fmt.Printf("threads: %d, audio: %.1f s, load: %.0f ms\n", r.Threads, r.Audio.Seconds(), ms(r.Load))
+			fmt.Printf("threads: %d, beams: %d, audio: %.1f s, load: %.0f ms\n", r.Threads, beam, r.Audio.Seconds(), ms(r.Load))
 			fmt.Printf("mel:     %8.1f ms\n", ms(t.Mel))
 			if t.Windows > 0 {
 				fmt.Printf("encode:  %8.1f ms per window (%d windows)\n", ms(t.Encode)/float64(t.Windows), t.Windows)
 			}
 			if t.DecodeSteps > 0 {
-				fmt.Printf("decode:  %8.2f ms per token (%d tokens)\n", ms(t.Decode)/float64(t.DecodeSteps), t.Tokens)
+				fmt.Printf("decode:  %8.2f ms per step (%d steps, %d tokens)\n", ms(t.Decode)/float64(t.DecodeSteps), t.DecodeSteps, t.Tokens)
 			}
 			fmt.Printf("RTF:     %8.3f (%.2f s for %.1f s of audio)\n", r.Wall.Seconds()/r.Audio.Seconds(), r.Wall.Seconds(), r.Audio.Seconds())
 			fmt.Printf("peak RSS: %s\n", humanBytes(peakRSS()))
@@ -71,6 +73,7 @@ audio duration) and peak memory.`,
 	fs.StringVarP(&file, "file", "f", "", "16-kHz WAV to transcribe (default: 30 s of generated audio)")
 	fs.IntVarP(&threads, "threads", "t", 0, "CPU threads (default: all CPUs)")
 	fs.BoolVar(&flashAttn, "flash-attn", false, "use flash-attention kernels")
+	fs.IntVar(&beam, "beam-size", 1, "beams (1 is greedy); decoding runs at temperature 0 without fallback")
 	return cmd
 }
 

@@ -3,36 +3,104 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/owlengine/owl/engine"
 )
 
+// transcribeFlags are the decoding knobs, named as whisper.cpp's and
+// OpenAI's command lines name them.
+type transcribeFlags struct {
+	lang, prompt            string
+	translate, noTimestamps bool
+	wordTimestamps          bool
+	noContext, noFallback   bool
+	beamSize, bestOf        int
+	temperature, tempInc    float64
+	compressionThreshold    float64
+	logprobThreshold        float64
+	noSpeechThreshold       float64
+	seed                    uint64
+}
+
+func (f *transcribeFlags) register(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.StringVarP(&f.lang, "language", "l", "auto", "spoken language code or name; auto detects it")
+	fs.BoolVar(&f.translate, "translate", false, "translate into English (multilingual models)")
+	fs.StringVar(&f.prompt, "prompt", "", "initial prompt: vocabulary or style for the first window")
+	fs.BoolVar(&f.noContext, "no-context", false, "do not condition each window on the previous text (cures repetition loops)")
+	fs.IntVar(&f.beamSize, "beam-size", engine.DefaultBeamSize, "beams at temperature 0 (1 is greedy)")
+	fs.IntVar(&f.bestOf, "best-of", engine.DefaultBestOf, "candidates sampled at temperatures above 0")
+	fs.Float64Var(&f.temperature, "temperature", 0, "first decoding temperature")
+	fs.Float64Var(&f.tempInc, "temperature-inc", 0.2, "temperature step of the fallback")
+	fs.BoolVar(&f.noFallback, "no-fallback", false, "decode once per window, at --temperature")
+	fs.Float64Var(&f.compressionThreshold, "compression-ratio-threshold", engine.DefaultCompressionRatio, "fall back when the text compresses better than this (negative: never)")
+	fs.Float64Var(&f.logprobThreshold, "logprob-threshold", engine.DefaultLogProbThreshold, "fall back when the average log-probability is lower (-inf: never)")
+	fs.Float64Var(&f.noSpeechThreshold, "no-speech-threshold", engine.DefaultNoSpeechThreshold, "no-speech probability above which a low-confidence window is skipped (above 1: never)")
+	fs.BoolVar(&f.noTimestamps, "no-timestamps", false, "decode without timestamp tokens")
+	fs.BoolVar(&f.wordTimestamps, "word-timestamps", false, "align words and tokens to the audio")
+	fs.Uint64Var(&f.seed, "seed", 0, "seed of the sampling at temperatures above 0")
+}
+
+func (f *transcribeFlags) options() (engine.TranscribeOptions, error) {
+	switch {
+	case f.beamSize < 1 || f.beamSize > 16:
+		return engine.TranscribeOptions{}, usageError{fmt.Errorf("--beam-size %d: want 1 to 16", f.beamSize)}
+	case f.bestOf < 1 || f.bestOf > 16:
+		return engine.TranscribeOptions{}, usageError{fmt.Errorf("--best-of %d: want 1 to 16", f.bestOf)}
+	case f.temperature < 0 || f.temperature > 2 || math.IsNaN(f.temperature):
+		return engine.TranscribeOptions{}, usageError{fmt.Errorf("--temperature %v: want 0 to 2", f.temperature)}
+	case !f.noFallback && (f.tempInc <= 0 || math.IsNaN(f.tempInc)):
+		return engine.TranscribeOptions{}, usageError{fmt.Errorf("--temperature-inc %v must be positive (or pass --no-fallback)", f.tempInc)}
+	case f.noSpeechThreshold < 0:
+		return engine.TranscribeOptions{}, usageError{fmt.Errorf("--no-speech-threshold %v must not be negative", f.noSpeechThreshold)}
+	}
+	temps := []float64{f.temperature}
+	if !f.noFallback {
+		for t := f.temperature + f.tempInc; t <= 1.0+1e-9; t += f.tempInc {
+			temps = append(temps, math.Round(t*1000)/1000)
+		}
+	}
+	return engine.TranscribeOptions{Language: f.lang, Translate: f.translate, Prompt: f.prompt, NoContext: f.noContext,
+		BeamSize: f.beamSize, BestOf: f.bestOf, Temperatures: temps, CompressionRatioThreshold: f.compressionThreshold,
+		LogProbThreshold: f.logprobThreshold, NoSpeechThreshold: f.noSpeechThreshold,
+		NoTimestamps: f.noTimestamps, WordTimestamps: f.wordTimestamps, Seed: f.seed}, nil
+}
+
 func newTranscribeCmd() *cobra.Command {
 	var (
-		model, lang, outDir string
-		threads             int
-		formats             []string
-		asJSON, translate   bool
-		noTimestamps        bool
-		flashAttn           bool
+		tf                        transcribeFlags
+		model, outDir, backend    string
+		threads                   int
+		formats                   []string
+		asJSON, flashAttn, noProg bool
 	)
 	cmd := &cobra.Command{
-		Use:   "transcribe -m MODEL.bin AUDIO.wav",
-		Short: "Transcribe speech in an audio file with a whisper.cpp model",
-		Long: `Transcribe recognizes the speech in a 16-kHz WAV file with a whisper.cpp model
+		Use:   "transcribe -m MODEL.bin AUDIO.wav [AUDIO.wav…]",
+		Short: "Transcribe speech in audio files with a whisper.cpp model",
+		Long: `Transcribe recognizes the speech in 16-kHz WAV files with a whisper.cpp model
 file (ggml-*.bin: tiny to large-v3, .en or multilingual, any quantization) and
-prints the text, one segment per line. --json prints the segments with their
-times and token probabilities instead. -o FORMAT (repeatable: txt, json) also
-writes AUDIO.FORMAT beside the audio or into --output-dir.`,
-		Args: usageArgs(cobra.ExactArgs(1)),
+prints the text, one segment per line; --json prints the segments with times,
+decoding statistics and token probabilities instead.
+
+-o FORMAT (repeatable: txt, srt, vtt, json, lrc) also writes AUDIO.FORMAT
+beside each audio file or into --output-dir.
+
+Decoding follows OpenAI's transcribe: beam search (5 beams), then sampling
+(best of 5) at rising temperatures when a window's text repeats itself or is
+improbable; windows that hold no speech are skipped; each window is
+conditioned on the previous one's text unless --no-context.`,
+		Args: usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			audioPath := args[0]
 			if model == "" {
 				return usageError{fmt.Errorf("no model: pass -m ggml-MODEL.bin")}
 			}
@@ -44,55 +112,85 @@ writes AUDIO.FORMAT beside the audio or into --output-dir.`,
 					return usageError{fmt.Errorf("-o %q: want one of %s", f, strings.Join(engine.TranscriptFormats, ", "))}
 				}
 			}
-			e := engine.New(engine.Options{Threads: threads, FlashAttn: flashAttn})
-			defer e.Close()
-			tr, err := e.Transcribe(cmd.Context(), engine.TranscribeRequest{Model: model, File: audioPath,
-				TranscribeOptions: engine.TranscribeOptions{Language: lang, Translate: translate, NoTimestamps: noTimestamps}})
+			if backend != "native" && backend != "whispercpp" {
+				return usageError{fmt.Errorf("--backend %q: want native or whispercpp", backend)}
+			}
+			opts, err := tf.options()
 			if err != nil {
 				return err
 			}
-			out := bufio.NewWriter(os.Stdout)
-			stdoutFormat := "txt"
-			if asJSON {
-				stdoutFormat = "json"
-			}
-			if err := engine.WriteTranscript(out, tr, stdoutFormat); err != nil {
-				return err
-			}
-			if err := out.Flush(); err != nil {
-				return err
-			}
-			for _, f := range formats {
-				if err := writeTranscriptFile(tr, audioPath, outDir, f); err != nil {
+			e := engine.New(engine.Options{Threads: threads, FlashAttn: flashAttn, SpeechBackend: backend})
+			defer e.Close()
+			showProgress := !asJSON && !noProg && term.IsTerminal(int(os.Stdout.Fd()))
+			for _, audioPath := range args {
+				o := opts
+				var bar *progressbar.ProgressBar
+				if showProgress {
+					bar = progressbar.NewOptions64(1000, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetDescription(filepath.Base(audioPath)),
+						progressbar.OptionShowElapsedTimeOnFinish(), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100*time.Millisecond))
+					o.OnProgress = func(done, total time.Duration) {
+						if total > 0 {
+							bar.Set64(int64(1000 * done / total))
+						}
+					}
+				}
+				tr, err := e.Transcribe(cmd.Context(), engine.TranscribeRequest{Model: model, File: audioPath, TranscribeOptions: o})
+				if bar != nil {
+					bar.Finish()
+				}
+				if err != nil {
 					return err
 				}
-			}
-			if verboseEnabled() {
-				t := tr.Timings
-				fmt.Fprintf(os.Stderr, "mel %.0f ms, encode %.0f ms (%d windows), decode %.0f ms (%d tokens)\n",
-					ms(t.Mel), ms(t.Encode), t.Windows, ms(t.Decode), t.Tokens)
+				if err := printTranscript(tr, asJSON); err != nil {
+					return err
+				}
+				for _, f := range formats {
+					if err := writeTranscriptFile(tr, audioPath, outDir, f); err != nil {
+						return err
+					}
+				}
+				if verboseEnabled() {
+					t := tr.Timings
+					fmt.Fprintf(os.Stderr, "%s: language %s, mel %.0f ms, encode %.0f ms (%d windows), decode %.0f ms (%d steps, %d tokens, %d fallbacks)\n",
+						audioPath, tr.Language, ms(t.Mel), ms(t.Encode), t.Windows, ms(t.Decode), t.DecodeSteps, t.Tokens, t.Fallbacks)
+				}
 			}
 			return nil
 		},
 	}
+	tf.register(cmd)
 	fs := cmd.Flags()
 	fs.StringVarP(&model, "model", "m", "", "whisper.cpp model file (ggml-*.bin)")
 	fs.IntVarP(&threads, "threads", "t", 0, "CPU threads (default: all CPUs)")
-	fs.StringArrayVarP(&formats, "output", "o", nil, "also write AUDIO.FORMAT (txt, json); repeatable")
+	fs.StringArrayVarP(&formats, "output", "o", nil, "also write AUDIO.FORMAT (txt, srt, vtt, json, lrc); repeatable")
 	fs.StringVar(&outDir, "output-dir", "", "folder for -o files (default: beside the audio)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON (segments, times, token probabilities) instead of text")
-	fs.StringVarP(&lang, "language", "l", "", "spoken language code or name (default: English)")
-	fs.BoolVar(&translate, "translate", false, "translate into English (multilingual models)")
-	fs.BoolVar(&noTimestamps, "no-timestamps", false, "decode without timestamp tokens")
 	fs.BoolVar(&flashAttn, "flash-attn", false, "use flash-attention kernels")
+	fs.BoolVar(&noProg, "no-progress", false, "no progress bar")
+	fs.StringVar(&backend, "backend", "native", "recognizer: native (owl's Whisper on ggml) or whispercpp (libwhisper; builds with -tags whispercpp)")
 	fs.SetNormalizeFunc(normalizeFlag)
 	return cmd
+}
+
+func printTranscript(tr *engine.Transcript, asJSON bool) error {
+	out := bufio.NewWriter(os.Stdout)
+	format := "txt"
+	if asJSON {
+		format = "json"
+	}
+	if err := engine.WriteTranscript(out, tr, format); err != nil {
+		return err
+	}
+	return out.Flush()
 }
 
 // writeTranscriptFile writes tr as AUDIO.FORMAT into dir (default: the audio's folder).
 func writeTranscriptFile(tr *engine.Transcript, audioPath, dir, format string) error {
 	if dir == "" {
 		dir = filepath.Dir(audioPath)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
 	base := strings.TrimSuffix(filepath.Base(audioPath), filepath.Ext(audioPath))
 	path := filepath.Join(dir, base+"."+format)

@@ -82,9 +82,17 @@ func TestTranscribeJFKWritesFiles(t *testing.T) {
 	if err := os.Mkdir(out, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r := owl(t, "", "transcribe", "-m", model, jfk, "-o", "txt", "-o", "json", "--output-dir", out, "-t", "2")
+	r := owl(t, "", "transcribe", "-m", model, jfk, "-o", "txt", "-o", "json", "-o", "srt", "-o", "vtt", "-o", "lrc", "--output-dir", out, "-t", "2", "--beam-size", "1")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if r.stderr != "" {
+		t.Fatalf("stderr not empty (no progress bar without a terminal): %q", r.stderr)
+	}
+	for _, ext := range []string{"srt", "vtt", "lrc"} {
+		if st, err := os.Stat(filepath.Join(out, "jfk."+ext)); err != nil || st.Size() == 0 && strings.TrimSpace(r.stdout) != "" {
+			t.Fatalf("jfk.%s: %v", ext, err)
+		}
 	}
 	txt, err := os.ReadFile(filepath.Join(out, "jfk.txt"))
 	if err != nil || string(txt) != r.stdout {
@@ -165,6 +173,10 @@ func TestTranscribeBadInput(t *testing.T) {
 		{[]string{"transcribe", "-m", model, model}, "not a WAV"},
 		{[]string{"transcribe", "-m", model, audio, "--translate"}, "cannot translate"},
 		{[]string{"transcribe", "-m", model, audio, "-o", "docx"}, "docx"},
+		{[]string{"transcribe", "-m", model, audio, "--beam-size", "0"}, "--beam-size 0"},
+		{[]string{"transcribe", "-m", model, audio, "--beam-size", "100"}, "--beam-size 100"},
+		{[]string{"transcribe", "-m", model, audio, "-l", "klingon"}, "English-only"},
+		{[]string{"transcribe", "-m", model, audio, "--backend", "whispercpp"}, "whispercpp"},
 	} {
 		r := owl(t, "", tc.args...)
 		if r.code == 0 || !strings.Contains(r.stderr, tc.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
@@ -201,9 +213,25 @@ func TestBenchSpeech(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("%+v", r)
 	}
-	for _, want := range []string{"mel:", "encode:", "per window", "decode:", "per token", "RTF:", "peak RSS"} {
+	for _, want := range []string{"mel:", "encode:", "per window", "decode:", "per step", "RTF:", "peak RSS"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("bench output lacks %q:\n%s", want, r.stdout)
 		}
+	}
+}
+
+func TestTranscribeMultilingualErrors(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("OWL_CACHE_DIR", filepath.Join(dir, "cache"))
+	model := whisperModel(t, dir, "ggml-micro.bin", testmodel.WhisperMicro(testmodel.VocabMultilingual, 1))
+	audio := filepath.Join(dir, "a.wav")
+	wavFile(t, audio, make([]int16, 1600))
+	r := owl(t, "", "transcribe", "-m", model, audio, "-l", "xx")
+	if r.code == 0 || !strings.Contains(r.stderr, `unknown language "xx"`) {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = owl(t, "", "transcribe", "-m", model, audio, "-l", "de", "--translate", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"language": "de"`) {
+		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }
