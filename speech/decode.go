@@ -19,6 +19,7 @@ var nonSpeechSymbols = []string{
 // decodeOptions are the knobs of decoding one window.
 type decodeOptions struct {
 	noTimestamps      bool
+	whisperCpp        bool // whisper.cpp's timestamp rules
 	suppressBlank     bool
 	suppressNonSpeech bool
 	maxInitialTS      float64 // seconds; 0 for no limit
@@ -112,7 +113,7 @@ func (f *logitFilter) apply(logits []float32, sampled []int32) float32 {
 		}
 		if lastTS >= 0 {
 			limit := lastTS + 1
-			if last && !penultimate {
+			if last && !penultimate || f.o.whisperCpp {
 				limit = lastTS
 			}
 			for i := tsBegin; i < limit; i++ {
@@ -121,8 +122,10 @@ func (f *logitFilter) apply(logits []float32, sampled []int32) float32 {
 		}
 		if initial {
 			// The first token is a timestamp, and not a late one.
-			for i := 0; i < tsBegin; i++ {
-				logits[i] = negInf
+			if !f.o.whisperCpp {
+				for i := 0; i < tsBegin; i++ {
+					logits[i] = negInf
+				}
 			}
 			if f.o.maxInitialTS > 0 {
 				maxIdx := int(math.Round(f.o.maxInitialTS / 0.02))

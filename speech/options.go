@@ -54,6 +54,11 @@ type Options struct {
 	NoTimestamps   bool // decode without timestamp tokens (one segment per window)
 	WordTimestamps bool // align tokens and words to the audio (DTW over cross-attention)
 
+	// WhisperCppRules applies whisper.cpp's variant of the timestamp rules
+	// instead of OpenAI's: the first token need not be a timestamp, and a
+	// timestamp may repeat the last one. For comparisons with whisper.cpp.
+	WhisperCppRules bool
+
 	SuppressBlank     *bool   // suppress a blank first token (default true)
 	SuppressNonSpeech *bool   // suppress symbols that are not speech (default true)
 	MaxInitialTS      float64 // latest first timestamp in seconds (default 1.0; negative: none)

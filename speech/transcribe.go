@@ -162,7 +162,7 @@ func (m *Model) Transcribe(ctx context.Context, samples []float32, o Options) (*
 		}
 		return tr, nil
 	}
-	filterOpts := decodeOptions{noTimestamps: o.NoTimestamps, suppressBlank: boolOr(o.SuppressBlank, true),
+	filterOpts := decodeOptions{noTimestamps: o.NoTimestamps, whisperCpp: o.WhisperCppRules, suppressBlank: boolOr(o.SuppressBlank, true),
 		suppressNonSpeech: boolOr(o.SuppressNonSpeech, true), maxInitialTS: max(o.MaxInitialTS, 0), maxTokens: m.hp.NTextCtx / 2}
 	filter := newLogitFilter(v, filterOpts)
 	nSeq := max(o.BeamSize, o.BestOf)
