@@ -18,6 +18,7 @@ var ErrBadAudio = errors.New("bad audio data")
 // Limits bound what a file may make owl allocate.
 type Limits struct {
 	MaxDuration float64 // seconds of audio; 0 means 4 hours
+	MaxBytes    int64   // size of the file; 0 means 4 GiB
 }
 
 func (l Limits) maxSeconds() float64 {
@@ -25,6 +26,13 @@ func (l Limits) maxSeconds() float64 {
 		return 4 * 3600
 	}
 	return l.MaxDuration
+}
+
+func (l Limits) maxBytes() int64 {
+	if l.MaxBytes <= 0 {
+		return 4 << 30
+	}
+	return l.MaxBytes
 }
 
 // Audio is decoded audio: mono samples in [-1, 1] at SampleRate.

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/owlengine/owl/audio"
@@ -60,16 +59,10 @@ func describe(r speech.Recognizer) string {
 	return fmt.Sprintf("%T", r)
 }
 
-// ReadAudio decodes an audio file into 16-kHz mono samples.
+// ReadAudio decodes an audio file (WAV, FLAC, MP3, Ogg Vorbis; recognized
+// by content) into 16-kHz mono samples.
 func ReadAudio(path string) ([]float32, error) {
-	a, err := audio.ReadWAVFile(path, audio.Limits{})
-	if err != nil {
-		return nil, err
-	}
-	if a.SampleRate != speech.SampleRate {
-		return nil, fmt.Errorf("%s: the audio is sampled at %d Hz; owl reads 16-kHz WAV (convert with: ffmpeg -i %s -ar 16000 -ac 1 out.wav)", path, a.SampleRate, filepath.Base(path))
-	}
-	return a.Samples, nil
+	return audio.Load(path, audio.Limits{})
 }
 
 // Transcribe recognizes the speech in req.

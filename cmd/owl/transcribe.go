@@ -85,9 +85,10 @@ func newTranscribeCmd() *cobra.Command {
 		asJSON, flashAttn, noProg bool
 	)
 	cmd := &cobra.Command{
-		Use:   "transcribe -m MODEL.bin AUDIO.wav [AUDIO.wav…]",
+		Use:   "transcribe -m MODEL.bin AUDIO [AUDIO…]",
 		Short: "Transcribe speech in audio files with a whisper.cpp model",
-		Long: `Transcribe recognizes the speech in 16-kHz WAV files with a whisper.cpp model
+		Long: `Transcribe recognizes the speech in audio files (WAV, FLAC, MP3, Ogg Vorbis;
+any rate and channel count) with a whisper.cpp model
 file (ggml-*.bin: tiny to large-v3, .en or multilingual, any quantization) and
 prints the text, one segment per line; --json prints the segments with times,
 decoding statistics and token probabilities instead.

@@ -170,7 +170,7 @@ func TestTranscribeBadInput(t *testing.T) {
 		want string
 	}{
 		{[]string{"transcribe", "-m", model, filepath.Join(dir, "missing.wav")}, "no such file"},
-		{[]string{"transcribe", "-m", model, model}, "not a WAV"},
+		{[]string{"transcribe", "-m", model, model}, "unsupported audio format"},
 		{[]string{"transcribe", "-m", model, audio, "--translate"}, "cannot translate"},
 		{[]string{"transcribe", "-m", model, audio, "-o", "docx"}, "docx"},
 		{[]string{"transcribe", "-m", model, audio, "--beam-size", "0"}, "--beam-size 0"},
