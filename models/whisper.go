@@ -110,8 +110,9 @@ func (h WhisperHParams) SpecialTokens() WhisperSpecialTokens {
 	return s
 }
 
-// WhisperTensor is one tensor of a whisper.cpp file.
-type WhisperTensor struct {
+// FileTensor is one tensor of a file in ggml's legacy format (whisper.cpp
+// models, Silero VAD models): its place in the file and its layout.
+type FileTensor struct {
 	Name   string
 	Type   GGMLType
 	Dims   []uint64 // innermost first
@@ -127,17 +128,17 @@ type WhisperFile struct {
 	MelFilters    []float32 // NMels rows of NFFT values
 	NFFT          int
 	Vocab         [][]byte // the stored token texts; special tokens are not stored
-	Tensors       []WhisperTensor
+	Tensors       []FileTensor
 	Size          int64
 	ModTime       time.Time
 	tensorByIndex map[string]int
 }
 
 // Tensor returns the tensor named name.
-func (f *WhisperFile) Tensor(name string) (WhisperTensor, bool) {
+func (f *WhisperFile) Tensor(name string) (FileTensor, bool) {
 	i, ok := f.tensorByIndex[name]
 	if !ok {
-		return WhisperTensor{}, false
+		return FileTensor{}, false
 	}
 	return f.Tensors[i], true
 }
@@ -243,24 +244,37 @@ func ParseWhisper(r io.ReaderAt, size int64) (*WhisperFile, error) {
 	}
 
 	want := WhisperTensorShapes(h)
-	for p.remaining() > 0 {
-		t, err := p.whisperTensor(want)
-		if err != nil {
-			return nil, err
-		}
-		if _, dup := f.tensorByIndex[t.Name]; dup {
-			return nil, fmt.Errorf("%w: tensor %q appears twice", ErrCorrupt, t.Name)
-		}
-		f.tensorByIndex[t.Name] = len(f.Tensors)
-		f.Tensors = append(f.Tensors, t)
-		p.skip(int64(t.Bytes))
-	}
-	for _, name := range WhisperTensorNames(h) {
-		if _, ok := f.tensorByIndex[name]; !ok {
-			return nil, fmt.Errorf("%w: tensor %q is missing (the file has %d of %d tensors)", ErrCorrupt, name, len(f.Tensors), len(want))
-		}
+	if f.Tensors, f.tensorByIndex, err = p.ggmlTensors(want, WhisperTensorNames(h), isWhisperF32Tensor); err != nil {
+		return nil, err
 	}
 	return f, nil
+}
+
+// ggmlTensors reads the tensor records of a legacy ggml file up to its end,
+// checking each against want (names and shapes); mustF32 names the 2-D and
+// larger tensors stored as f32 (1-D ones always are). Every name in need
+// must be present.
+func (p *byteParser) ggmlTensors(want map[string][]uint64, need []string, mustF32 func(string) bool) ([]FileTensor, map[string]int, error) {
+	var ts []FileTensor
+	index := map[string]int{}
+	for p.remaining() > 0 {
+		t, err := p.ggmlTensor(want, mustF32)
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, dup := index[t.Name]; dup {
+			return nil, nil, fmt.Errorf("%w: tensor %q appears twice", ErrCorrupt, t.Name)
+		}
+		index[t.Name] = len(ts)
+		ts = append(ts, t)
+		p.skip(int64(t.Bytes))
+	}
+	for _, name := range need {
+		if _, ok := index[name]; !ok {
+			return nil, nil, fmt.Errorf("%w: tensor %q is missing (the file has %d of %d tensors)", ErrCorrupt, name, len(ts), len(need))
+		}
+	}
+	return ts, index, nil
 }
 
 func (h WhisperHParams) validate() error {
@@ -311,23 +325,23 @@ var whisperFileTypes = map[int]GGMLType{
 // WeightType is the type of the model's large matrices.
 func (h WhisperHParams) WeightType() GGMLType { return whisperFileTypes[h.FType] }
 
-func (p *byteParser) whisperTensor(want map[string][]uint64) (WhisperTensor, error) {
+func (p *byteParser) ggmlTensor(want map[string][]uint64, mustF32 func(string) bool) (FileTensor, error) {
 	var hdr [3]uint32
 	for i := range hdr {
 		v, err := p.u32("tensor header")
 		if err != nil {
-			return WhisperTensor{}, err
+			return FileTensor{}, err
 		}
 		hdr[i] = v
 	}
 	nDims, nameLen, typ := int32(hdr[0]), int32(hdr[1]), GGMLType(hdr[2])
 	if nDims < 1 || nDims > 4 {
-		return WhisperTensor{}, fmt.Errorf("%w: tensor at byte %d has %d dimensions (want 1 to 4)", ErrCorrupt, p.off-12, nDims)
+		return FileTensor{}, fmt.Errorf("%w: tensor at byte %d has %d dimensions (want 1 to 4)", ErrCorrupt, p.off-12, nDims)
 	}
 	if nameLen < 1 || nameLen > maxWhisperName {
-		return WhisperTensor{}, fmt.Errorf("%w: tensor at byte %d has a name of %d bytes (want 1 to %d)", ErrCorrupt, p.off-12, nameLen, maxWhisperName)
+		return FileTensor{}, fmt.Errorf("%w: tensor at byte %d has a name of %d bytes (want 1 to %d)", ErrCorrupt, p.off-12, nameLen, maxWhisperName)
 	}
-	t := WhisperTensor{Type: typ, Dims: make([]uint64, nDims)}
+	t := FileTensor{Type: typ, Dims: make([]uint64, nDims)}
 	for i := range t.Dims {
 		v, err := p.u32("tensor dimensions")
 		if err != nil {
@@ -353,7 +367,7 @@ func (p *byteParser) whisperTensor(want map[string][]uint64) (WhisperTensor, err
 	if !sameShape(t.Dims, shape) {
 		return t, fmt.Errorf("%w: tensor %q has shape %v, want %v", ErrCorrupt, t.Name, t.Dims, shape)
 	}
-	if len(shape) == 1 || isWhisperF32Tensor(t.Name) {
+	if len(shape) == 1 || mustF32(t.Name) {
 		if typ != TypeF32 {
 			return t, fmt.Errorf("%w: tensor %q is %s, want f32", ErrCorrupt, t.Name, typ)
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // keySource is the metadata key of a GGUF converted from a whisper.cpp file
@@ -21,19 +22,26 @@ const keySource = "owl.source.key"
 // the cache key. Tensor data is copied byte for byte: types and quantization
 // stay the source's.
 func WhisperGGUF(src string, f *WhisperFile, cacheDir string) (string, error) {
+	return legacyGGUF(src, f.Size, f.ModTime, f.Tensors, cacheDir, func(key string) []GGUFKV { return whisperKVs(f, key) })
+}
+
+// legacyGGUF converts the tensors of a legacy ggml file (whose header ends
+// where its first tensor begins) into a GGUF in cacheDir, once per source
+// key, with the metadata kvs(key) gives.
+func legacyGGUF(src string, size int64, mtime time.Time, tensors []FileTensor, cacheDir string, kvs func(key string) []GGUFKV) (string, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return "", err
 	}
 	defer in.Close()
-	key, err := whisperCacheKey(in, f)
+	key, err := cacheKey(in, size, mtime, tensors)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", src, err)
 	}
 	base := strings.TrimSuffix(filepath.Base(src), filepath.Ext(src))
 	dst := filepath.Join(cacheDir, fmt.Sprintf("%s-%s.gguf", base, key[:16]))
 	if g, err := ReadGGUF(dst); err == nil {
-		if k, _ := g.String(keySource); k == key && len(g.Tensors) == len(f.Tensors) {
+		if k, _ := g.String(keySource); k == key && len(g.Tensors) == len(tensors) {
 			return dst, nil
 		}
 	}
@@ -45,7 +53,7 @@ func WhisperGGUF(src string, f *WhisperFile, cacheDir string) (string, error) {
 		return "", fmt.Errorf("whisper model cache: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := writeWhisperGGUF(tmp, in, f, key); err != nil {
+	if err := writeLegacyGGUF(tmp, in, tensors, kvs(key)); err != nil {
 		tmp.Close()
 		return "", fmt.Errorf("%s: converting to GGUF: %w", src, err)
 	}
@@ -62,14 +70,14 @@ func WhisperGGUF(src string, f *WhisperFile, cacheDir string) (string, error) {
 	return dst, nil
 }
 
-// whisperCacheKey hashes the source's size, modification time and header
+// cacheKey hashes the source's size, modification time and header
 // (everything before the first tensor).
-func whisperCacheKey(src io.ReaderAt, f *WhisperFile) (string, error) {
+func cacheKey(src io.ReaderAt, size int64, mtime time.Time, tensors []FileTensor) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "%d\x00%d\x00", f.Size, f.ModTime.UnixNano())
-	end := f.Size
-	if len(f.Tensors) > 0 {
-		end = f.Tensors[0].Offset
+	fmt.Fprintf(h, "%d\x00%d\x00", size, mtime.UnixNano())
+	end := size
+	if len(tensors) > 0 {
+		end = tensors[0].Offset
 	}
 	if _, err := io.Copy(h, io.NewSectionReader(src, 0, end)); err != nil {
 		return "", err
@@ -77,9 +85,9 @@ func whisperCacheKey(src io.ReaderAt, f *WhisperFile) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func writeWhisperGGUF(w io.Writer, src io.ReaderAt, f *WhisperFile, key string) error {
+func whisperKVs(f *WhisperFile, key string) []GGUFKV {
 	h := f.HParams
-	kvs := []GGUFKV{
+	return []GGUFKV{
 		{Key: "general.architecture", Value: "whisper"},
 		{Key: "general.name", Value: "whisper-" + h.SizeName()},
 		{Key: "general.file_type", Value: uint32(h.FType)},
@@ -98,8 +106,11 @@ func writeWhisperGGUF(w io.Writer, src io.ReaderAt, f *WhisperFile, key string) 
 		{Key: "whisper.mel_count", Value: uint32(h.NMels)},
 		{Key: keySource, Value: key},
 	}
-	specs := make([]TensorSpec, len(f.Tensors))
-	for i, t := range f.Tensors {
+}
+
+func writeLegacyGGUF(w io.Writer, src io.ReaderAt, tensors []FileTensor, kvs []GGUFKV) error {
+	specs := make([]TensorSpec, len(tensors))
+	for i, t := range tensors {
 		specs[i] = TensorSpec{Name: t.Name, Type: t.Type, Dims: t.Dims, Write: func(w io.Writer) error {
 			_, err := io.Copy(w, io.NewSectionReader(src, t.Offset, int64(t.Bytes)))
 			return err

@@ -246,3 +246,61 @@ func testmodelBytes(t testing.TB, c testmodel.WhisperConfig) []byte {
 	}
 	return buf.Bytes()
 }
+
+func sileroBytes(t testing.TB) []byte {
+	var buf bytes.Buffer
+	if err := testmodel.WriteSilero(&buf, testmodel.SileroV5()); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestSileroParse(t *testing.T) {
+	data := sileroBytes(t)
+	f, err := models.ParseSilero(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Type != "silero-16k" || f.Version != "5.1.2" || f.Window != 512 || len(f.Encoder) != 4 || f.LSTMHidden != 128 || len(f.Tensors) != 15 {
+		t.Fatalf("%+v", f)
+	}
+	// Corruptions: wrong magic, absurd layer count, a broken chain of
+	// channels, truncated data.
+	bad := func(off int, v uint32) []byte {
+		b := bytes.Clone(data)
+		binary.LittleEndian.PutUint32(b[off:], v)
+		return b
+	}
+	hdr := 4 + 4 + len("silero-16k")
+	for name, b := range map[string][]byte{
+		"magic":         bad(0, 1),
+		"layers":        bad(hdr+20, 1000),
+		"channels":      bad(hdr+24+4, 77),
+		"truncated":     data[:len(data)-10],
+		"type length":   bad(4, 1<<30),
+		"empty":         nil,
+		"lstm mismatch": bad(hdr+24+48, 99),
+	} {
+		if _, err := models.ParseSilero(bytes.NewReader(b), int64(len(b))); err == nil {
+			t.Errorf("%s: parsed", name)
+		}
+	}
+}
+
+func FuzzParseSilero(f *testing.F) {
+	f.Add(sileroBytes(f)[:4096])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 1<<20 {
+			return
+		}
+		sf, err := models.ParseSilero(bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			return
+		}
+		for _, ti := range sf.Tensors {
+			if ti.Offset+int64(ti.Bytes) > int64(len(b)) {
+				t.Fatalf("tensor %q extends past the input", ti.Name)
+			}
+		}
+	})
+}

@@ -99,11 +99,11 @@ func (m *Model) buildEncoder(g *ggml.Graph, mel []float32, st *state) ([]ggml.Te
 	x := g.Input(mel, frames, h.NMels).Reshape(g, frames, 1, h.NMels, 1)
 	cols := x.IM2Col(g, w.conv1W.Reshape(g, 3, 1, h.NMels, nState), 1, 1, 1, 0, 1, 1)
 	x = w.conv1W.Reshape(g, 3*h.NMels, nState).Mulmat(g, cols.Reshape(g, 3*h.NMels, frames))
-	x = x.Add(g, w.conv1B.Reshape(g, nState)).GELU(g) // [state, frames]
+	x = x.Add(g, w.conv1B.Reshape(g, nState)).GELUInPlace(g) // [state, frames]
 	x = x.Permute(g, 1, 0, 2, 3).Contiguous(g).Reshape(g, frames, 1, nState, 1)
 	cols = x.IM2Col(g, w.conv2W.Reshape(g, 3, 1, nState, nState), 2, 1, 1, 0, 1, 1)
 	x = w.conv2W.Reshape(g, 3*nState, nState).Mulmat(g, cols.Reshape(g, 3*nState, nCtx))
-	x = x.Add(g, w.conv2B.Reshape(g, nState)).GELU(g) // [state, ctx]
+	x = x.Add(g, w.conv2B.Reshape(g, nState)).GELUInPlace(g) // [state, ctx]
 	x = x.Add(g, w.encPos)
 
 	scale := 1 / math.Sqrt(float64(hd))
@@ -134,7 +134,7 @@ func (m *Model) buildEncoder(g *ggml.Graph, mel []float32, st *state) ([]ggml.Te
 // mlp is the pre-norm feed-forward block with its residual.
 func (m *Model) mlp(g *ggml.Graph, l mlpWeights, x ggml.Tensor) ggml.Tensor {
 	y := x.LayerNorm(g, l.lnW, l.lnB, layerNormEps)
-	y = l.w0.Mulmat(g, y).Add(g, l.b0).GELU(g)
+	y = l.w0.Mulmat(g, y).Add(g, l.b0).GELUInPlace(g)
 	return l.w2.Mulmat(g, y).Add(g, l.b2).Add(g, x)
 }
 

@@ -226,8 +226,27 @@ func (t Tensor) LayerNorm(g *Graph, w, b Tensor, eps float32) Tensor {
 	return Tensor{t.t.LayerNorm(g.ctx, w.t, b.t, eps)}
 }
 
-// GELU is the exact (erf) GELU.
-func (t Tensor) GELU(g *Graph) Tensor { return Tensor{t.t.GELU_ERF(g.ctx)} }
+// GELUInPlace is the exact (erf) GELU, computed in place: t itself is
+// overwritten, so use it only on a result nothing else reads.
+func (t Tensor) GELUInPlace(g *Graph) Tensor { return Tensor{t.t.GELU_ERF(g.ctx)} }
+
+// Sigmoid is 1/(1+e^-t), into a new tensor.
+func (t Tensor) Sigmoid(g *Graph) Tensor { return Tensor{t.t.SigmoidOut(g.ctx)} }
+
+// Tanh is the hyperbolic tangent, into a new tensor. (The ml package's
+// Tanh, like its ReLU, works in place; here a copy is made first.)
+func (t Tensor) Tanh(g *Graph) Tensor { return Tensor{t.t.Duplicate(g.ctx).Tanh(g.ctx)} }
+
+// ReLUInPlace is max(t, 0) computed in place: t itself is overwritten.
+func (t Tensor) ReLUInPlace(g *Graph) Tensor { return Tensor{t.t.RELU(g.ctx)} }
+
+// Sqrt is the square root.
+func (t Tensor) Sqrt(g *Graph) Tensor { return Tensor{t.t.Sqrt(g.ctx)} }
+
+// Concat joins t and u along dimension dim.
+func (t Tensor) Concat(g *Graph, u Tensor, dim int) Tensor {
+	return Tensor{t.t.Concat(g.ctx, u.t, dim)}
+}
 
 // Softmax is a softmax over rows.
 func (t Tensor) Softmax(g *Graph) Tensor { return Tensor{t.t.Softmax(g.ctx)} }
