@@ -42,8 +42,37 @@ type TranscribeRequest struct {
 	Model   string    // path of a whisper.cpp model file (ggml-*.bin)
 	Samples []float32 // 16-kHz mono samples in [-1, 1]; or
 	File    string    // an audio file to read
+	// VAD decodes only the speech a detector finds: "energy", or "silero"
+	// with VADModel the path of a ggml Silero model (ggml-silero-*.bin).
+	VAD      string
+	VADModel string
 	TranscribeOptions
 }
+
+// NewVAD returns a voice activity detector: "energy", or "silero" loaded
+// from model. Close it when done (a no-op for energy).
+func (e *Engine) NewVAD(ctx context.Context, kind, model string) (VAD, error) {
+	switch kind {
+	case "energy":
+		return energyVAD{audio.NewEnergyVAD()}, nil
+	case "silero":
+		if model == "" {
+			return nil, fmt.Errorf("%w: the silero VAD needs a model file (ggml-silero-v5.1.2.bin)", ErrBadOption)
+		}
+		return speech.LoadSilero(ctx, model, speech.LoadOptions{CacheDir: e.opts.CacheDir})
+	}
+	return nil, fmt.Errorf("%w: VAD %q (want energy or silero)", ErrBadOption, kind)
+}
+
+// VAD is a voice activity detector the engine made.
+type VAD interface {
+	audio.VAD
+	Close() error
+}
+
+type energyVAD struct{ *audio.EnergyVAD }
+
+func (energyVAD) Close() error { return nil }
 
 // speechModel returns the loaded speech model at path, loading it once.
 func (e *Engine) speechModel(ctx context.Context, path string) (speech.Recognizer, error) {
@@ -78,7 +107,16 @@ func (e *Engine) Transcribe(ctx context.Context, req TranscribeRequest) (*Transc
 	if err != nil {
 		return nil, err
 	}
-	return m.Transcribe(ctx, samples, req.TranscribeOptions)
+	o := req.TranscribeOptions
+	if req.VAD != "" {
+		vad, err := e.NewVAD(ctx, req.VAD, req.VADModel)
+		if err != nil {
+			return nil, err
+		}
+		defer vad.Close()
+		o.VAD = vad
+	}
+	return m.Transcribe(ctx, samples, o)
 }
 
 // DescribeSpeech loads the speech model at path and describes it.

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/owlengine/owl/audio"
 )
 
 // Recognizer turns speech into text. The native Whisper implementation
@@ -67,6 +69,12 @@ type Options struct {
 	// 1e-3, −60 dBFS; negative: decode every window).
 	SilenceThreshold float64
 	Seed             uint64 // of the sampling at temperatures above 0
+
+	// VAD, when set, finds the speech first: only it is decoded, and all
+	// times remain those of the original audio. VADParams tune it (zero:
+	// Silero's defaults).
+	VAD       audio.VAD
+	VADParams audio.VADParams
 
 	OnSegment  func(Segment)                   // called with each segment as it is decoded
 	OnProgress func(done, total time.Duration) // called after each window

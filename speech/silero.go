@@ -34,7 +34,7 @@ var sileroStrides = []int{1, 2, 2, 1}
 const (
 	sileroPad   = 64  // reflection padding on each side of a chunk
 	sileroHop   = 128 // STFT hop
-	sileroBatch = 32 // chunks per graph (one second)
+	sileroBatch = 32  // chunks per graph (one second)
 )
 
 // LoadSilero loads a ggml Silero VAD model (ggml-silero-v5.1.2.bin, …).

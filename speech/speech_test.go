@@ -373,3 +373,42 @@ func TestWordTimestamps(t *testing.T) {
 		t.Skip("the random model produced no words")
 	}
 }
+
+// With a VAD, only speech is decoded and times stay those of the original
+// audio: every segment lies within a tone burst.
+func TestTranscribeWithVAD(t *testing.T) {
+	m := loadModel(t, "micro.en-f16", testmodel.WhisperMicro(testmodel.VocabEnglish, 1), LoadOptions{})
+	tone := testAudio() // 3 s
+	samples := make([]float32, 0, 20*SampleRate)
+	samples = append(samples, make([]float32, 4*SampleRate)...)
+	samples = append(samples, tone...) // 4 s to 7 s
+	samples = append(samples, make([]float32, 8*SampleRate)...)
+	samples = append(samples, tone...) // 15 s to 18 s
+	samples = append(samples, make([]float32, 2*SampleRate)...)
+	o := greedyOnly
+	o.VAD = audio.NewEnergyVAD()
+	o.NoSpeechThreshold = 2 // keep whatever the random model says
+	tr, err := m.Transcribe(context.Background(), samples, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Duration != 20*time.Second {
+		t.Fatalf("duration %v", tr.Duration)
+	}
+	if len(tr.Segments) == 0 {
+		t.Fatal("no segments")
+	}
+	in := func(d time.Duration) bool {
+		s := d.Seconds()
+		return s >= 3.9 && s <= 7.1 || s >= 14.9 && s <= 18.1
+	}
+	for _, s := range tr.Segments {
+		if !in(s.Start) || !in(s.End) {
+			t.Fatalf("segment [%v, %v] outside the speech", s.Start, s.End)
+		}
+	}
+	// One window instead of one per 30 s of the original.
+	if tr.Timings.Windows != 1 {
+		t.Fatalf("%d windows for 6 s of speech", tr.Timings.Windows)
+	}
+}

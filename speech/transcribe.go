@@ -134,12 +134,24 @@ func compressionRatio(text []byte) float64 {
 	return float64(len(text)) / float64(b.Len())
 }
 
-// Transcribe recognizes the speech in samples, window by window.
+// Transcribe recognizes the speech in samples, window by window. With
+// o.VAD set, only the speech it finds is decoded (times stay those of the
+// original audio).
 func (m *Model) Transcribe(ctx context.Context, samples []float32, o Options) (*Transcript, error) {
 	o, err := o.withDefaults()
 	if err != nil {
 		return nil, err
 	}
+	if _, err := m.resolveLanguage(o); err != nil {
+		return nil, err
+	}
+	if o.VAD != nil {
+		return m.transcribeSpeech(ctx, samples, o)
+	}
+	return m.transcribeSamples(ctx, samples, o)
+}
+
+func (m *Model) transcribeSamples(ctx context.Context, samples []float32, o Options) (*Transcript, error) {
 	lang, err := m.resolveLanguage(o)
 	if err != nil {
 		return nil, err

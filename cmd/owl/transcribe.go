@@ -80,6 +80,8 @@ func newTranscribeCmd() *cobra.Command {
 	var (
 		tf                        transcribeFlags
 		model, outDir, backend    string
+		vadModel                  string
+		vadOn                     bool
 		threads                   int
 		formats                   []string
 		asJSON, flashAttn, noProg bool
@@ -135,7 +137,14 @@ conditioned on the previous one's text unless --no-context.`,
 						}
 					}
 				}
-				tr, err := e.Transcribe(cmd.Context(), engine.TranscribeRequest{Model: model, File: audioPath, TranscribeOptions: o})
+				req := engine.TranscribeRequest{Model: model, File: audioPath, TranscribeOptions: o}
+				if vadOn || vadModel != "" {
+					req.VAD, req.VADModel = "energy", vadModel
+					if vadModel != "" {
+						req.VAD = "silero"
+					}
+				}
+				tr, err := e.Transcribe(cmd.Context(), req)
 				if bar != nil {
 					bar.Finish()
 				}
@@ -168,6 +177,8 @@ conditioned on the previous one's text unless --no-context.`,
 	fs.BoolVar(&asJSON, "json", false, "print JSON (segments, times, token probabilities) instead of text")
 	fs.BoolVar(&flashAttn, "flash-attn", false, "use flash-attention kernels")
 	fs.BoolVar(&noProg, "no-progress", false, "no progress bar")
+	fs.BoolVar(&vadOn, "vad", false, "decode only the speech a voice activity detector finds (energy-based unless --vad-model)")
+	fs.StringVar(&vadModel, "vad-model", "", "ggml Silero VAD model (ggml-silero-v5.1.2.bin); implies --vad")
 	fs.StringVar(&backend, "backend", "native", "recognizer: native (owl's Whisper on ggml) or whispercpp (libwhisper; builds with -tags whispercpp)")
 	fs.SetNormalizeFunc(normalizeFlag)
 	return cmd
