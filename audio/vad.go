@@ -159,10 +159,15 @@ func (e *EnergyVAD) Probabilities(samples []float32) ([]float32, error) {
 		levels = append(levels, 10*math.Log10(sum/float64(n)+1e-12))
 	}
 	if e.fresh && len(levels) > 0 {
-		// Start from a low percentile of what is at hand.
-		sorted := slices.Clone(levels)
-		slices.Sort(sorted)
-		e.floor = max(sorted[len(sorted)/10], -90)
+		// Given half a second or more, start from a low percentile of its
+		// levels; a live stream starts from a quiet room's -60 dBFS (it may
+		// open with speech, which must not become the floor).
+		e.floor = -60
+		if len(levels) >= 16 {
+			sorted := slices.Clone(levels)
+			slices.Sort(sorted)
+			e.floor = max(sorted[len(sorted)/10], -90)
+		}
 		e.fresh = false
 	}
 	out := make([]float32, len(levels))

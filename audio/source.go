@@ -1,0 +1,128 @@
+package audio
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/owlengine/owl/bindings/portaudio"
+)
+
+// Source is a stream of 16-kHz mono samples: a file or a microphone.
+type Source interface {
+	// Read returns the next samples, waiting for them if the source is
+	// live; io.EOF ends the stream.
+	Read(ctx context.Context) ([]float32, error)
+	// Dropped is the number of samples the source lost because it was read
+	// too slowly (always 0 for files).
+	Dropped() int64
+	// Close releases the source.
+	Close() error
+}
+
+// FileSource plays an audio file as a stream, in real time or as fast as
+// it is read.
+type FileSource struct {
+	samples  []float32
+	pos      int
+	chunk    int
+	realtime bool
+	start    time.Time
+}
+
+// NewFileSource decodes the audio file at path (any format Load reads) and
+// streams it in chunks of 100 ms; with realtime, each chunk is delivered
+// when it would have been heard.
+func NewFileSource(path string, realtime bool, l Limits) (*FileSource, error) {
+	s, err := Load(path, l)
+	if err != nil {
+		return nil, err
+	}
+	return NewSampleSource(s, realtime), nil
+}
+
+// NewSampleSource streams samples (16 kHz mono) like a file.
+func NewSampleSource(samples []float32, realtime bool) *FileSource {
+	return &FileSource{samples: samples, chunk: SampleRate / 10, realtime: realtime}
+}
+
+// Read returns the next chunk.
+func (f *FileSource) Read(ctx context.Context) ([]float32, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if f.pos >= len(f.samples) {
+		return nil, io.EOF
+	}
+	if f.start.IsZero() {
+		f.start = time.Now()
+	}
+	end := min(f.pos+f.chunk, len(f.samples))
+	if f.realtime {
+		due := f.start.Add(time.Duration(float64(end) / SampleRate * float64(time.Second)))
+		select {
+		case <-time.After(time.Until(due)):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	out := f.samples[f.pos:end]
+	f.pos = end
+	return out, nil
+}
+
+// Dropped is 0: a file loses nothing.
+func (f *FileSource) Dropped() int64 { return 0 }
+
+// Close does nothing.
+func (f *FileSource) Close() error { return nil }
+
+// Mic captures an input device and resamples it to 16 kHz.
+type Mic struct {
+	in *portaudio.Input
+	rs *Resampler
+}
+
+// InputDevice describes a capture device.
+type InputDevice = portaudio.Device
+
+// ErrNoDevice is returned when there is no input device.
+var ErrNoDevice = portaudio.ErrNoDevice
+
+// InputDevices lists the capture devices.
+func InputDevices() ([]InputDevice, error) { return portaudio.Devices() }
+
+// OpenMic starts capturing from device index (-1: the default input).
+func OpenMic(index int) (*Mic, error) {
+	in, err := portaudio.Open(index)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := NewResampler(in.SampleRate(), SampleRate)
+	if err != nil {
+		in.Close()
+		return nil, fmt.Errorf("microphone: %w", err)
+	}
+	return &Mic{in: in, rs: rs}, nil
+}
+
+// Read returns the next captured samples at 16 kHz.
+func (m *Mic) Read(ctx context.Context) ([]float32, error) {
+	for {
+		b, err := m.in.Read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if out := m.rs.Write(b); len(out) > 0 {
+			return out, nil
+		}
+	}
+}
+
+// Dropped is the number of samples (at the device's rate) lost because the
+// reader fell behind.
+func (m *Mic) Dropped() int64 { return m.in.Dropped() }
+
+// Close stops capturing.
+func (m *Mic) Close() error { return m.in.Close() }

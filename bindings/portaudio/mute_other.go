@@ -1,0 +1,5 @@
+//go:build !unix
+
+package portaudio
+
+func muteStderr() func() { return func() {} }
