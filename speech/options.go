@@ -53,6 +53,10 @@ type Options struct {
 	Prompt    string // initial prompt: words or style to condition the first window on
 	NoContext bool   // do not condition each window on the previous window's text
 
+	// MaxTokens caps the tokens decoded per window (default and most: half
+	// the text context, 224).
+	MaxTokens int
+
 	NoTimestamps   bool // decode without timestamp tokens (one segment per window)
 	WordTimestamps bool // align tokens and words to the audio (DTW over cross-attention)
 
@@ -116,6 +120,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if len(o.Temperatures) == 0 {
 		return o, fmt.Errorf("%w: no temperatures", ErrBadOption)
+	}
+	if o.MaxTokens < 0 {
+		return o, fmt.Errorf("%w: max tokens %d", ErrBadOption, o.MaxTokens)
 	}
 	if o.CompressionRatioThreshold == 0 {
 		o.CompressionRatioThreshold = DefaultCompressionRatio

@@ -176,6 +176,9 @@ func (m *Model) transcribeSamples(ctx context.Context, samples []float32, o Opti
 	}
 	filterOpts := decodeOptions{noTimestamps: o.NoTimestamps, whisperCpp: o.WhisperCppRules, suppressBlank: boolOr(o.SuppressBlank, true),
 		suppressNonSpeech: boolOr(o.SuppressNonSpeech, true), maxInitialTS: max(o.MaxInitialTS, 0), maxTokens: m.hp.NTextCtx / 2}
+	if o.MaxTokens > 0 {
+		filterOpts.maxTokens = min(o.MaxTokens, filterOpts.maxTokens)
+	}
 	filter := newLogitFilter(v, filterOpts)
 	nSeq := max(o.BeamSize, o.BestOf)
 	rng := rand.New(rand.NewPCG(o.Seed, 0x77686973))

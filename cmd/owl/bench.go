@@ -16,7 +16,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure speed",
 	}
-	cmd.AddCommand(newBenchLLMCmd(), newBenchSpeechCmd())
+	cmd.AddCommand(newBenchLLMCmd(), newBenchSpeechCmd(), newBenchListenCmd())
 	return cmd
 }
 

@@ -1,0 +1,144 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/owlengine/owl/audio"
+	"github.com/owlengine/owl/speech"
+)
+
+// Types for live transcription.
+type (
+	// AudioSource is a stream of 16-kHz mono samples (a file or a microphone).
+	AudioSource = audio.Source
+	// InputDevice describes a capture device.
+	InputDevice = audio.InputDevice
+	// StreamOptions configure live transcription; see speech.StreamOptions.
+	StreamOptions = speech.StreamOptions
+)
+
+// ErrNoDevice is returned when there is no audio input device.
+var ErrNoDevice = audio.ErrNoDevice
+
+// InputDevices lists the capture devices.
+func InputDevices() ([]InputDevice, error) { return audio.InputDevices() }
+
+// OpenMic starts capturing from device index (-1: the default input).
+func OpenMic(index int) (AudioSource, error) { return audio.OpenMic(index) }
+
+// OpenFileSource streams an audio file, in real time or as fast as read.
+func OpenFileSource(path string, realtime bool) (AudioSource, error) {
+	return audio.NewFileSource(path, realtime, audio.Limits{})
+}
+
+// SampleSource streams samples (16 kHz mono), in real time or as fast as read.
+func SampleSource(samples []float32, realtime bool) AudioSource {
+	return audio.NewSampleSource(samples, realtime)
+}
+
+// ListenRequest is live transcription of a source.
+type ListenRequest struct {
+	Model  string // whisper.cpp model file
+	Source AudioSource
+	// VAD delimits utterances: "energy" (default) or "silero" with VADModel.
+	VAD      string
+	VADModel string
+	StreamOptions
+}
+
+// ListenEvent is a partial or final text; Latency is, for a final text, the
+// time from the moment the end of its speech was read from the source to
+// the moment the text was ready.
+type ListenEvent struct {
+	speech.Event
+	Latency time.Duration
+}
+
+// ListenStats sum up a live transcription.
+type ListenStats struct {
+	Audio   time.Duration // read from the source
+	Dropped int64         // samples the source lost
+	Finals  int
+}
+
+// Listen transcribes req.Source until it ends (io.EOF) or ctx is cancelled,
+// calling onEvent with each event.
+func (e *Engine) Listen(ctx context.Context, req ListenRequest, onEvent func(ListenEvent) error) (ListenStats, error) {
+	var st ListenStats
+	rec, err := e.speechModel(ctx, req.Model)
+	if err != nil {
+		return st, err
+	}
+	kind := req.VAD
+	if kind == "" {
+		kind = "energy"
+	}
+	vad, err := e.NewVAD(ctx, kind, req.VADModel)
+	if err != nil {
+		return st, err
+	}
+	defer vad.Close()
+	s := speech.NewStreamer(rec, vad, req.StreamOptions)
+	pad := req.StreamOptions.VADParams.Pad
+	if req.StreamOptions.VADParams == (audio.VADParams{}) {
+		pad = speech.DefaultStreamVADParams().Pad
+	}
+	// When each part of the stream was read, to measure latency.
+	type mark struct {
+		end  int
+		wall time.Time
+	}
+	var marks []mark
+	pos := 0
+	emit := func(events []speech.Event) error {
+		for _, ev := range events {
+			le := ListenEvent{Event: ev}
+			if ev.Type == speech.EventFinal {
+				st.Finals++
+				speechEnd := int((ev.End - pad).Seconds() * speech.SampleRate)
+				for _, m := range marks {
+					if m.end >= speechEnd {
+						le.Latency = time.Since(m.wall)
+						break
+					}
+				}
+			}
+			if err := onEvent(le); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for {
+		samples, err := req.Source.Read(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			st.Dropped = req.Source.Dropped()
+			return st, err
+		}
+		pos += len(samples)
+		marks = append(marks, mark{pos, time.Now()})
+		if len(marks) > 4096 {
+			marks = marks[len(marks)-2048:]
+		}
+		st.Audio = time.Duration(float64(pos) / speech.SampleRate * float64(time.Second))
+		events, err := s.Write(ctx, samples)
+		if err := emit(events); err != nil {
+			return st, err
+		}
+		if err != nil {
+			return st, err
+		}
+	}
+	events, err := s.Close(ctx)
+	st.Dropped = req.Source.Dropped()
+	if err := emit(events); err != nil {
+		return st, err
+	}
+	return st, err
+}

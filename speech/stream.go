@@ -1,0 +1,258 @@
+package speech
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/owlengine/owl/audio"
+)
+
+// StreamOptions configure live transcription.
+type StreamOptions struct {
+	// Options are the decoding knobs of each pass (language, task, prompt…).
+	// Live passes run greedy, at temperature 0, without timestamps, unless
+	// the fields say otherwise.
+	Options
+	Step time.Duration // re-decoding interval inside an utterance (default 1 s)
+	// VADParams delimit utterances. The zero value is Silero's defaults
+	// with a longer pause, half a second, ending an utterance, so that a
+	// comma does not cut a sentence in two.
+	VADParams    audio.VADParams
+	MaxUtterance time.Duration // an utterance is cut at this length (default and most: 30 s)
+}
+
+// DefaultStreamVADParams are Silero's defaults with utterances ending after
+// 500 ms of silence.
+func DefaultStreamVADParams() audio.VADParams {
+	p := audio.DefaultVADParams()
+	p.MinSilence = 500 * time.Millisecond
+	return p
+}
+
+// Event is what live transcription reports: the growing hypothesis of the
+// current utterance ("partial"), or its final text ("final"). Times are in
+// the stream, from its first sample.
+type Event struct {
+	Type       string        `json:"type"`
+	Text       string        `json:"text"`
+	Committed  string        `json:"committed,omitempty"` // the stable prefix of a partial text
+	Start, End time.Duration `json:"-"`
+}
+
+// Event types.
+const (
+	EventPartial = "partial"
+	EventFinal   = "final"
+)
+
+// Streamer turns a stream of samples into events: a voice activity detector
+// delimits utterances; inside one, the audio so far is decoded again every
+// Step, and the words two consecutive hypotheses agree on are committed
+// (LocalAgreement-2); when the utterance ends, it is decoded once more and
+// its final text reported. A Streamer is used by one goroutine.
+type Streamer struct {
+	rec Recognizer
+	vad audio.VAD
+	o   StreamOptions
+
+	chunk      int
+	neg        float64
+	minSilence int
+	minSpeech  int
+	pad        int
+	step       int
+	maxUtt     int
+
+	pending  []float32 // samples not yet given to the VAD
+	pos      int       // samples given to the VAD so far
+	preRoll  []float32 // the last pad samples before speech
+	inSpeech bool
+	utt      []float32
+	uttStart int // stream position of utt[0]
+	voiced   int // samples of the utterance above the threshold
+	silence  int // samples of silence since the last speech chunk
+	since    int // samples since the last decoding pass
+
+	prev      []string // words of the previous hypothesis
+	committed []string
+	lastPass  time.Duration // how long the last decoding pass took
+}
+
+// NewStreamer transcribes a stream with rec, delimited by vad.
+func NewStreamer(rec Recognizer, vad audio.VAD, o StreamOptions) *Streamer {
+	if o.Step <= 0 {
+		o.Step = time.Second
+	}
+	if o.MaxUtterance <= 0 || o.MaxUtterance > 30*time.Second {
+		o.MaxUtterance = 30 * time.Second
+	}
+	if o.VADParams == (audio.VADParams{}) {
+		o.VADParams = DefaultStreamVADParams()
+	}
+	if o.BeamSize == 0 {
+		o.BeamSize = 1
+	}
+	if o.Temperatures == nil {
+		o.Temperatures = []float64{0}
+	}
+	o.NoTimestamps = true
+	o.NoContext = true
+	o.SilenceThreshold = -1 // the VAD decides what is speech
+	o.VAD = nil
+	at := func(d time.Duration) int { return int(d.Seconds() * SampleRate) }
+	vad.Reset()
+	return &Streamer{rec: rec, vad: vad, o: o, chunk: vad.ChunkSamples(), neg: o.VADParams.Threshold - 0.15,
+		minSilence: at(o.VADParams.MinSilence), minSpeech: at(o.VADParams.MinSpeech), pad: at(o.VADParams.Pad),
+		step: at(o.Step), maxUtt: at(o.MaxUtterance)}
+}
+
+func dur(samples int) time.Duration {
+	return time.Duration(float64(samples) / SampleRate * float64(time.Second))
+}
+
+// Write feeds samples (16 kHz mono) and returns the events they produce.
+func (s *Streamer) Write(ctx context.Context, samples []float32) ([]Event, error) {
+	s.pending = append(s.pending, samples...)
+	var events []Event
+	for len(s.pending) >= s.chunk {
+		chunk := s.pending[:s.chunk]
+		s.pending = s.pending[s.chunk:]
+		probs, err := s.vad.Probabilities(chunk)
+		if err != nil {
+			return events, err
+		}
+		ev, err := s.feed(ctx, chunk, float64(probs[0]))
+		events = append(events, ev...)
+		if err != nil {
+			return events, err
+		}
+	}
+	return events, nil
+}
+
+// Close ends the stream: an utterance in progress is finished.
+func (s *Streamer) Close(ctx context.Context) ([]Event, error) {
+	var events []Event
+	if len(s.pending) > 0 && s.inSpeech {
+		s.utt = append(s.utt, s.pending...)
+		s.pos += len(s.pending)
+	}
+	s.pending = nil
+	if s.inSpeech {
+		ev, err := s.finish(ctx, len(s.utt))
+		return append(events, ev...), err
+	}
+	return events, nil
+}
+
+func (s *Streamer) feed(ctx context.Context, chunk []float32, p float64) ([]Event, error) {
+	start := s.pos
+	s.pos += len(chunk)
+	if !s.inSpeech {
+		if p < s.o.VADParams.Threshold {
+			s.preRoll = append(s.preRoll, chunk...)
+			if over := len(s.preRoll) - s.pad; over > 0 {
+				s.preRoll = s.preRoll[over:]
+			}
+			return nil, nil
+		}
+		s.inSpeech = true
+		s.utt = append(append([]float32(nil), s.preRoll...), chunk...)
+		s.uttStart = start - len(s.preRoll)
+		s.preRoll = nil
+		s.voiced, s.silence, s.since = len(chunk), 0, len(chunk)
+		s.prev, s.committed = nil, nil
+		return nil, nil
+	}
+	s.utt = append(s.utt, chunk...)
+	s.since += len(chunk)
+	switch {
+	case p >= s.o.VADParams.Threshold:
+		s.voiced += len(chunk)
+		s.silence = 0
+	case p < s.neg:
+		s.silence += len(chunk)
+	}
+	if s.silence >= s.minSilence {
+		// Speech ended where the silence began; keep pad samples of it.
+		end := len(s.utt) - s.silence + min(s.pad, s.silence)
+		return s.finish(ctx, end)
+	}
+	if len(s.utt) >= s.maxUtt {
+		ev, err := s.finish(ctx, len(s.utt))
+		if err == nil {
+			// The speech goes on in a new utterance.
+			s.inSpeech, s.uttStart, s.utt = true, s.pos, nil
+			s.voiced, s.silence, s.since = 0, 0, 0
+		}
+		return ev, err
+	}
+	// A pass is due every Step of audio, but no sooner than the last pass
+	// took: on a slow machine partial results come less often instead of
+	// falling behind the speaker.
+	if s.since >= max(s.step, int(s.lastPass.Seconds()*SampleRate)) {
+		s.since = 0
+		return s.partial(ctx)
+	}
+	return nil, nil
+}
+
+// decode transcribes samples. Speech holds a few tokens a second, so the
+// tokens decoded are capped by the audio's length: a pass that would loop
+// on repetitions stops early instead of holding up the stream.
+func (s *Streamer) decode(ctx context.Context, samples []float32) ([]string, error) {
+	o := s.o.Options
+	if o.MaxTokens == 0 {
+		o.MaxTokens = 10 + 8*len(samples)/SampleRate
+	}
+	t0 := time.Now()
+	tr, err := s.rec.Transcribe(ctx, samples, o)
+	s.lastPass = time.Since(t0)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(tr.Text()), nil
+}
+
+// partial decodes the utterance so far and commits what two hypotheses
+// in a row agree on.
+func (s *Streamer) partial(ctx context.Context) ([]Event, error) {
+	words, err := s.decode(ctx, s.utt)
+	if err != nil {
+		return nil, err
+	}
+	agree := 0
+	for agree < len(words) && agree < len(s.prev) && words[agree] == s.prev[agree] {
+		agree++
+	}
+	if agree > len(s.committed) {
+		s.committed = append(s.committed, words[len(s.committed):agree]...)
+	}
+	s.prev = words
+	text := s.committed
+	if len(words) > len(s.committed) {
+		text = append(append([]string(nil), s.committed...), words[len(s.committed):]...)
+	}
+	if len(text) == 0 {
+		return nil, nil
+	}
+	return []Event{{Type: EventPartial, Text: strings.Join(text, " "), Committed: strings.Join(s.committed, " "),
+		Start: dur(s.uttStart), End: dur(s.uttStart + len(s.utt))}}, nil
+}
+
+// finish decodes the utterance up to end (samples into it) and reports its
+// final text; speech shorter than MinSpeech is dropped.
+func (s *Streamer) finish(ctx context.Context, end int) ([]Event, error) {
+	s.inSpeech = false
+	utt := s.utt[:min(end, len(s.utt))]
+	s.utt, s.prev, s.committed = nil, nil, nil
+	if s.voiced < s.minSpeech {
+		return nil, nil
+	}
+	words, err := s.decode(ctx, utt)
+	if err != nil || len(words) == 0 {
+		return nil, err
+	}
+	return []Event{{Type: EventFinal, Text: strings.Join(words, " "), Start: dur(s.uttStart), End: dur(s.uttStart + len(utt))}}, nil
+}
