@@ -124,5 +124,9 @@ func (m *Mic) Read(ctx context.Context) ([]float32, error) {
 // reader fell behind.
 func (m *Mic) Dropped() int64 { return m.in.Dropped() }
 
+// Overflows is the number of times the audio driver reported input lost
+// before owl saw it.
+func (m *Mic) Overflows() int64 { return m.in.Overflows() }
+
 // Close stops capturing.
 func (m *Mic) Close() error { return m.in.Close() }

@@ -52,16 +52,29 @@ type ListenRequest struct {
 // ListenEvent is a partial or final text; Latency is, for a final text, the
 // time from the moment the end of its speech was read from the source to
 // the moment the text was ready.
+//
+// An event of type EventDropped reports that the source lost audio since
+// the last such event: Dropped is the total of samples lost so far and
+// Overflows the times the audio driver reported lost input.
 type ListenEvent struct {
 	speech.Event
-	Latency time.Duration
+	Latency   time.Duration
+	Dropped   int64
+	Overflows int64
 }
+
+// EventDropped is the type of a ListenEvent that reports lost audio.
+const EventDropped = "dropped"
+
+// overflower is a source whose driver reports input it lost.
+type overflower interface{ Overflows() int64 }
 
 // ListenStats sum up a live transcription.
 type ListenStats struct {
-	Audio   time.Duration // read from the source
-	Dropped int64         // samples the source lost
-	Finals  int
+	Audio     time.Duration // read from the source
+	Dropped   int64         // samples the source lost
+	Overflows int64         // times the driver reported lost input
+	Finals    int
 }
 
 // Listen transcribes req.Source until it ends (io.EOF) or ctx is cancelled,
@@ -112,13 +125,33 @@ func (e *Engine) Listen(ctx context.Context, req ListenRequest, onEvent func(Lis
 		}
 		return nil
 	}
+	// Lost audio is reported as it happens, at most once a second.
+	var lastDrop time.Time
+	checkDrops := func(force bool) error {
+		d := req.Source.Dropped()
+		var o int64
+		if ov, ok := req.Source.(overflower); ok {
+			o = ov.Overflows()
+		}
+		if d == st.Dropped && o == st.Overflows {
+			return nil
+		}
+		if !force && time.Since(lastDrop) < time.Second {
+			return nil
+		}
+		st.Dropped, st.Overflows, lastDrop = d, o, time.Now()
+		return onEvent(ListenEvent{Event: speech.Event{Type: EventDropped}, Dropped: d, Overflows: o})
+	}
 	for {
 		samples, err := req.Source.Read(ctx)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			st.Dropped = req.Source.Dropped()
+			checkDrops(true)
+			return st, err
+		}
+		if err := checkDrops(false); err != nil {
 			return st, err
 		}
 		pos += len(samples)
@@ -136,7 +169,9 @@ func (e *Engine) Listen(ctx context.Context, req ListenRequest, onEvent func(Lis
 		}
 	}
 	events, err := s.Close(ctx)
-	st.Dropped = req.Source.Dropped()
+	if err := checkDrops(true); err != nil {
+		return st, err
+	}
 	if err := emit(events); err != nil {
 		return st, err
 	}

@@ -91,7 +91,10 @@ type Input struct {
 	rate    int
 	frames  chan []float32
 	dropped atomic.Int64
-	once    sync.Once
+	// overflows counts the times the driver lost input before the
+	// callback saw it (how much is not known).
+	overflows atomic.Int64
+	once      sync.Once
 }
 
 // Open starts capturing from device index (-1: the default input) at its
@@ -125,7 +128,10 @@ func Open(index int) (*Input, error) {
 	params.Input.Channels = channels
 	params.SampleRate = dev.DefaultSampleRate
 	params.FramesPerBuffer = int(dev.DefaultSampleRate / 50) // 20 ms
-	in.stream, err = pa.OpenStream(params, func(buf []float32) {
+	in.stream, err = pa.OpenStream(params, func(buf []float32, _ pa.StreamCallbackTimeInfo, flags pa.StreamCallbackFlags) {
+		if flags&pa.InputOverflow != 0 {
+			in.overflows.Add(1)
+		}
 		mono := make([]float32, len(buf)/channels)
 		for i := range mono {
 			sum := float32(0)
@@ -167,6 +173,10 @@ func (in *Input) Read(ctx context.Context) ([]float32, error) {
 
 // Dropped is the number of samples lost because Read fell behind.
 func (in *Input) Dropped() int64 { return in.dropped.Load() }
+
+// Overflows is the number of times the audio driver reported lost input
+// because the capture thread was late.
+func (in *Input) Overflows() int64 { return in.overflows.Load() }
 
 // Close stops capturing. It is idempotent.
 func (in *Input) Close() error {

@@ -75,6 +75,8 @@ type jsonEvent struct {
 	Committed string  `json:"committed,omitempty"`
 	Start     float64 `json:"start"`
 	End       float64 `json:"end"`
+	Dropped   int64   `json:"dropped,omitempty"`
+	Overflows int64   `json:"overflows,omitempty"`
 }
 
 func newListenCmd() *cobra.Command {
@@ -102,10 +104,14 @@ line; otherwise only final lines are printed. --json prints every event.`,
 			tty := term.IsTerminal(int(os.Stdout.Fd()))
 			enc := json.NewEncoder(os.Stdout)
 			enc.SetEscapeHTML(false)
-			st, err := e.Listen(cmd.Context(), lf.request(src), func(ev engine.ListenEvent) error {
+			_, err = e.Listen(cmd.Context(), lf.request(src), func(ev engine.ListenEvent) error {
 				switch {
+				case lf.asJSON && ev.Type == engine.EventDropped:
+					return enc.Encode(jsonEvent{Type: ev.Type, Dropped: ev.Dropped, Overflows: ev.Overflows})
 				case lf.asJSON:
 					return enc.Encode(jsonEvent{Type: ev.Type, Text: ev.Text, Committed: ev.Committed, Start: ev.Start.Seconds(), End: ev.End.Seconds()})
+				case ev.Type == engine.EventDropped:
+					fmt.Fprintf(os.Stderr, "\nowl: audio lost: %d samples dropped, %d driver overflows: the machine cannot keep up\n", ev.Dropped, ev.Overflows)
 				case ev.Type == "final" && tty:
 					fmt.Printf("\r\033[K%s\n", ev.Text)
 				case ev.Type == "final":
@@ -115,9 +121,6 @@ line; otherwise only final lines are printed. --json prints every event.`,
 				}
 				return nil
 			})
-			if st.Dropped > 0 {
-				fmt.Fprintf(os.Stderr, "owl: the audio source dropped %d samples: the machine could not keep up\n", st.Dropped)
-			}
 			return err
 		},
 	}
