@@ -1,6 +1,7 @@
 package audio
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"time"
@@ -32,6 +33,19 @@ type VADParams struct {
 // DefaultVADParams are Silero's defaults.
 func DefaultVADParams() VADParams {
 	return VADParams{Threshold: 0.5, MinSpeech: 250 * time.Millisecond, MinSilence: 100 * time.Millisecond, Pad: 30 * time.Millisecond}
+}
+
+// Check reports parameters out of range.
+func (p VADParams) Check() error {
+	switch {
+	case !(p.Threshold > 0 && p.Threshold < 1):
+		return fmt.Errorf("VAD threshold %v (want between 0 and 1)", p.Threshold)
+	case p.MinSpeech < 0 || p.MinSilence < 0 || p.Pad < 0 || p.MaxSpeech < 0:
+		return fmt.Errorf("VAD durations must not be negative")
+	case p.MaxSpeech > 0 && p.MaxSpeech < p.MinSpeech:
+		return fmt.Errorf("VAD maximum speech %v is under the minimum %v", p.MaxSpeech, p.MinSpeech)
+	}
+	return nil
 }
 
 // Span is a stretch of samples [Start, End).

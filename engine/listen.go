@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -81,6 +82,11 @@ type ListenStats struct {
 // calling onEvent with each event.
 func (e *Engine) Listen(ctx context.Context, req ListenRequest, onEvent func(ListenEvent) error) (ListenStats, error) {
 	var st ListenStats
+	if p := req.StreamOptions.VADParams; p != (audio.VADParams{}) {
+		if err := p.Check(); err != nil {
+			return st, fmt.Errorf("%w: %v", ErrBadOption, err)
+		}
+	}
 	rec, err := e.speechModel(ctx, req.Model)
 	if err != nil {
 		return st, err

@@ -49,6 +49,17 @@ type TranscribeRequest struct {
 	TranscribeOptions
 }
 
+// VADParams tune voice activity detection.
+type VADParams = audio.VADParams
+
+// DefaultStreamVADParams are the defaults of live transcription: those of
+// DefaultVADParams with utterances ending after 500 ms of silence.
+func DefaultStreamVADParams() VADParams { return speech.DefaultStreamVADParams() }
+
+// DefaultVADParams are the usual voice activity parameters (threshold 0.5,
+// minimum speech 250 ms, minimum silence 100 ms, padding 30 ms).
+func DefaultVADParams() audio.VADParams { return audio.DefaultVADParams() }
+
 // NewVAD returns a voice activity detector: "energy", or "silero" loaded
 // from model. Close it when done (a no-op for energy).
 func (e *Engine) NewVAD(ctx context.Context, kind, model string) (VAD, error) {

@@ -142,6 +142,11 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SilenceThreshold == 0 {
 		o.SilenceThreshold = 1e-3
 	}
+	if o.VADParams != (audio.VADParams{}) {
+		if err := o.VADParams.Check(); err != nil {
+			return o, fmt.Errorf("%w: %v", ErrBadOption, err)
+		}
+	}
 	o.Language = strings.ToLower(strings.TrimSpace(o.Language))
 	if o.Language == "auto" {
 		o.Language = ""

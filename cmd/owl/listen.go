@@ -19,6 +19,7 @@ type listenFlags struct {
 	device, threads                  int
 	realtime, asJSON, translate      bool
 	step                             time.Duration
+	vadParams                        engine.VADParams
 }
 
 func (f *listenFlags) register(cmd *cobra.Command) {
@@ -27,6 +28,9 @@ func (f *listenFlags) register(cmd *cobra.Command) {
 	fs.IntVar(&f.device, "device", -1, "input device index (see owl devices; -1: the default)")
 	fs.StringVar(&f.vad, "vad", "energy", "utterance detector: energy or silero (with --vad-model)")
 	fs.StringVar(&f.vadModel, "vad-model", "", "ggml Silero VAD model (ggml-silero-v5.1.2.bin)")
+	f.vadParams = engine.DefaultStreamVADParams()
+	fs.Float64Var(&f.vadParams.Threshold, "vad-threshold", f.vadParams.Threshold, "speech probability that starts an utterance")
+	fs.DurationVar(&f.vadParams.MinSilence, "vad-min-silence", f.vadParams.MinSilence, "a pause this long ends an utterance")
 	fs.StringVar(&f.file, "file", "", "listen to an audio file instead of a microphone")
 	fs.BoolVar(&f.realtime, "realtime", false, "with --file: deliver the audio at the speed it plays")
 	fs.DurationVar(&f.step, "step", time.Second, "how often an utterance is decoded again while it goes on")
@@ -66,7 +70,7 @@ func (f *listenFlags) source() (engine.AudioSource, error) {
 func (f *listenFlags) request(src engine.AudioSource) engine.ListenRequest {
 	lang := f.lang
 	return engine.ListenRequest{Model: f.model, Source: src, VAD: f.vad, VADModel: f.vadModel,
-		StreamOptions: engine.StreamOptions{Step: f.step, Options: engine.TranscribeOptions{Language: lang, Translate: f.translate}}}
+		StreamOptions: engine.StreamOptions{Step: f.step, VADParams: f.vadParams, Options: engine.TranscribeOptions{Language: lang, Translate: f.translate}}}
 }
 
 type jsonEvent struct {

@@ -121,6 +121,8 @@ func TestListenErrors(t *testing.T) {
 		{[]string{"listen", "-m", model, "--file", filepath.Join(dir, "none.wav")}, "no such file"},
 		{[]string{"listen", "-m", model, "--vad", "magic"}, "--vad"},
 		{[]string{"listen", "-m", model, "--file", audioFile, "--vad", "silero"}, "needs a model file"},
+		{[]string{"listen", "-m", model, "--file", audioFile, "--vad-threshold", "1.5"}, "VAD threshold 1.5"},
+		{[]string{"transcribe", "-m", model, audioFile, "--vad-min-speech", "-1s"}, "must not be negative"},
 	} {
 		r := owl(t, "", tc.args...)
 		if r.code == 0 || !strings.Contains(r.stderr, tc.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {

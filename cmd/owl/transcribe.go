@@ -82,6 +82,7 @@ func newTranscribeCmd() *cobra.Command {
 		model, outDir, backend    string
 		vadModel                  string
 		vadOn                     bool
+		vadParams                 = engine.DefaultVADParams()
 		threads                   int
 		formats                   []string
 		asJSON, flashAttn, noProg bool
@@ -138,8 +139,8 @@ conditioned on the previous one's text unless --no-context.`,
 					}
 				}
 				req := engine.TranscribeRequest{Model: model, File: audioPath, TranscribeOptions: o}
-				if vadOn || vadModel != "" {
-					req.VAD, req.VADModel = "energy", vadModel
+				if vadOn || vadModel != "" || vadTuned(cmd) {
+					req.VAD, req.VADModel, req.VADParams = "energy", vadModel, vadParams
 					if vadModel != "" {
 						req.VAD = "silero"
 					}
@@ -179,9 +180,23 @@ conditioned on the previous one's text unless --no-context.`,
 	fs.BoolVar(&noProg, "no-progress", false, "no progress bar")
 	fs.BoolVar(&vadOn, "vad", false, "decode only the speech a voice activity detector finds (energy-based unless --vad-model)")
 	fs.StringVar(&vadModel, "vad-model", "", "ggml Silero VAD model (ggml-silero-v5.1.2.bin); implies --vad")
+	fs.Float64Var(&vadParams.Threshold, "vad-threshold", vadParams.Threshold, "speech probability that starts speech (implies --vad)")
+	fs.DurationVar(&vadParams.MinSpeech, "vad-min-speech", vadParams.MinSpeech, "speech shorter than this is ignored (implies --vad)")
+	fs.DurationVar(&vadParams.MinSilence, "vad-min-silence", vadParams.MinSilence, "pauses shorter than this do not end speech (implies --vad)")
+	fs.DurationVar(&vadParams.Pad, "vad-pad", vadParams.Pad, "audio kept on each side of speech (implies --vad)")
 	fs.StringVar(&backend, "backend", "native", "recognizer: native (owl's Whisper on ggml) or whispercpp (libwhisper; builds with -tags whispercpp)")
 	fs.SetNormalizeFunc(normalizeFlag)
 	return cmd
+}
+
+// vadTuned reports whether a VAD parameter was given.
+func vadTuned(cmd *cobra.Command) bool {
+	for _, name := range []string{"vad-threshold", "vad-min-speech", "vad-min-silence", "vad-pad"} {
+		if cmd.Flags().Changed(name) {
+			return true
+		}
+	}
+	return false
 }
 
 func printTranscript(tr *engine.Transcript, asJSON bool) error {
