@@ -21,7 +21,8 @@ type SileroConfig struct {
 // SileroV5 has the shape of Silero VAD v5 (and v6): four convolutions
 // 129→128→64→64→128, a 128-unit LSTM, 512-sample chunks at 16 kHz.
 func SileroV5() SileroConfig {
-	return SileroConfig{Encoder: []models.SileroConv{{129, 128, 3}, {128, 64, 3}, {64, 64, 3}, {64, 128, 3}}, Hidden: 128, Seed: 23}
+	conv := func(in, out int) models.SileroConv { return models.SileroConv{In: in, Out: out, Kernel: 3} }
+	return SileroConfig{Encoder: []models.SileroConv{conv(129, 128), conv(128, 64), conv(64, 64), conv(64, 128)}, Hidden: 128, Seed: 23}
 }
 
 // WriteSilero writes the model: the real STFT basis (a periodic Hann window
