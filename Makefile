@@ -55,9 +55,11 @@ build: deps
 
 # One test binary at a time: ggml's worker threads spin while they wait, so
 # binaries run side by side on few cores slow each other down many times over.
+# The scheduler's package also runs under the race detector.
 test: deps
 	$(GO) vet ./...
 	$(GO) test -p 1 ./...
+	$(GO) test -race -p 1 ./engine
 
 # Until the server exists, `make run` builds owl, writes the tiny test model
 # and generates from it, showing the whole stack working end to end.

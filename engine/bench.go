@@ -39,7 +39,7 @@ func (e *Engine) BenchLLM(ctx context.Context, req BenchRequest) (BenchResult, e
 		return BenchResult{}, err
 	}
 	defer m.Close()
-	o := e.sessionOptions()
+	o := llm.SessionOptions{NumBatch: e.opts.NumBatch, Threads: e.opts.Threads, KVType: e.opts.KVType, FlashAttn: e.opts.FlashAttn}
 	o.NumCtx = req.PromptTokens + req.GenTokens + 1
 	res := BenchResult{Description: m.Description(), LoadDuration: time.Since(start), PromptTokens: req.PromptTokens, GenTokens: req.GenTokens}
 

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/owlengine/owl/llm"
 	"github.com/owlengine/owl/models"
-	"github.com/owlengine/owl/speech"
 )
 
 // Types of the llm package that the API passes through.
@@ -42,123 +41,132 @@ func DefaultSampling() Sampling { return llm.DefaultSampling() }
 // Options configure an Engine.
 type Options struct {
 	Threads   int    // CPU threads per model; 0 means all CPUs
-	NumCtx    int    // context tokens per model; 0 means min(4096, trained)
-	NumBatch  int    // prompt tokens per decode step; 0 means 512
+	NumCtx    int    // context tokens per request (sequence); 0 means min(4096, trained)
+	NumBatch  int    // most tokens per decode step; 0 means 512
+	Parallel  int    // requests one text model runs at once (KV-cache slots); 0 means 4
+	MaxQueue  int    // requests that may wait per model before ErrBusy; 0 means 64
 	KVType    string // KV cache type: f16 (default), q8_0, q4_0
 	FlashAttn bool   // flash-attention kernels
 	NoMmap    bool   // read weights into memory instead of mapping them
 	CacheDir  string // where converted speech models are kept ("" means the user cache)
+	// MaxMemory is the budget for loaded models in bytes; 0 means three
+	// quarters of physical memory.
+	MaxMemory uint64
+	// KeepAlive is how long an idle model stays loaded: 0 means
+	// DefaultKeepAlive, a negative value forever. NoKeepAlive unloads a
+	// model as soon as its last request ends.
+	KeepAlive   time.Duration
+	NoKeepAlive bool
 	// SpeechBackend names the recognizer: "native" (default) or one linked
 	// in by a build tag, such as "whispercpp".
 	SpeechBackend string
 }
 
-// Engine owns loaded models. Its methods are safe for concurrent use.
+// Engine owns loaded models and schedules the requests made to them. Its
+// methods are safe for concurrent use.
 type Engine struct {
-	opts Options
+	opts      Options
+	budget    uint64
+	keepAlive time.Duration
 
-	mu     sync.Mutex // guards models, speech and closed
-	models map[string]*entry[*textModel]
-	speech map[string]*entry[speech.Recognizer]
-	closed bool
+	mu      sync.Mutex // guards loaded, used, freed, closed, loads, unloads and every loaded's bookkeeping
+	loaded  map[string]*loaded
+	used    uint64        // estimated bytes of the loaded models
+	freed   chan struct{} // closed (and replaced) whenever memory or a model is released
+	closed  bool
+	loads   int
+	unloads int
+
+	onRunner func(*textRunner) // test seam: sees each text runner as it starts
 }
 
-// entry is a model loaded, or being loaded, once for all who ask.
-type entry[T any] struct {
-	ready chan struct{} // closed when loading ends
-	val   T
-	err   error // the load error, set before ready is closed
-}
-
-// load returns the value for path in m, calling fn to load it when absent.
-// Concurrent callers for the same path share one load; a failed load is
-// reported to all of them and not remembered.
-func load[T any](e *Engine, m map[string]*entry[T], path string, fn func() (T, error)) (T, error) {
-	key, err := filepath.Abs(path)
-	if err != nil {
-		key = path
-	}
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		var zero T
-		return zero, ErrClosed
-	}
-	en, ok := m[key]
-	if !ok {
-		en = &entry[T]{ready: make(chan struct{})}
-		m[key] = en
-	}
-	e.mu.Unlock()
-	if ok {
-		<-en.ready
-		return en.val, en.err
-	}
-	en.val, en.err = fn()
-	if en.err != nil {
-		e.mu.Lock()
-		delete(m, key)
-		e.mu.Unlock()
-	}
-	close(en.ready)
-	return en.val, en.err
-}
-
-// textModel is a loaded model with its one session; mu serializes requests.
+// textModel is a loaded text model and its batching runner.
 type textModel struct {
-	mu      sync.Mutex // guards session use
-	model   *llm.Model
-	session *llm.Session
+	model  *llm.Model
+	runner *textRunner
+}
+
+// Close stops the runner and frees the model.
+func (m *textModel) Close() error {
+	m.runner.close()
+	return m.model.Close()
 }
 
 // New returns an engine; models load on first use.
 func New(opts Options) *Engine {
-	return &Engine{opts: opts, models: map[string]*entry[*textModel]{}, speech: map[string]*entry[speech.Recognizer]{}}
+	if opts.Parallel <= 0 {
+		opts.Parallel = 4
+	}
+	if opts.MaxQueue <= 0 {
+		opts.MaxQueue = 64
+	}
+	e := &Engine{opts: opts, budget: opts.MaxMemory, loaded: map[string]*loaded{}, freed: make(chan struct{})}
+	if e.budget == 0 {
+		e.budget = defaultBudget()
+	}
+	switch {
+	case opts.NoKeepAlive:
+		e.keepAlive = 0
+	case opts.KeepAlive == 0:
+		e.keepAlive = DefaultKeepAlive
+	default:
+		e.keepAlive = opts.KeepAlive
+	}
+	return e
 }
 
-// Close unloads every model. Requests in flight finish first.
+// Close refuses new requests, waits for those in flight, and unloads every
+// model.
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	e.closed = true
-	text, sp := e.models, e.speech
-	e.models, e.speech = map[string]*entry[*textModel]{}, map[string]*entry[speech.Recognizer]{}
+	for {
+		busy := false
+		for _, m := range e.loaded {
+			busy = busy || m.refs > 0
+		}
+		if !busy {
+			break
+		}
+		wait := e.freed
+		e.mu.Unlock()
+		<-wait
+		e.mu.Lock()
+	}
+	var all []*loaded
+	for _, m := range e.loaded {
+		e.detach(m)
+		all = append(all, m)
+	}
 	e.mu.Unlock()
-	for _, en := range text {
-		<-en.ready
-		if en.err == nil {
-			en.val.mu.Lock()
-			en.val.session.Close()
-			en.val.model.Close()
-			en.val.mu.Unlock()
-		}
-	}
-	for _, en := range sp {
-		<-en.ready
-		if en.err == nil {
-			en.val.Close()
-		}
-	}
+	closeAll(all)
 	return nil
 }
 
-// textModel returns the loaded text model for path, loading it once.
-func (e *Engine) textModel(path string) (*textModel, error) {
-	return load(e, e.models, path, func() (*textModel, error) {
+// textModel returns a lease on the text model at path, loading it when
+// needed.
+func (e *Engine) textModel(ctx context.Context, path string) (*textModel, *lease, error) {
+	l, err := e.acquire(ctx, path, kindText, func() (closer, error) {
 		model, err := llm.Load(path, llm.LoadOptions{NoMmap: e.opts.NoMmap})
 		if err != nil {
 			return nil, err
 		}
-		session, err := model.NewSession(e.sessionOptions())
+		perSeq, parallel, batch := e.textShape(model.File())
+		r, err := newTextRunner(model, runnerOptions{perSeq: perSeq, parallel: parallel, budget: batch, joinBudget: max(batch/4, 32),
+			maxQueue: e.opts.MaxQueue, threads: e.opts.Threads, kvType: e.opts.KVType, flashAttn: e.opts.FlashAttn})
 		if err != nil {
 			model.Close()
 			return nil, err
 		}
-		return &textModel{model: model, session: session}, nil
+		if e.onRunner != nil {
+			e.onRunner(r)
+		}
+		return &textModel{model: model, runner: r}, nil
 	})
-}
-
-func (e *Engine) sessionOptions() llm.SessionOptions {
-	return llm.SessionOptions{NumCtx: e.opts.NumCtx, NumBatch: e.opts.NumBatch, Threads: e.opts.Threads, KVType: e.opts.KVType, FlashAttn: e.opts.FlashAttn}
+	if err != nil {
+		return nil, nil, err
+	}
+	return l.m.val.(*textModel), l, nil
 }
 
 // GenerateOptions are the knobs of one generation.
@@ -166,6 +174,10 @@ type GenerateOptions struct {
 	Sampling  Sampling
 	MaxTokens int      // 0: until an end token or the context is full
 	Stop      []string // stop strings
+	Priority  Priority // order among waiting requests
+	// KeepAlive, when set, replaces the model's keep-alive once this
+	// request ends (0: unload at once when idle; negative: keep loaded).
+	KeepAlive *time.Duration
 }
 
 // GenerateRequest is a plain text completion: the prompt is continued as is,
@@ -177,11 +189,14 @@ type GenerateRequest struct {
 }
 
 // Generate continues req.Prompt, streaming chunks to onChunk (may be nil).
+// Cancelling ctx (or its deadline) ends the request: a waiting one leaves
+// the queue, a running one frees its slot at the next decode step.
 func (e *Engine) Generate(ctx context.Context, req GenerateRequest, onChunk func(Chunk) error) (Result, error) {
-	m, err := e.textModel(req.Model)
+	m, l, err := e.textModel(ctx, req.Model)
 	if err != nil {
 		return Result{}, err
 	}
+	defer l.release(req.KeepAlive)
 	toks, err := m.model.Tokenize(req.Prompt, true, false)
 	if err != nil {
 		return Result{}, err
@@ -201,10 +216,11 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 	if len(req.Messages) == 0 {
 		return Result{}, errors.New("chat: no messages")
 	}
-	m, err := e.textModel(req.Model)
+	m, l, err := e.textModel(ctx, req.Model)
 	if err != nil {
 		return Result{}, err
 	}
+	defer l.release(req.KeepAlive)
 	prompt, err := m.model.FormatChat(req.Messages, true)
 	if err != nil {
 		return Result{}, err
@@ -218,9 +234,7 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 }
 
 func (m *textModel) run(ctx context.Context, prompt []llm.Token, o GenerateOptions, onChunk func(Chunk) error) (Result, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.session.Generate(ctx, llm.Request{Prompt: prompt, Sampling: o.Sampling, MaxTokens: o.MaxTokens, Stop: o.Stop}, onChunk)
+	return m.runner.generate(ctx, llm.Request{Prompt: prompt, Sampling: o.Sampling, MaxTokens: o.MaxTokens, Stop: o.Stop}, o.Priority, onChunk)
 }
 
 // ModelInfo describes a model file without loading its weights.
@@ -240,10 +254,11 @@ func InspectModel(path string) (ModelInfo, error) {
 func SystemFeatures() []string { return llm.SystemFeatures() }
 
 // Describe returns llama.cpp's one-line description of a loaded model.
-func (e *Engine) Describe(path string) (string, error) {
-	m, err := e.textModel(path)
+func (e *Engine) Describe(ctx context.Context, path string) (string, error) {
+	m, l, err := e.textModel(ctx, path)
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s, context %d", m.model.Description(), m.session.NumCtx()), nil
+	defer l.release(nil)
+	return fmt.Sprintf("%s, context %d per request, %d requests at once", m.model.Description(), m.runner.perSeq, len(m.runner.slots)), nil
 }

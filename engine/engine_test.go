@@ -48,7 +48,7 @@ func TestConcurrentRequestsShareOneModel(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(e.models); n != 1 {
+	if n := len(e.loaded); n != 1 {
 		t.Fatalf("%d models loaded, want 1", n)
 	}
 }

@@ -87,10 +87,11 @@ func (e *Engine) Listen(ctx context.Context, req ListenRequest, onEvent func(Lis
 			return st, fmt.Errorf("%w: %v", ErrBadOption, err)
 		}
 	}
-	rec, err := e.speechModel(ctx, req.Model)
+	rec, l, err := e.speechModel(ctx, req.Model)
 	if err != nil {
 		return st, err
 	}
+	defer l.release(nil)
 	kind := req.VAD
 	if kind == "" {
 		kind = "energy"

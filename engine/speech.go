@@ -46,6 +46,9 @@ type TranscribeRequest struct {
 	// with VADModel the path of a ggml Silero model (ggml-silero-*.bin).
 	VAD      string
 	VADModel string
+	// KeepAlive, when set, replaces the model's keep-alive once this
+	// request ends (0: unload at once when idle; negative: keep loaded).
+	KeepAlive *time.Duration
 	TranscribeOptions
 }
 
@@ -85,11 +88,16 @@ type energyVAD struct{ *audio.EnergyVAD }
 
 func (energyVAD) Close() error { return nil }
 
-// speechModel returns the loaded speech model at path, loading it once.
-func (e *Engine) speechModel(ctx context.Context, path string) (speech.Recognizer, error) {
-	return load(e, e.speech, path, func() (speech.Recognizer, error) {
+// speechModel returns a lease on the speech model at path, loading it
+// when needed.
+func (e *Engine) speechModel(ctx context.Context, path string) (speech.Recognizer, *lease, error) {
+	l, err := e.acquire(ctx, path, kindSpeech, func() (closer, error) {
 		return speech.Open(ctx, e.opts.SpeechBackend, path, speech.LoadOptions{Threads: e.opts.Threads, FlashAttn: e.opts.FlashAttn, CacheDir: e.opts.CacheDir})
 	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return l.m.val.(speech.Recognizer), l, nil
 }
 
 func describe(r speech.Recognizer) string {
@@ -114,10 +122,11 @@ func (e *Engine) Transcribe(ctx context.Context, req TranscribeRequest) (*Transc
 			return nil, err
 		}
 	}
-	m, err := e.speechModel(ctx, req.Model)
+	m, l, err := e.speechModel(ctx, req.Model)
 	if err != nil {
 		return nil, err
 	}
+	defer l.release(req.KeepAlive)
 	o := req.TranscribeOptions
 	if req.VAD != "" {
 		vad, err := e.NewVAD(ctx, req.VAD, req.VADModel)
@@ -132,10 +141,11 @@ func (e *Engine) Transcribe(ctx context.Context, req TranscribeRequest) (*Transc
 
 // DescribeSpeech loads the speech model at path and describes it.
 func (e *Engine) DescribeSpeech(ctx context.Context, path string) (string, error) {
-	m, err := e.speechModel(ctx, path)
+	m, l, err := e.speechModel(ctx, path)
 	if err != nil {
 		return "", err
 	}
+	defer l.release(nil)
 	return describe(m), nil
 }
 
@@ -153,10 +163,11 @@ type SpeechBenchResult struct {
 // decoded, silent or not) and measures it.
 func (e *Engine) BenchSpeech(ctx context.Context, path string, samples []float32, o TranscribeOptions) (SpeechBenchResult, error) {
 	start := time.Now()
-	m, err := e.speechModel(ctx, path)
+	m, l, err := e.speechModel(ctx, path)
 	if err != nil {
 		return SpeechBenchResult{}, err
 	}
+	defer l.release(nil)
 	res := SpeechBenchResult{Description: describe(m), Threads: e.opts.Threads, Load: time.Since(start)}
 	if t, ok := m.(interface{ Threads() int }); ok {
 		res.Threads = t.Threads()

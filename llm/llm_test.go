@@ -180,7 +180,7 @@ func TestPrefixCacheEqualsUncached(t *testing.T) {
 	cached := generate(t, s, second, req)
 	uncached := generate(t, newSession(t, m, 512), second, req)
 
-	shared := commonPrefix(first, second)
+	shared := CommonPrefix(first, second)
 	if cached.CachedTokens != shared {
 		t.Fatalf("reused %d tokens, want the %d shared ones", cached.CachedTokens, shared)
 	}

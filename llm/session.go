@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/owlengine/owl/bindings/llama"
 )
@@ -89,6 +88,7 @@ type Result struct {
 	FinishReason     string
 	PromptTokens     int           // tokens of the prompt
 	CachedTokens     int           // prompt tokens reused from the previous request
+	QueueDuration    time.Duration // waiting for a slot before the prompt's evaluation began
 	PromptDuration   time.Duration // evaluating the prompt tokens that were not cached
 	GenerateDuration time.Duration // sampling and evaluating the generated tokens
 }
@@ -98,27 +98,16 @@ type Result struct {
 // stops generation between tokens (and interrupts a long prompt evaluation)
 // and returns ctx.Err() with the result so far.
 func (s *Session) Generate(ctx context.Context, req Request, onChunk func(Chunk) error) (Result, error) {
-	res := Result{PromptTokens: len(req.Prompt)}
-	if len(req.Prompt) == 0 {
-		return res, errors.New("empty prompt")
-	}
-	if err := req.Sampling.Validate(); err != nil {
-		return res, err
-	}
-	for _, stop := range req.Stop {
-		if stop == "" || !utf8.ValidString(stop) {
-			return res, fmt.Errorf("stop string %q must be non-empty UTF-8", stop)
-		}
-	}
-	if req.MaxTokens < 0 {
-		return res, fmt.Errorf("max tokens %d must not be negative", req.MaxTokens)
+	g, err := s.model.NewGeneration(req)
+	if err != nil {
+		return Result{PromptTokens: len(req.Prompt)}, err
 	}
 	nCtx := s.ctx.NumCtx()
 	if len(req.Prompt) >= nCtx {
-		return res, fmt.Errorf("%w: the prompt has %d tokens, the context holds %d (raise --ctx-size or shorten the prompt)", ErrContextFull, len(req.Prompt), nCtx)
+		return g.Result(), fmt.Errorf("%w: the prompt has %d tokens, the context holds %d (raise --ctx-size or shorten the prompt)", ErrContextFull, len(req.Prompt), nCtx)
 	}
 	if err := ctx.Err(); err != nil {
-		return res, err
+		return g.Result(), err
 	}
 	// Cancelling ctx interrupts a native decode in flight. The abort may run
 	// on its own goroutine after Generate returns, so it checks done (under
@@ -140,76 +129,47 @@ func (s *Session) Generate(ctx context.Context, req Request, onChunk func(Chunk)
 		s.ctx.ClearAbort()
 	}()
 
-	sampler := NewSampler(req.Sampling)
-	for _, t := range req.Prompt {
-		sampler.Accept(t)
-	}
-
 	// Reuse the longest cached prefix; at least the last prompt token is
 	// evaluated again so that its logits exist.
 	start := time.Now()
-	keep := commonPrefix(s.cached, req.Prompt)
+	keep := CommonPrefix(s.cached, req.Prompt)
 	keep = min(keep, len(req.Prompt)-1)
 	if !s.ctx.SeqRemove(0, int32(keep), -1) {
 		keep = 0
 		s.ctx.ClearKV()
 	}
 	s.cached = s.cached[:keep]
-	res.CachedTokens = keep
 	logits, err := s.eval(ctx, req.Prompt[keep:])
-	if err != nil {
-		return res, err
-	}
-	res.PromptDuration = time.Since(start)
+	promptTime := time.Since(start)
 	start = time.Now()
-	defer func() { res.GenerateDuration = time.Since(start) }()
-
-	stream := textStream{stops: req.Stop}
-	var text []byte
-	emit := func(t string, toks []Token) error {
-		text = append(text, t...)
-		if onChunk == nil || (t == "" && len(toks) == 0) {
+	result := func() Result {
+		g.SetTimes(keep, promptTime, time.Since(start))
+		return g.Result()
+	}
+	if err != nil {
+		return result(), err
+	}
+	emit := func(c Chunk) error {
+		if onChunk == nil || (c.Text == "" && len(c.Tokens) == 0) {
 			return nil
 		}
-		return onChunk(Chunk{Text: t, Tokens: toks})
-	}
-	finish := func(reason string) (Result, error) {
-		res.FinishReason = reason
-		if reason != FinishStop || len(req.Stop) == 0 {
-			if err := emit(stream.flush(), nil); err != nil {
-				return res, err
-			}
-		}
-		res.Text = string(text)
-		res.GenerateDuration = time.Since(start)
-		return res, nil
+		return onChunk(c)
 	}
 	for {
-		tok := sampler.Sample(logits)
-		if s.model.IsEOG(tok) && !req.IgnoreEOS {
-			return finish(FinishStop)
+		c, finished := g.Step(logits)
+		if !finished && len(s.cached)+1 >= nCtx {
+			f := g.Finish(FinishLength)
+			c.Text += f.Text
+			finished = true
 		}
-		sampler.Accept(tok)
-		res.Tokens = append(res.Tokens, tok)
-		out, stopped := stream.push(s.model.Piece(tok))
-		if err := emit(out, []Token{tok}); err != nil {
-			res.Text = string(text)
-			return res, err
+		if err := emit(c); err != nil {
+			return result(), err
 		}
-		if stopped {
-			res.Text = string(text)
-			res.FinishReason = FinishStop
-			return res, nil
+		if finished {
+			return result(), nil
 		}
-		if req.MaxTokens > 0 && len(res.Tokens) >= req.MaxTokens {
-			return finish(FinishLength)
-		}
-		if len(s.cached)+1 >= nCtx {
-			return finish(FinishLength)
-		}
-		if logits, err = s.eval(ctx, []Token{tok}); err != nil {
-			res.Text = string(text)
-			return res, err
+		if logits, err = s.eval(ctx, []Token{g.Last()}); err != nil {
+			return result(), err
 		}
 	}
 }
@@ -248,7 +208,8 @@ func (s *Session) eval(ctx context.Context, tokens []Token) ([]float32, error) {
 	return logits, nil
 }
 
-func commonPrefix(a, b []Token) int {
+// CommonPrefix is the number of leading tokens a and b share.
+func CommonPrefix(a, b []Token) int {
 	n := 0
 	for n < len(a) && n < len(b) && a[n] == b[n] {
 		n++

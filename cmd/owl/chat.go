@@ -58,11 +58,12 @@ own chat template formats the conversation.
 
 func chatLoop(ctx context.Context, e *engine.Engine, model, system string, opts engine.GenerateOptions, in io.Reader, out io.Writer) error {
 	interactive := term.IsTerminal(int(os.Stdin.Fd())) && in == io.Reader(os.Stdin)
+	opts.Priority = engine.PriorityInteractive
 	if interactive {
 		// Ctrl-C interrupts a reply, not the program.
 		signal.Ignore(os.Interrupt)
 		defer signal.Reset(os.Interrupt)
-		desc, err := e.Describe(model)
+		desc, err := e.Describe(ctx, model)
 		if err != nil {
 			return err
 		}

@@ -57,7 +57,8 @@ func (f *engineFlags) check() error {
 }
 
 func (f *engineFlags) engine() *engine.Engine {
-	return engine.New(engine.Options{Threads: f.threads, NumCtx: f.ctxSize, NumBatch: f.batch, KVType: f.kvType, FlashAttn: f.flashAttn, NoMmap: f.noMmap})
+	// One request at a time: one KV-cache slot of --ctx-size.
+	return engine.New(engine.Options{Threads: f.threads, NumCtx: f.ctxSize, NumBatch: f.batch, Parallel: 1, KVType: f.kvType, FlashAttn: f.flashAttn, NoMmap: f.noMmap})
 }
 
 // sampleFlags are the generation knobs.

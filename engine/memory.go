@@ -1,0 +1,362 @@
+package engine
+
+import (
+	"runtime/debug"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/owlengine/owl/models"
+)
+
+// ErrTooLarge is returned for a model that cannot fit the memory budget
+// even with every other model unloaded.
+var ErrTooLarge = errors.New("model does not fit the memory budget")
+
+// DefaultKeepAlive is how long an idle model stays loaded.
+const DefaultKeepAlive = 5 * time.Minute
+
+// modelKind says which runtime serves a model.
+type modelKind int
+
+const (
+	kindText modelKind = iota
+	kindSpeech
+)
+
+func (k modelKind) String() string {
+	if k == kindSpeech {
+		return "speech"
+	}
+	return "text"
+}
+
+// loaded is a model loaded (or being loaded) under the memory budget. The
+// Engine's mu guards every field but val, err and loadTime, which are set
+// before ready is closed and read only after.
+type loaded struct {
+	key       string
+	kind      modelKind
+	bytes     uint64 // estimated resident bytes
+	refs      int    // requests using it; a model with refs > 0 is never unloaded
+	lastUsed  time.Time
+	keepAlive time.Duration // < 0: forever; 0: unload when idle
+	timer     *time.Timer
+	unloaded  bool
+
+	ready    chan struct{}
+	val      closer
+	err      error
+	loadTime time.Duration
+}
+
+// closer is a loaded model's runtime.
+type closer interface{ Close() error }
+
+// lease is a request's hold on a loaded model.
+type lease struct {
+	e *Engine
+	m *loaded
+}
+
+// release ends the hold; an idle model is then unloaded after its
+// keep-alive. keepAlive, when not nil, replaces the model's keep-alive.
+func (l *lease) release(keepAlive *time.Duration) {
+	e, m := l.e, l.m
+	e.mu.Lock()
+	m.refs--
+	m.lastUsed = time.Now()
+	if keepAlive != nil {
+		m.keepAlive = *keepAlive
+	}
+	var victim *loaded
+	if m.refs == 0 && !m.unloaded {
+		switch {
+		case m.keepAlive == 0:
+			e.detach(m)
+			victim = m
+		case m.keepAlive > 0:
+			gen := m.lastUsed
+			m.timer = time.AfterFunc(m.keepAlive, func() { e.expire(m, gen) })
+		}
+	}
+	e.broadcast()
+	e.mu.Unlock()
+	if victim != nil {
+		victim.close()
+	}
+}
+
+// acquire returns a lease on the model at path, loading it when needed
+// (once, however many ask at the same time) within the memory budget:
+// idle models are unloaded, least recently used first, to make room, and
+// the call waits (until ctx ends) while the models in use leave none.
+func (e *Engine) acquire(ctx context.Context, path string, kind modelKind, load func() (closer, error)) (*lease, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	key := kind.String() + ":" + abs
+	var est uint64
+	estimated := false
+	for {
+		e.mu.Lock()
+		if e.closed {
+			e.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if m, ok := e.loaded[key]; ok {
+			m.refs++
+			if m.timer != nil {
+				m.timer.Stop()
+				m.timer = nil
+			}
+			e.mu.Unlock()
+			<-m.ready
+			if m.err != nil {
+				(&lease{e, m}).release(nil)
+				return nil, m.err
+			}
+			return &lease{e, m}, nil
+		}
+		if !estimated {
+			// Read the file's header without the lock held.
+			e.mu.Unlock()
+			if est, err = e.estimate(path, kind); err != nil {
+				return nil, err
+			}
+			estimated = true
+			continue
+		}
+		if est > e.budget {
+			e.mu.Unlock()
+			return nil, fmt.Errorf("%w: %s needs about %s, the budget is %s (raise --max-memory or OWL_MAX_MEMORY, or use a smaller or more quantized model)",
+				ErrTooLarge, filepath.Base(path), formatBytes(est), formatBytes(e.budget))
+		}
+		victims := e.makeRoom(est)
+		if e.used+est > e.budget {
+			// Everything that could go is going; wait for a request to end.
+			wait := e.freed
+			e.mu.Unlock()
+			closeAll(victims)
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("waiting for memory to load %s (needs %s, %s of %s in use by running requests): %w",
+					filepath.Base(path), formatBytes(est), formatBytes(e.used), formatBytes(e.budget), ctx.Err())
+			}
+		}
+		m := &loaded{key: key, kind: kind, bytes: est, refs: 1, keepAlive: e.keepAlive, ready: make(chan struct{})}
+		e.loaded[key] = m
+		e.used += est
+		e.loads++
+		e.mu.Unlock()
+		closeAll(victims)
+
+		start := time.Now()
+		m.val, m.err = load()
+		m.loadTime = time.Since(start)
+		if m.err != nil {
+			e.mu.Lock()
+			e.detach(m)
+			e.mu.Unlock()
+			close(m.ready)
+			(&lease{e, m}).release(nil)
+			return nil, m.err
+		}
+		close(m.ready)
+		return &lease{e, m}, nil
+	}
+}
+
+// makeRoom detaches idle models, least recently used first, until need
+// bytes fit or none is left; the caller closes them after unlocking. e.mu
+// is held.
+func (e *Engine) makeRoom(need uint64) []*loaded {
+	var idle []*loaded
+	for _, m := range e.loaded {
+		if m.refs == 0 {
+			idle = append(idle, m)
+		}
+	}
+	slices.SortFunc(idle, func(a, b *loaded) int { return a.lastUsed.Compare(b.lastUsed) })
+	var victims []*loaded
+	for _, m := range idle {
+		if e.used+need <= e.budget {
+			break
+		}
+		e.detach(m)
+		victims = append(victims, m)
+	}
+	return victims
+}
+
+// detach removes m from the budget and the table. e.mu is held.
+func (e *Engine) detach(m *loaded) {
+	if m.unloaded {
+		return
+	}
+	m.unloaded = true
+	println("DETACH", m.key, m.refs); debug.PrintStack()
+	if m.timer != nil {
+		m.timer.Stop()
+		m.timer = nil
+	}
+	if e.loaded[m.key] == m {
+		delete(e.loaded, m.key)
+	}
+	e.used -= m.bytes
+	e.unloads++
+	e.broadcast()
+}
+
+// expire unloads m when its keep-alive ran out and nobody used it since.
+func (e *Engine) expire(m *loaded, gen time.Time) {
+	e.mu.Lock()
+	if m.refs > 0 || m.unloaded || !m.lastUsed.Equal(gen) {
+		e.mu.Unlock()
+		return
+	}
+	e.detach(m)
+	e.mu.Unlock()
+	m.close()
+}
+
+// broadcast wakes everyone waiting for memory. e.mu is held.
+func (e *Engine) broadcast() {
+	close(e.freed)
+	e.freed = make(chan struct{})
+}
+
+// close frees m's runtime once it has loaded.
+func (m *loaded) close() {
+	<-m.ready
+	if m.err == nil && m.val != nil {
+		m.val.Close()
+	}
+}
+
+func closeAll(ms []*loaded) {
+	for _, m := range ms {
+		m.close()
+	}
+}
+
+// estimate is the memory a model will take once loaded, from its file:
+// the weights, the KV cache the engine will give it, and compute buffers.
+func (e *Engine) estimate(path string, kind modelKind) (uint64, error) {
+	if kind == kindSpeech {
+		return estimateSpeech(path)
+	}
+	g, err := models.ReadGGUF(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("%s: no such file", path)
+		}
+		return 0, err
+	}
+	perSeq, parallel, batch := e.textShape(g)
+	return models.EstimateTextMemory(g, perSeq*parallel, batch, e.opts.KVType), nil
+}
+
+// estimateSpeech sizes a whisper.cpp model: its tensors and the graphs of
+// a 30-s window.
+func estimateSpeech(path string) (uint64, error) {
+	w, err := models.ReadWhisper(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("%s: no such file", path)
+		}
+		return 0, err
+	}
+	return models.EstimateWhisperMemory(w), nil
+}
+
+// textShape is the context a text model gets: cells per sequence, the
+// number of sequences and the batch size.
+func (e *Engine) textShape(g *models.GGUF) (perSeq, parallel, batch int) {
+	perSeq = e.opts.NumCtx
+	if perSeq <= 0 {
+		trained, _ := g.Uint(g.Architecture() + ".context_length")
+		perSeq = min(4096, max(int(trained), 512))
+	}
+	parallel = max(e.opts.Parallel, 1)
+	batch = e.opts.NumBatch
+	if batch <= 0 {
+		batch = 512
+	}
+	return perSeq, parallel, min(batch, perSeq*parallel)
+}
+
+// ParseBytes reads a memory size: a number of bytes, or one with a unit
+// (KB, MB, GB, TB, KiB, MiB, GiB, TiB; case-insensitive), or a percentage
+// of physical memory ("75%").
+func ParseBytes(s string) (uint64, error) {
+	t := strings.TrimSpace(strings.ToLower(s))
+	if p, ok := strings.CutSuffix(t, "%"); ok {
+		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || f <= 0 || f > 100 {
+			return 0, fmt.Errorf("memory size %q: want a percentage in (0, 100]", s)
+		}
+		return uint64(f / 100 * float64(physicalMemory())), nil
+	}
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40},
+		{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}, {"b", 1}}
+	mult := 1.0
+	for _, u := range units {
+		if v, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(v), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f <= 0 || f*mult > 1<<62 {
+		return 0, fmt.Errorf("memory size %q: want a positive size such as 8GiB, 512MB or 75%%", s)
+	}
+	return uint64(f * mult), nil
+}
+
+// physicalMemory is the machine's RAM in bytes (0 when unknown).
+func physicalMemory() uint64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// defaultBudget is three quarters of physical memory (8 GiB when unknown).
+func defaultBudget() uint64 {
+	if p := physicalMemory(); p > 0 {
+		return p / 4 * 3
+	}
+	return 8 << 30
+}
+
+func formatBytes(b uint64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20))
+	}
+	return fmt.Sprintf("%d KiB", b>>10)
+}

@@ -1,0 +1,512 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/owlengine/owl/llm"
+)
+
+// ErrBusy is returned at once when a model's queue of waiting requests is
+// full; the caller may retry later.
+var ErrBusy = errors.New("engine busy: too many requests waiting for the model")
+
+// Priority orders the requests waiting for a model and the prompt tokens
+// of a decode step: higher first, then in order of arrival.
+type Priority int
+
+// Priorities.
+const (
+	PriorityBatch       Priority = -1 // bulk work: benchmarks, offline jobs
+	PriorityNormal      Priority = 0
+	PriorityInteractive Priority = 1 // a person is waiting: chat, live dictation
+)
+
+// textRunner serves one loaded text model by continuous batching. Its loop
+// goroutine owns the llama context and the slots (the context's sequences):
+// each step it packs the next token of every generating request and, within
+// the token budget, chunks of waiting prompts into one decode. Requests
+// join when a slot is free and leave as soon as they finish or are
+// cancelled. An idle slot keeps its tokens' keys and values, so a later
+// request that starts with the same tokens (a system prompt, a chat's
+// history) evaluates only the rest.
+type textRunner struct {
+	model  *llm.Model
+	lctx   *llm.Context
+	perSeq int // cells one sequence may use
+	budget int // tokens per decode step
+	// joinBudget bounds the prompt tokens of a step in which other
+	// requests generate.
+	joinBudget int
+	maxQueue   int
+
+	mu      sync.Mutex // guards waiting, closed and nextID
+	waiting []*textJob
+	closed  bool
+	nextID  uint64
+	wake    chan struct{} // a job arrived or the runner is closing (capacity 1)
+	done    chan struct{} // closed when the loop has returned
+
+	// Owned by the loop goroutine.
+	slots  []*slot
+	active []*textJob
+	batch  llm.Batch
+	clock  uint64 // orders slot use for LRU
+
+	stats textStats
+
+	// onLogits, when set (tests), sees the logits every request samples
+	// from, with the request's prompt.
+	onLogits func(prompt []llm.Token, step int, logits []float32)
+}
+
+// slot is one sequence of the context.
+type slot struct {
+	id     int32
+	cached []llm.Token // tokens whose keys and values the sequence holds, from position 0
+	job    *textJob    // the request using it, nil when idle
+	used   uint64      // clock value of the last use
+}
+
+// textJob is one request on a runner.
+type textJob struct {
+	id       uint64
+	ctx      context.Context
+	gen      *llm.Generation
+	priority Priority
+	arrived  time.Time
+
+	// Owned by the loop.
+	slot     *slot
+	pending  []llm.Token // prompt tokens not yet evaluated
+	cached   int         // prompt tokens reused from the cache
+	admitted time.Time
+	prompted time.Time // when the prompt's last token was evaluated
+	steps    int
+
+	// Handed to the caller.
+	mu       sync.Mutex // guards chunks
+	chunks   []llm.Chunk
+	notify   chan struct{} // chunks were added (capacity 1)
+	finished chan struct{} // closed after res and err are set
+	res      llm.Result
+	err      error
+}
+
+// textStats are a runner's counters, read by Engine.Metrics.
+type textStats struct {
+	steps, stepTokens, decodeTokens, promptTokens, cachedTokens, requests atomic.Int64
+	running                                                               atomic.Int64
+	genNanos                                                              atomic.Int64 // time spent in steps that generated tokens
+}
+
+// runnerOptions size a runner.
+type runnerOptions struct {
+	perSeq, parallel, budget, joinBudget, maxQueue, threads int
+	kvType                                                  string
+	flashAttn                                               bool
+}
+
+func newTextRunner(m *llm.Model, o runnerOptions) (*textRunner, error) {
+	lctx, err := m.NewContext(llm.ContextOptions{NumCtx: o.perSeq * o.parallel, NumBatch: o.budget, NumSeq: o.parallel,
+		Threads: o.threads, KVType: o.kvType, FlashAttn: o.flashAttn})
+	if err != nil {
+		return nil, err
+	}
+	r := &textRunner{model: m, lctx: lctx, perSeq: o.perSeq, budget: lctx.NumBatch(), joinBudget: max(o.joinBudget, 1), maxQueue: o.maxQueue,
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	for i := range o.parallel {
+		r.slots = append(r.slots, &slot{id: int32(i)})
+	}
+	go r.loop()
+	return r, nil
+}
+
+// close stops the loop after failing whatever is left with ErrClosed and
+// frees the context.
+func (r *textRunner) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.signal()
+	<-r.done
+	r.lctx.Close()
+}
+
+func (r *textRunner) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// queueDepth is the number of requests waiting for a slot.
+func (r *textRunner) queueDepth() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.waiting)
+}
+
+// generate runs req on the runner, calling onChunk from the caller's
+// goroutine as text arrives.
+func (r *textRunner) generate(ctx context.Context, req llm.Request, prio Priority, onChunk func(llm.Chunk) error) (llm.Result, error) {
+	gen, err := r.model.NewGeneration(req)
+	if err != nil {
+		return llm.Result{PromptTokens: len(req.Prompt)}, err
+	}
+	if len(req.Prompt) >= r.perSeq {
+		return gen.Result(), fmt.Errorf("%w: the prompt has %d tokens, a request's context holds %d (raise --ctx-size or shorten the prompt)",
+			ErrContextFull, len(req.Prompt), r.perSeq)
+	}
+	if err := ctx.Err(); err != nil {
+		return gen.Result(), err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	j := &textJob{ctx: ctx, gen: gen, priority: prio, arrived: time.Now(),
+		notify: make(chan struct{}, 1), finished: make(chan struct{})}
+	r.mu.Lock()
+	switch {
+	case r.closed:
+		r.mu.Unlock()
+		return gen.Result(), ErrClosed
+	case len(r.waiting) >= r.maxQueue:
+		r.mu.Unlock()
+		return gen.Result(), fmt.Errorf("%w (%d waiting)", ErrBusy, r.maxQueue)
+	}
+	r.nextID++
+	j.id = r.nextID
+	r.waiting = append(r.waiting, j)
+	r.mu.Unlock()
+	r.signal()
+
+	var cbErr error
+	deliver := func() {
+		j.mu.Lock()
+		chunks := j.chunks
+		j.chunks = nil
+		j.mu.Unlock()
+		for _, c := range chunks {
+			if cbErr == nil && onChunk != nil && (c.Text != "" || len(c.Tokens) > 0) {
+				if cbErr = onChunk(c); cbErr != nil {
+					cancel() // the loop frees the slot at its next step
+				}
+			}
+		}
+	}
+	done := ctx.Done()
+	for {
+		select {
+		case <-j.notify:
+			deliver()
+		case <-done:
+			// Still waiting: leave the queue at once. Running: the loop
+			// notices at its next step.
+			done = nil
+			r.mu.Lock()
+			if i := slices.Index(r.waiting, j); i >= 0 {
+				r.waiting = slices.Delete(r.waiting, i, i+1)
+				r.mu.Unlock()
+				return gen.Result(), context.Cause(ctx)
+			}
+			r.mu.Unlock()
+		case <-j.finished:
+			deliver()
+			if cbErr != nil {
+				return j.res, cbErr
+			}
+			return j.res, j.err
+		}
+	}
+}
+
+// loop runs decode steps while there is work.
+func (r *textRunner) loop() {
+	defer close(r.done)
+	for {
+		r.mu.Lock()
+		if r.closed {
+			waiting := r.waiting
+			r.waiting = nil
+			r.mu.Unlock()
+			for _, j := range append(r.active, waiting...) {
+				r.finish(j, ErrClosed)
+			}
+			r.active = nil
+			return
+		}
+		r.admit()
+		r.mu.Unlock()
+		if len(r.active) == 0 {
+			<-r.wake
+			continue
+		}
+		r.step()
+	}
+}
+
+// admit moves waiting requests, highest priority first, into free slots.
+// r.mu is held.
+func (r *textRunner) admit() {
+	if len(r.waiting) == 0 {
+		return
+	}
+	slices.SortStableFunc(r.waiting, func(a, b *textJob) int { return int(b.priority) - int(a.priority) })
+	for len(r.waiting) > 0 && len(r.active) < len(r.slots) {
+		j := r.waiting[0]
+		r.waiting = r.waiting[1:]
+		r.assign(j)
+		r.active = append(r.active, j)
+	}
+	slices.SortStableFunc(r.active, func(a, b *textJob) int {
+		if a.priority != b.priority {
+			return int(b.priority) - int(a.priority)
+		}
+		return int(a.id - b.id)
+	})
+	r.stats.running.Store(int64(len(r.active)))
+}
+
+// assign gives j a free slot holding as much of its prompt as any slot has:
+// the free slot itself, or another slot's prefix shared into it.
+func (r *textRunner) assign(j *textJob) {
+	prompt := j.gen.Request().Prompt
+	limit := len(prompt) - 1 // the last prompt token is evaluated for its logits
+	var src *slot
+	best := 0
+	for _, s := range r.slots {
+		if n := min(llm.CommonPrefix(s.cached, prompt), limit); n > best {
+			src, best = s, n
+		}
+	}
+	var target *slot
+	if src != nil && src.job == nil {
+		target = src
+	} else {
+		// The free slot whose loss costs least: an empty one, else the
+		// least recently used.
+		for _, s := range r.slots {
+			if s.job == nil && (target == nil || cheaperToEvict(s, target)) {
+				target = s
+			}
+		}
+	}
+	keep := 0
+	switch {
+	case src != nil && target != src:
+		r.lctx.SeqRemove(target.id, 0, -1)
+		r.lctx.SeqCopy(src.id, target.id, 0, int32(best))
+		target.cached = append(target.cached[:0], src.cached[:best]...)
+		keep = best
+	case target == src && best > 0:
+		keep = best
+		if !r.lctx.SeqRemove(target.id, int32(keep), -1) {
+			keep = 0
+			r.lctx.SeqRemove(target.id, 0, -1)
+		}
+		target.cached = target.cached[:keep]
+	default:
+		r.lctx.SeqRemove(target.id, 0, -1)
+		target.cached = target.cached[:0]
+	}
+	r.clock++
+	target.job, target.used = j, r.clock
+	j.slot, j.cached, j.pending, j.admitted = target, keep, prompt[keep:], time.Now()
+	r.stats.cachedTokens.Add(int64(keep))
+	r.stats.requests.Add(1)
+}
+
+// cheaperToEvict reports whether losing a's cached tokens costs less than
+// losing b's: an empty slot first, then the least recently used.
+func cheaperToEvict(a, b *slot) bool {
+	if ae, be := len(a.cached) == 0, len(b.cached) == 0; ae != be {
+		return ae
+	}
+	return a.used < b.used
+}
+
+// step runs one decode over the active requests.
+func (r *textRunner) step() {
+	// Cancelled requests leave first; their slots keep what was evaluated.
+	r.active = slices.DeleteFunc(r.active, func(j *textJob) bool {
+		if err := context.Cause(j.ctx); err != nil {
+			r.finish(j, err)
+			return true
+		}
+		return false
+	})
+	r.stats.running.Store(int64(len(r.active)))
+	if len(r.active) == 0 {
+		return
+	}
+	r.batch.Reset()
+	var rows []*textJob // the requests whose logits this step gives, in batch order
+	var spans []stepSpan
+	generating := false
+	for _, j := range r.active {
+		if len(j.pending) == 0 {
+			tok := j.gen.Last()
+			r.batch.Add(tok, int32(len(j.slot.cached)), j.slot.id, true)
+			rows = append(rows, j)
+			spans = append(spans, stepSpan{j, []llm.Token{tok}})
+			generating = true
+		}
+	}
+	decodeTokens := r.batch.Len()
+	budget := r.budget - decodeTokens
+	if generating {
+		// Prompts join in smaller chunks while others generate, so that a
+		// long prompt delays their next tokens by a bounded amount.
+		budget = min(budget, r.joinBudget)
+	}
+	for _, j := range r.active {
+		if len(j.pending) == 0 || budget <= 0 {
+			continue
+		}
+		n := min(len(j.pending), budget)
+		last := n == len(j.pending)
+		pos := len(j.slot.cached)
+		for k := range n {
+			r.batch.Add(j.pending[k], int32(pos+k), j.slot.id, last && k == n-1)
+		}
+		if last {
+			rows = append(rows, j)
+		}
+		spans = append(spans, stepSpan{j, j.pending[:n]})
+		budget -= n
+	}
+	start := time.Now()
+	logits, err := r.lctx.Decode(&r.batch)
+	if errors.Is(err, llm.ErrKVFull) && r.dropIdleCaches() {
+		logits, err = r.lctx.Decode(&r.batch)
+	}
+	if err != nil {
+		r.fail(spans, err)
+		return
+	}
+	r.stats.steps.Add(1)
+	r.stats.stepTokens.Add(int64(r.batch.Len()))
+	r.stats.decodeTokens.Add(int64(decodeTokens))
+	r.stats.promptTokens.Add(int64(r.batch.Len() - decodeTokens))
+	if generating {
+		r.stats.genNanos.Add(int64(time.Since(start)))
+	}
+	for _, s := range spans {
+		s.j.slot.cached = append(s.j.slot.cached, s.toks...)
+		if len(s.j.pending) > 0 {
+			s.j.pending = s.j.pending[len(s.toks):]
+			if len(s.j.pending) == 0 {
+				s.j.prompted = time.Now()
+			}
+		}
+	}
+	nv := r.model.VocabSize()
+	for i, j := range rows {
+		row := logits[i*nv : (i+1)*nv]
+		if r.onLogits != nil {
+			r.onLogits(j.gen.Request().Prompt, j.steps, row)
+		}
+		j.steps++
+		c, finished := j.gen.Step(row)
+		if !finished && len(j.slot.cached)+1 >= r.perSeq {
+			f := j.gen.Finish(llm.FinishLength)
+			c.Text += f.Text
+			finished = true
+		}
+		j.send(c)
+		if finished {
+			r.active = slices.DeleteFunc(r.active, func(a *textJob) bool { return a == j })
+			r.finish(j, nil)
+		}
+	}
+	r.stats.running.Store(int64(len(r.active)))
+}
+
+// stepSpan is the tokens a step evaluates for one request.
+type stepSpan struct {
+	j    *textJob
+	toks []llm.Token
+}
+
+// dropIdleCaches frees the cells of idle slots; it reports whether any were.
+func (r *textRunner) dropIdleCaches() bool {
+	freed := false
+	for _, s := range r.slots {
+		if s.job == nil && len(s.cached) > 0 {
+			r.lctx.SeqRemove(s.id, 0, -1)
+			s.cached = s.cached[:0]
+			freed = true
+		}
+	}
+	return freed
+}
+
+// fail ends the requests of a failed step. After anything but a full cache
+// the cache's contents are unknown, so every request in flight fails and
+// the cache is emptied.
+func (r *textRunner) fail(spans []stepSpan, err error) {
+	if errors.Is(err, llm.ErrKVFull) {
+		err = fmt.Errorf("%w: the KV cache (%d cells for %d slots) has no room for this step", ErrContextFull, r.lctx.NumCtx(), len(r.slots))
+		for _, s := range spans {
+			r.lctx.SeqRemove(s.j.slot.id, 0, -1)
+			s.j.slot.cached = s.j.slot.cached[:0]
+			r.active = slices.DeleteFunc(r.active, func(a *textJob) bool { return a == s.j })
+			r.finish(s.j, err)
+		}
+		return
+	}
+	r.lctx.Clear()
+	for _, s := range r.slots {
+		s.cached = s.cached[:0]
+	}
+	for _, j := range r.active {
+		r.finish(j, err)
+	}
+	r.active = nil
+	r.stats.running.Store(0)
+}
+
+// send hands a chunk to the caller's goroutine.
+func (j *textJob) send(c llm.Chunk) {
+	if c.Text == "" && len(c.Tokens) == 0 {
+		return
+	}
+	j.mu.Lock()
+	j.chunks = append(j.chunks, c)
+	j.mu.Unlock()
+	select {
+	case j.notify <- struct{}{}:
+	default:
+	}
+}
+
+// finish ends j with err (nil: it completed), frees its slot and wakes its
+// caller.
+func (r *textRunner) finish(j *textJob, err error) {
+	if s := j.slot; s != nil {
+		s.job = nil
+		r.clock++
+		s.used = r.clock
+	}
+	now := time.Now()
+	var promptTime, genTime time.Duration
+	switch {
+	case j.prompted.IsZero() && !j.admitted.IsZero():
+		promptTime = now.Sub(j.admitted)
+	case !j.prompted.IsZero():
+		promptTime, genTime = j.prompted.Sub(j.admitted), now.Sub(j.prompted)
+	}
+	j.gen.SetTimes(j.cached, promptTime, genTime)
+	j.res, j.err = j.gen.Result(), err
+	if !j.admitted.IsZero() {
+		j.res.QueueDuration = j.admitted.Sub(j.arrived)
+	} else {
+		j.res.QueueDuration = now.Sub(j.arrived)
+	}
+	close(j.finished)
+}

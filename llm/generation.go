@@ -1,0 +1,118 @@
+package llm
+
+import (
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// Generation is the state of one request's output, independent of where its
+// tokens are evaluated: the sampler, the text held back for stop strings and
+// whole characters, the tokens and text so far. A scheduler feeds it the
+// logits of each step; Session uses it for one request at a time.
+type Generation struct {
+	model   *Model
+	req     Request
+	sampler *Sampler
+	stream  textStream
+	text    []byte
+	res     Result
+	done    bool
+}
+
+// NewGeneration checks req and starts a generation of it on m.
+func (m *Model) NewGeneration(req Request) (*Generation, error) {
+	if len(req.Prompt) == 0 {
+		return nil, errors.New("empty prompt")
+	}
+	if err := req.Sampling.Validate(); err != nil {
+		return nil, err
+	}
+	for _, stop := range req.Stop {
+		if stop == "" || !utf8.ValidString(stop) {
+			return nil, fmt.Errorf("stop string %q must be non-empty UTF-8", stop)
+		}
+	}
+	if req.MaxTokens < 0 {
+		return nil, fmt.Errorf("max tokens %d must not be negative", req.MaxTokens)
+	}
+	nv := Token(m.VocabSize())
+	for i, t := range req.Prompt {
+		if t < 0 || t >= nv {
+			return nil, fmt.Errorf("prompt token %d at %d is outside the vocabulary (%d tokens)", t, i, nv)
+		}
+	}
+	g := &Generation{model: m, req: req, sampler: NewSampler(req.Sampling), stream: textStream{stops: req.Stop}}
+	for _, t := range req.Prompt {
+		g.sampler.Accept(t)
+	}
+	g.res.PromptTokens = len(req.Prompt)
+	return g, nil
+}
+
+// Request is what the generation was started with.
+func (g *Generation) Request() Request { return g.req }
+
+// Done reports whether the generation has finished.
+func (g *Generation) Done() bool { return g.done }
+
+// Step samples the next token from logits. It returns the text that became
+// safe to show (possibly empty), the token when one was produced, and
+// whether the generation is now finished; a finished generation's last
+// token, if any, needs no evaluation.
+func (g *Generation) Step(logits []float32) (c Chunk, done bool) {
+	if g.done {
+		return Chunk{}, true
+	}
+	tok := g.sampler.Sample(logits)
+	if g.model.IsEOG(tok) && !g.req.IgnoreEOS {
+		return g.Finish(FinishStop), true
+	}
+	g.sampler.Accept(tok)
+	g.res.Tokens = append(g.res.Tokens, tok)
+	out, stopped := g.stream.push(g.model.Piece(tok))
+	g.text = append(g.text, out...)
+	c = Chunk{Text: out, Tokens: []Token{tok}}
+	switch {
+	case stopped:
+		g.done = true
+		g.res.FinishReason = FinishStop
+		g.res.Text = string(g.text)
+	case g.req.MaxTokens > 0 && len(g.res.Tokens) >= g.req.MaxTokens:
+		f := g.Finish(FinishLength)
+		c.Text += f.Text
+	}
+	return c, g.done
+}
+
+// Last is the last token produced.
+func (g *Generation) Last() Token { return g.res.Tokens[len(g.res.Tokens)-1] }
+
+// Finish ends the generation for reason (FinishLength when the context is
+// full, for instance) and returns the text still held back.
+func (g *Generation) Finish(reason string) Chunk {
+	if g.done {
+		return Chunk{}
+	}
+	g.done = true
+	g.res.FinishReason = reason
+	rest := g.stream.flush()
+	g.text = append(g.text, rest...)
+	g.res.Text = string(g.text)
+	return Chunk{Text: rest}
+}
+
+// Result is the result so far; Text is complete once Done.
+func (g *Generation) Result() Result {
+	r := g.res
+	if !g.done {
+		r.Text = string(g.text)
+	}
+	return r
+}
+
+// SetTimes records where the time went, for the Result.
+func (g *Generation) SetTimes(cached int, prompt, generate time.Duration) {
+	g.res.CachedTokens, g.res.PromptDuration, g.res.GenerateDuration = cached, prompt, generate
+}
