@@ -88,8 +88,8 @@ func (m *Model) align(st *state, lang int, o Options, segs []Segment, offset flo
 
 	// One pass over the whole sequence, keeping the cross-attention weights.
 	heads := m.alignmentHeads()
-	g := m.backend.NewGraph()
-	defer g.Close()
+	g, done := m.graph()
+	defer done()
 	st.n = 0
 	var weights []ggml.Tensor
 	m.buildDecoder(g, st, tokens, 0, 1, []int{0}, &weights)

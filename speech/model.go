@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/owlengine/owl/bindings/ggml"
 	"github.com/owlengine/owl/models"
@@ -42,7 +43,15 @@ type Model struct {
 	kvType  ggml.Type // element type of the KV caches
 	vTrans  bool      // values are cached transposed (no flash attention)
 
-	mu sync.Mutex // serializes use of the backend by transcriptions
+	compute sync.Mutex // serializes graph evaluation on the backend
+
+	stepMu  sync.Mutex  // guards pending
+	pending []*stepCall // decoder steps waiting for the backend
+
+	// stepGraphs counts the graphs that evaluated decoder steps and
+	// stepCalls the steps they evaluated (more calls than graphs: steps of
+	// concurrent transcriptions were batched).
+	stepGraphs, stepCalls atomic.Int64
 }
 
 type attnWeights struct {
@@ -141,8 +150,8 @@ func (m *Model) bindWeights() error {
 
 // Close frees the model's weights. It is idempotent.
 func (m *Model) Close() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.compute.Lock()
+	defer m.compute.Unlock()
 	m.backend.Close()
 	return nil
 }

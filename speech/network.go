@@ -72,8 +72,8 @@ func (m *Model) headDim() int { return m.hp.NAudioState / m.hp.NAudioHead }
 // decoder layer in st. When out is not nil it also receives the encoder's
 // output ([ctx][state]), for tests.
 func (m *Model) encode(mel []float32, st *state, out *[]float32) error {
-	g := m.backend.NewGraph()
-	defer g.Close()
+	g, done := m.graph()
+	defer done()
 	copies, x := m.buildEncoder(g, mel, st)
 	if out != nil {
 		copies = append(copies, x)
@@ -167,14 +167,19 @@ func (m *Model) prompt(st *state, tokens []int32, rows []int) ([][]float32, erro
 	if p0+n > h.NTextCtx {
 		return nil, fmt.Errorf("decode: %d tokens after %d exceed the text context of %d", n, p0, h.NTextCtx)
 	}
-	g := m.backend.NewGraph()
-	defer g.Close()
-	logits := m.buildDecoder(g, st, tokens, p0, 1, rows)
-	if err := g.Compute(logits); err != nil {
+	out, err := func() ([][]float32, error) {
+		g, done := m.graph()
+		defer done()
+		logits := m.buildDecoder(g, st, tokens, p0, 1, rows)
+		if err := g.Compute(logits); err != nil {
+			return nil, err
+		}
+		return splitRows(logits.Floats(), len(rows)), nil
+	}()
+	if err != nil {
 		return nil, err
 	}
 	st.n += n
-	out := splitRows(logits.Floats(), len(rows))
 	if st.nSeq > 1 {
 		if err := m.reorder(st, make([]int, st.nSeq)); err != nil {
 			return nil, err
@@ -184,7 +189,10 @@ func (m *Model) prompt(st *state, tokens []int32, rows []int) ([][]float32, erro
 }
 
 // step evaluates one token for each sequence (len(tokens) of them, at most
-// st.nSeq) in one graph and returns each one's logits.
+// st.nSeq) and returns each one's logits. Steps of concurrent
+// transcriptions on the model run together: a step that finds the backend
+// busy waits, and whoever takes the backend next evaluates every step
+// waiting by then in one graph.
 func (m *Model) step(st *state, tokens []int32) ([][]float32, error) {
 	if len(tokens) == 0 || len(tokens) > st.nSeq {
 		return nil, fmt.Errorf("decode: %d sequences in a state for %d", len(tokens), st.nSeq)
@@ -192,14 +200,67 @@ func (m *Model) step(st *state, tokens []int32) ([][]float32, error) {
 	if st.n+1 > m.hp.NTextCtx {
 		return nil, fmt.Errorf("decode: the text context of %d is full", m.hp.NTextCtx)
 	}
-	g := m.backend.NewGraph()
-	defer g.Close()
-	logits := m.buildDecoder(g, st, tokens, st.n, len(tokens), nil)
-	if err := g.Compute(logits); err != nil {
-		return nil, err
+	c := &stepCall{part: decoderPart{st: st, tokens: tokens, p0: st.n, nSeq: len(tokens)}, done: make(chan struct{})}
+	m.stepMu.Lock()
+	m.pending = append(m.pending, c)
+	m.stepMu.Unlock()
+
+	g, done := m.graph()
+	defer done()
+	select {
+	case <-c.done: // evaluated with another transcription's step
+		return c.logits, c.err
+	default:
 	}
-	st.n++
-	return splitRows(logits.Floats(), len(tokens)), nil
+	m.stepMu.Lock()
+	calls := m.pending
+	m.pending = nil
+	m.stepMu.Unlock()
+	parts := make([]decoderPart, len(calls))
+	for i, c := range calls {
+		parts[i] = c.part
+	}
+	logits := m.buildDecoderParts(g, parts, nil)
+	err := g.Compute(logits)
+	m.stepGraphs.Add(1)
+	m.stepCalls.Add(int64(len(calls)))
+	var rows [][]float32
+	if err == nil {
+		n := 0
+		for _, c := range calls {
+			n += len(c.part.tokens)
+		}
+		rows = splitRows(logits.Floats(), n)
+	}
+	for _, c := range calls {
+		if err != nil {
+			c.err = err
+		} else {
+			c.part.st.n++
+			c.logits, rows = rows[:len(c.part.tokens)], rows[len(c.part.tokens):]
+		}
+		close(c.done)
+	}
+	return c.logits, c.err
+}
+
+// stepCall is a transcription's decoder step waiting to be evaluated.
+type stepCall struct {
+	part   decoderPart
+	logits [][]float32
+	err    error
+	done   chan struct{} // closed when logits or err is set
+}
+
+// graph takes the backend for one evaluation; done frees the graph and
+// the backend. Graphs on one backend are evaluated one at a time.
+func (m *Model) graph() (*ggml.Graph, func()) {
+	m.compute.Lock()
+	g := m.backend.NewGraph()
+	return g, func() {
+		g.Close()
+		m.compute.Unlock()
+	}
 }
 
 func splitRows(flat []float32, n int) [][]float32 {
@@ -226,8 +287,8 @@ func (m *Model) reorder(st *state, parents []int) error {
 	}
 	h, es := m.hp, m.elemSize()
 	slab := h.NTextState * h.NTextCtx // one sequence's cache of one layer
-	g := m.backend.NewGraph()
-	defer g.Close()
+	g, done := m.graph()
+	defer done()
 	idx := make([]int32, st.nSeq)
 	for i := range idx {
 		idx[i] = int32(i)
@@ -261,89 +322,148 @@ func (m *Model) reorder(st *state, parents []int) error {
 // When weights is not nil, the cross-attention weights of each decoder layer
 // i are stored in weights[i] ([audio positions, tokens, heads]).
 func (m *Model) buildDecoder(g *ggml.Graph, st *state, tokens []int32, p0, nSeq int, rows []int, weights ...*[]ggml.Tensor) ggml.Tensor {
-	h, w := m.hp, &m.w
-	n := len(tokens) // tokens in this evaluation
-	perSeq := n / nSeq
-	nState, hd, nHead, nCtx := h.NTextState, h.NTextState/h.NTextHead, h.NTextHead, h.NTextCtx
-	nkv, es := p0+perSeq, m.elemSize()
-	seqStride := nState * nCtx * es
+	return m.buildDecoderParts(g, []decoderPart{{st, tokens, p0, nSeq}}, rows, weights...)
+}
 
-	pos := make([]int32, n)
-	for i := range pos {
-		pos[i] = int32(p0 + i%perSeq)
+// decoderPart is one transcription's share of a decoder evaluation: nSeq
+// sequences of its state, len(tokens)/nSeq tokens each, from position p0.
+type decoderPart struct {
+	st     *state
+	tokens []int32
+	p0     int
+	nSeq   int
+}
+
+// buildDecoderParts adds the decoder to g for several transcriptions at
+// once: the matrix products (projections, MLP, logits) run over every
+// part's tokens together, which is what makes batching pay; attention runs
+// per part, over that part's caches and encoded window. Without rows, the
+// logits are those after each sequence's last token, parts in order.
+// Weights are only collected for a single part.
+func (m *Model) buildDecoderParts(g *ggml.Graph, parts []decoderPart, rows []int, weights ...*[]ggml.Tensor) ggml.Tensor {
+	h, w := m.hp, &m.w
+	nState, hd, nHead, nCtx := h.NTextState, h.NTextState/h.NTextHead, h.NTextHead, h.NTextCtx
+	es := m.elemSize()
+	seqStride := nState * nCtx * es
+	scale := 1 / math.Sqrt(float64(hd))
+
+	var tokens, pos []int32
+	type span struct{ off, n, perSeq, nkv int }
+	spans := make([]span, len(parts))
+	masks := make([]ggml.Tensor, len(parts))
+	for i, p := range parts {
+		n := len(p.tokens)
+		perSeq := n / p.nSeq
+		spans[i] = span{len(tokens), n, perSeq, p.p0 + perSeq}
+		tokens = append(tokens, p.tokens...)
+		for j := range n {
+			pos = append(pos, int32(p.p0+j%perSeq))
+		}
+		if perSeq > 1 {
+			nkv := p.p0 + perSeq
+			mv := make([]float32, nkv*perSeq)
+			for r := range perSeq {
+				for c := p.p0 + r + 1; c < nkv; c++ {
+					mv[r*nkv+c] = float32(math.Inf(-1))
+				}
+			}
+			masks[i] = g.Input(mv, nkv, perSeq)
+		}
 	}
+	n := len(tokens)
 	x := w.tokEmb.Rows(g, g.InputInts(tokens, n)).Add(g, w.decPos.Rows(g, g.InputInts(pos, n)))
 
-	var mask ggml.Tensor
-	if perSeq > 1 {
-		mv := make([]float32, nkv*perSeq)
-		for i := range perSeq {
-			for j := p0 + i + 1; j < nkv; j++ {
-				mv[i*nkv+j] = float32(math.Inf(-1))
-			}
+	// columns is the part of a [nState, n] tensor that belongs to part i.
+	columns := func(t ggml.Tensor, i int) ggml.Tensor {
+		if len(parts) == 1 {
+			return t
 		}
-		mask = g.Input(mv, nkv, perSeq)
+		return t.View(g, spans[i].off*nState*4, nState, nState*4, spans[i].n)
 	}
-	scale := 1 / math.Sqrt(float64(hd))
+	join := func(outs []ggml.Tensor) ggml.Tensor {
+		a := outs[0]
+		for _, o := range outs[1:] {
+			a = a.Concat(g, o, 1)
+		}
+		return a
+	}
+	outs := make([]ggml.Tensor, len(parts))
 	for i, l := range w.dec {
 		// Self-attention over each sequence's cache, after writing this
 		// step's keys and values into it.
 		r := x
 		y := x.LayerNorm(g, l.attn.lnW, l.attn.lnB, layerNormEps)
-		q := m.projectQ(g, l.attn, y).Reshape(g, hd, nHead, perSeq, nSeq)
-		k := l.attn.kW.Mulmat(g, y)
-		v := l.attn.vW.Mulmat(g, y).Add(g, l.attn.vB)
-		g.Forward(k.Reshape(g, nState*perSeq, nSeq).CopyTo(g, st.selfK[i].View(g, p0*nState*es, nState*perSeq, seqStride, nSeq)))
-		var vAll ggml.Tensor
-		if m.vTrans {
-			// v [state, perSeq, nSeq] goes to V^T[p0.., state, seq].
-			src := v.Reshape(g, nState, perSeq, nSeq).Permute(g, 1, 0, 2, 3)
-			g.Forward(src.CopyTo(g, st.selfV[i].View(g, p0*es, perSeq, nCtx*es, nState, seqStride, nSeq)))
-			vAll = st.selfV[i].View(g, 0, nkv, nCtx*es, hd, hd*nCtx*es, nHead, seqStride, nSeq)
-		} else {
-			g.Forward(v.Reshape(g, nState*perSeq, nSeq).CopyTo(g, st.selfV[i].View(g, p0*nState*es, nState*perSeq, seqStride, nSeq)))
-			vAll = st.selfV[i].View(g, 0, hd, hd*es, nHead, nState*es, nkv, seqStride, nSeq)
+		qAll := m.projectQ(g, l.attn, y)
+		kAll := l.attn.kW.Mulmat(g, y)
+		vAll := l.attn.vW.Mulmat(g, y).Add(g, l.attn.vB)
+		for pi, p := range parts {
+			sp, st := spans[pi], p.st
+			perSeq, nSeq, p0 := sp.perSeq, p.nSeq, p.p0
+			q := columns(qAll, pi).Reshape(g, hd, nHead, perSeq, nSeq)
+			k, v := columns(kAll, pi), columns(vAll, pi)
+			g.Forward(k.Reshape(g, nState*perSeq, nSeq).CopyTo(g, st.selfK[i].View(g, p0*nState*es, nState*perSeq, seqStride, nSeq)))
+			var vc ggml.Tensor
+			if m.vTrans {
+				// v [state, perSeq, nSeq] goes to V^T[p0.., state, seq].
+				src := v.Reshape(g, nState, perSeq, nSeq).Permute(g, 1, 0, 2, 3)
+				g.Forward(src.CopyTo(g, st.selfV[i].View(g, p0*es, perSeq, nCtx*es, nState, seqStride, nSeq)))
+				vc = st.selfV[i].View(g, 0, sp.nkv, nCtx*es, hd, hd*nCtx*es, nHead, seqStride, nSeq)
+			} else {
+				g.Forward(v.Reshape(g, nState*perSeq, nSeq).CopyTo(g, st.selfV[i].View(g, p0*nState*es, nState*perSeq, seqStride, nSeq)))
+				vc = st.selfV[i].View(g, 0, hd, hd*es, nHead, nState*es, sp.nkv, seqStride, nSeq)
+			}
+			kc := st.selfK[i].View(g, 0, hd, hd*es, nHead, nState*es, sp.nkv, seqStride, nSeq)
+			outs[pi] = q.Attention(g, kc, vc, masks[pi], scale, m.vTrans).Reshape(g, nState, sp.n)
 		}
-		kAll := st.selfK[i].View(g, 0, hd, hd*es, nHead, nState*es, nkv, seqStride, nSeq)
-		a := q.Attention(g, kAll, vAll, mask, scale, m.vTrans).Reshape(g, nState, n)
-		x = l.attn.oW.Mulmat(g, a).Add(g, l.attn.oB).Add(g, r)
+		x = l.attn.oW.Mulmat(g, join(outs)).Add(g, l.attn.oB).Add(g, r)
 
-		// Cross-attention over the encoded window, shared by all sequences.
+		// Cross-attention over each part's encoded window, shared by the
+		// part's sequences.
 		r = x
 		y = x.LayerNorm(g, l.cross.lnW, l.cross.lnB, layerNormEps)
-		q = m.projectQ(g, l.cross, y).Reshape(g, hd, nHead, n)
-		ck := st.crossK[i].View(g, 0, hd, hd*es, nHead, nState*es, h.NAudioCtx)
-		var cv ggml.Tensor
-		if m.vTrans {
-			cv = st.crossV[i].View(g, 0, h.NAudioCtx, h.NAudioCtx*es, hd, hd*h.NAudioCtx*es, nHead)
-		} else {
-			cv = st.crossV[i].View(g, 0, hd, hd*es, nHead, nState*es, h.NAudioCtx)
+		qAll = m.projectQ(g, l.cross, y)
+		for pi, p := range parts {
+			st := p.st
+			q := columns(qAll, pi).Reshape(g, hd, nHead, spans[pi].n)
+			ck := st.crossK[i].View(g, 0, hd, hd*es, nHead, nState*es, h.NAudioCtx)
+			var cv ggml.Tensor
+			if m.vTrans {
+				cv = st.crossV[i].View(g, 0, h.NAudioCtx, h.NAudioCtx*es, hd, hd*h.NAudioCtx*es, nHead)
+			} else {
+				cv = st.crossV[i].View(g, 0, hd, hd*es, nHead, nState*es, h.NAudioCtx)
+			}
+			if len(weights) > 0 && len(parts) == 1 {
+				a, aw := q.AttentionWeights(g, ck, cv, scale, m.vTrans)
+				outs[pi] = a.Reshape(g, nState, spans[pi].n)
+				*weights[0] = append(*weights[0], aw)
+			} else {
+				outs[pi] = q.Attention(g, ck, cv, ggml.Tensor{}, scale, m.vTrans).Reshape(g, nState, spans[pi].n)
+			}
 		}
-		if len(weights) > 0 {
-			var aw ggml.Tensor
-			a, aw = q.AttentionWeights(g, ck, cv, scale, m.vTrans)
-			a = a.Reshape(g, nState, n)
-			*weights[0] = append(*weights[0], aw)
-		} else {
-			a = q.Attention(g, ck, cv, ggml.Tensor{}, scale, m.vTrans).Reshape(g, nState, n)
-		}
-		x = l.cross.oW.Mulmat(g, a).Add(g, l.cross.oB).Add(g, r)
+		x = l.cross.oW.Mulmat(g, join(outs)).Add(g, l.cross.oB).Add(g, r)
 
 		x = m.mlp(g, l.mlp, x)
 	}
 	x = x.LayerNorm(g, w.lnW, w.lnB, layerNormEps)
-	if rows != nil {
-		idx := make([]int32, len(rows))
-		for i, r := range rows {
-			idx[i] = int32(r)
+	var idx []int32
+	switch {
+	case rows != nil:
+		for _, r := range rows {
+			idx = append(idx, int32(r))
 		}
+	default:
+		for pi, p := range parts {
+			sp := spans[pi]
+			if sp.perSeq == 1 && len(parts) == 1 {
+				break
+			}
+			for s := range p.nSeq {
+				idx = append(idx, int32(sp.off+s*sp.perSeq+sp.perSeq-1))
+			}
+		}
+	}
+	if idx != nil && len(idx) != n {
 		x = x.Rows(g, g.InputInts(idx, len(idx)))
-	} else if perSeq > 1 {
-		idx := make([]int32, nSeq)
-		for s := range idx {
-			idx[s] = int32(s*perSeq + perSeq - 1)
-		}
-		x = x.Rows(g, g.InputInts(idx, nSeq))
 	}
 	return w.tokEmb.Mulmat(g, x)
 }
@@ -367,8 +487,8 @@ func (m *Model) reserve() error {
 	defer st.close()
 	h := m.hp
 	build := func(f func(g *ggml.Graph) []ggml.Tensor) error {
-		g := m.backend.NewGraph()
-		defer g.Close()
+		g, done := m.graph()
+		defer done()
 		return g.Reserve(f(g)...)
 	}
 	if err := build(func(g *ggml.Graph) []ggml.Tensor {

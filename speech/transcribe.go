@@ -183,9 +183,6 @@ func (m *Model) transcribeSamples(ctx context.Context, samples []float32, o Opti
 	nSeq := max(o.BeamSize, o.BestOf)
 	rng := rand.New(rand.NewPCG(o.Seed, 0x77686973))
 
-	m.mu.Lock()
-	defer m.mu.Unlock()
-
 	start := time.Now()
 	mel := LogMel(samples, m.file.MelFilters, m.hp.NMels, m.Threads())
 	tr.Timings.Mel = time.Since(start)
