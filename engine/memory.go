@@ -1,12 +1,12 @@
 package engine
 
 import (
-	"runtime/debug"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -204,7 +204,8 @@ func (e *Engine) detach(m *loaded) {
 		return
 	}
 	m.unloaded = true
-	println("DETACH", m.key, m.refs); debug.PrintStack()
+	println("DETACH", m.key, m.refs)
+	debug.PrintStack()
 	if m.timer != nil {
 		m.timer.Stop()
 		m.timer = nil
