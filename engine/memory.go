@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -204,8 +203,6 @@ func (e *Engine) detach(m *loaded) {
 		return
 	}
 	m.unloaded = true
-	println("DETACH", m.key, m.refs)
-	debug.PrintStack()
 	if m.timer != nil {
 		m.timer.Stop()
 		m.timer = nil
