@@ -1,11 +1,50 @@
-// Package engine is owl's public Go API: it loads models on demand, keeps
-// them, and runs transcription, generation, chat and benchmarks on them for
+// Package engine is owl's public Go API and its scheduler: it loads models
+// on demand within a memory budget, batches the requests made to them, and
+// runs transcription, generation, chat, live dictation and benchmarks for
 // the CLI and the server.
 //
-// A model is loaded once for all who ask for it at the same time; a failed
-// load is reported to each of them and not remembered. Requests to one text
-// model are served one at a time on one session whose KV cache keeps the
-// previous request's tokens, so a chat that grows turn by turn evaluates
-// only the new turn. Transcriptions on one speech model also run one at a
-// time. Requests to different models run in parallel.
+// # Text models: continuous batching
+//
+// Each loaded text model has one runner goroutine that owns its llama.cpp
+// context: a KV cache of Options.Parallel sequences (slots) of
+// Options.NumCtx cells each, in one unified buffer. Every step the runner
+// decodes, in one llama_decode, the next token of every generating request
+// and, within the step's token budget, chunks of the prompts of requests
+// that have just joined (smaller chunks while others generate, so a long
+// prompt delays their next token by a bounded amount). Requests join when a
+// slot is free, highest Priority first, and leave as soon as they finish,
+// fail or are cancelled, which frees their slot at the next step. At most
+// Options.MaxQueue requests wait per model; more get ErrBusy at once.
+//
+// A slot keeps its tokens' keys and values when its request ends. A new
+// request takes the slot holding the longest prefix of its prompt, or
+// shares that prefix from another slot (even one still generating) by
+// sequence copy, so a system prompt or a chat's history is evaluated once.
+// Idle slots are reused least recently used first.
+//
+// Batched logits are not bit-identical to those of a request decoded alone
+// (kernels sum in another order over more rows, attention spans other
+// sequences' masked cells); they agree within 2e-3 on the test models and
+// greedy tokens agree wherever the top two candidates are further apart.
+//
+// # Speech models
+//
+// Transcriptions on one speech model run concurrently; graph evaluations
+// take turns on the model's backend, and decoder steps that wait for it
+// are evaluated together in one graph (see package speech).
+//
+// # Memory
+//
+// Before loading, a model's memory is estimated from its file (weights,
+// KV cache for the configured context and slots, compute buffers) and
+// checked against Options.MaxMemory. Idle models are unloaded to make room,
+// least recently used first; a model in use is never unloaded; a load that
+// finds every byte held by running requests waits for one to finish. A
+// model larger than the whole budget is refused with ErrTooLarge. Idle
+// models unload after their keep-alive (Options.KeepAlive, or a request's
+// KeepAlive). Concurrent requests for a model being loaded wait for that
+// one load; a failed load is reported to each of them and not remembered.
+//
+// Metrics returns the counters: queue depth, running sequences, tokens per
+// step, prefix-cache hits, generation rate, load times and memory by model.
 package engine

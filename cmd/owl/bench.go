@@ -16,7 +16,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure speed",
 	}
-	cmd.AddCommand(newBenchLLMCmd(), newBenchSpeechCmd(), newBenchListenCmd())
+	cmd.AddCommand(newBenchLLMCmd(), newBenchSpeechCmd(), newBenchListenCmd(), newBenchEngineCmd())
 	return cmd
 }
 
@@ -126,6 +126,69 @@ func newBenchLLMCmd() *cobra.Command {
 	cmd.Flags().IntVarP(&prompt, "prompt-tokens", "p", 512, "prompt tokens (pp test)")
 	cmd.Flags().IntVarP(&gen, "gen-tokens", "n", 128, "generated tokens (tg test)")
 	cmd.Flags().IntVarP(&repeat, "repetitions", "r", 3, "repetitions of each test")
+	return cmd
+}
+
+func newBenchEngineCmd() *cobra.Command {
+	var (
+		ef                engineFlags
+		speechModel, file string
+		streams           []int
+		prompt, gen, n    int
+	)
+	cmd := &cobra.Command{
+		Use:   "engine -m MODEL.gguf [--speech ggml-MODEL.bin]",
+		Short: "Aggregate throughput of concurrent requests: text streams batched together, transcriptions at once",
+		Long: `Bench engine measures continuous batching. For each count in --streams, that
+many requests generate --gen-tokens each at the same time on one model
+(a KV-cache slot each); the aggregate tokens/s of all streams is compared
+with one stream's. With --speech, it also transcribes AUDIO --count times
+one after another and then --count times at once on one speech model.`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ef.model == "" && speechModel == "" {
+				return usageError{fmt.Errorf("no model: pass -m MODEL.gguf and/or --speech ggml-MODEL.bin")}
+			}
+			e := ef.engine()
+			defer e.Close()
+			if ef.model != "" {
+				runs, desc, err := e.BenchBatching(cmd.Context(), engine.BatchBenchRequest{Model: ef.model, Streams: streams, PromptTokens: prompt, GenTokens: gen})
+				if err != nil {
+					return err
+				}
+				fmt.Printf("model: %s (%s)\n", ef.model, desc)
+				fmt.Printf("%8s %10s %12s %14s %10s %8s\n", "streams", "tokens", "wall s", "aggregate t/s", "decode t/s", "vs 1")
+				for _, r := range runs {
+					fmt.Printf("%8d %10d %12.2f %14.2f %10.2f %7.2fx\n", r.Streams, r.Tokens, r.Wall.Seconds(), r.Aggregate, r.DecodeRate, r.Aggregate/runs[0].Aggregate)
+				}
+			}
+			if speechModel != "" {
+				samples := benchAudio()
+				if file != "" {
+					var err error
+					if samples, err = engine.ReadAudio(file); err != nil {
+						return err
+					}
+				}
+				r, err := e.BenchTranscriptions(cmd.Context(), speechModel, samples, n, engine.TranscribeOptions{BeamSize: 1, Temperatures: []float64{0}})
+				if err != nil {
+					return err
+				}
+				fmt.Printf("speech: %s (%s)\n", speechModel, r.Description)
+				fmt.Printf("%d transcriptions one after another: %.2f s; at once: %.2f s (%.2fx)\n", r.Count, r.Sequential.Seconds(), r.Concurrent.Seconds(), r.Sequential.Seconds()/r.Concurrent.Seconds())
+			}
+			fmt.Printf("peak RSS: %s\n", humanBytes(peakRSS()))
+			return nil
+		},
+	}
+	ef.register(cmd)
+	fs := cmd.Flags()
+	fs.IntSliceVar(&streams, "streams", []int{1, 2, 4, 8}, "concurrent streams per run")
+	fs.IntVarP(&prompt, "prompt-tokens", "p", 32, "prompt tokens per stream")
+	fs.IntVarP(&gen, "gen-tokens", "n", 64, "tokens each stream generates")
+	fs.StringVar(&speechModel, "speech", "", "whisper.cpp model for the transcription benchmark")
+	fs.StringVarP(&file, "file", "f", "", "audio to transcribe (default: 30 s of generated audio)")
+	fs.IntVar(&n, "count", 4, "transcriptions")
 	return cmd
 }
 
