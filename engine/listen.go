@@ -101,7 +101,11 @@ func (e *Engine) Listen(ctx context.Context, req ListenRequest, onEvent func(Lis
 		return st, err
 	}
 	defer vad.Close()
-	s := speech.NewStreamer(rec, vad, req.StreamOptions)
+	so := req.StreamOptions
+	if so.Priority == 0 {
+		so.Priority = int(PriorityInteractive) // someone is speaking and waiting
+	}
+	s := speech.NewStreamer(rec, vad, so)
 	pad := req.StreamOptions.VADParams.Pad
 	if req.StreamOptions.VADParams == (audio.VADParams{}) {
 		pad = speech.DefaultStreamVADParams().Pad

@@ -88,7 +88,7 @@ func (m *Model) align(st *state, lang int, o Options, segs []Segment, offset flo
 
 	// One pass over the whole sequence, keeping the cross-attention weights.
 	heads := m.alignmentHeads()
-	g, done := m.graph()
+	g, done := m.graph(st.priority)
 	defer done()
 	st.n = 0
 	var weights []ggml.Tensor

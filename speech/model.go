@@ -43,7 +43,7 @@ type Model struct {
 	kvType  ggml.Type // element type of the KV caches
 	vTrans  bool      // values are cached transposed (no flash attention)
 
-	compute sync.Mutex // serializes graph evaluation on the backend
+	compute priorityLock // serializes graph evaluation on the backend
 
 	stepMu  sync.Mutex  // guards pending
 	pending []*stepCall // decoder steps waiting for the backend
@@ -150,8 +150,8 @@ func (m *Model) bindWeights() error {
 
 // Close frees the model's weights. It is idempotent.
 func (m *Model) Close() error {
-	m.compute.Lock()
-	defer m.compute.Unlock()
+	m.compute.lock(0)
+	defer m.compute.unlock()
 	m.backend.Close()
 	return nil
 }

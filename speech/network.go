@@ -19,6 +19,7 @@ type state struct {
 	selfK, selfV   []ggml.Tensor // per decoder layer, all sequences
 	nSeq           int
 	n              int // tokens in each sequence's cache (sequences advance in lockstep)
+	priority       int // of the transcription's graph evaluations
 }
 
 // newState allocates caches for nSeq sequences.
@@ -72,7 +73,7 @@ func (m *Model) headDim() int { return m.hp.NAudioState / m.hp.NAudioHead }
 // decoder layer in st. When out is not nil it also receives the encoder's
 // output ([ctx][state]), for tests.
 func (m *Model) encode(mel []float32, st *state, out *[]float32) error {
-	g, done := m.graph()
+	g, done := m.graph(st.priority)
 	defer done()
 	copies, x := m.buildEncoder(g, mel, st)
 	if out != nil {
@@ -168,7 +169,7 @@ func (m *Model) prompt(st *state, tokens []int32, rows []int) ([][]float32, erro
 		return nil, fmt.Errorf("decode: %d tokens after %d exceed the text context of %d", n, p0, h.NTextCtx)
 	}
 	out, err := func() ([][]float32, error) {
-		g, done := m.graph()
+		g, done := m.graph(st.priority)
 		defer done()
 		logits := m.buildDecoder(g, st, tokens, p0, 1, rows)
 		if err := g.Compute(logits); err != nil {
@@ -205,7 +206,7 @@ func (m *Model) step(st *state, tokens []int32) ([][]float32, error) {
 	m.pending = append(m.pending, c)
 	m.stepMu.Unlock()
 
-	g, done := m.graph()
+	g, done := m.graph(st.priority)
 	defer done()
 	select {
 	case <-c.done: // evaluated with another transcription's step
@@ -253,13 +254,14 @@ type stepCall struct {
 }
 
 // graph takes the backend for one evaluation; done frees the graph and
-// the backend. Graphs on one backend are evaluated one at a time.
-func (m *Model) graph() (*ggml.Graph, func()) {
-	m.compute.Lock()
+// the backend. Graphs on one backend are evaluated one at a time, those of
+// higher priority first.
+func (m *Model) graph(prio int) (*ggml.Graph, func()) {
+	m.compute.lock(prio)
 	g := m.backend.NewGraph()
 	return g, func() {
 		g.Close()
-		m.compute.Unlock()
+		m.compute.unlock()
 	}
 }
 
@@ -287,7 +289,7 @@ func (m *Model) reorder(st *state, parents []int) error {
 	}
 	h, es := m.hp, m.elemSize()
 	slab := h.NTextState * h.NTextCtx // one sequence's cache of one layer
-	g, done := m.graph()
+	g, done := m.graph(st.priority)
 	defer done()
 	idx := make([]int32, st.nSeq)
 	for i := range idx {
@@ -487,7 +489,7 @@ func (m *Model) reserve() error {
 	defer st.close()
 	h := m.hp
 	build := func(f func(g *ggml.Graph) []ggml.Tensor) error {
-		g, done := m.graph()
+		g, done := m.graph(0)
 		defer done()
 		return g.Reserve(f(g)...)
 	}

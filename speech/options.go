@@ -74,6 +74,10 @@ type Options struct {
 	SilenceThreshold float64
 	Seed             uint64 // of the sampling at temperatures above 0
 
+	// Priority orders this transcription's graph evaluations before those
+	// of concurrent transcriptions on the same model with a lower one
+	// (live dictation before batch work).
+	Priority int
 	// VAD, when set, finds the speech first: only it is decoded, and all
 	// times remain those of the original audio. VADParams tune it (zero:
 	// Silero's defaults).

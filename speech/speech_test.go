@@ -46,8 +46,9 @@ func loadModel(t testing.TB, name string, c testmodel.WhisperConfig, o LoadOptio
 	if o.Threads == 0 {
 		o.Threads = 2
 	}
+	path := modelPath(t, name, c) // sets modelDir
 	o.CacheDir = filepath.Join(modelDir, "cache")
-	m, err := Load(context.Background(), modelPath(t, name, c), o)
+	m, err := Load(context.Background(), path, o)
 	if err != nil {
 		t.Fatal(err)
 	}

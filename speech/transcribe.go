@@ -192,6 +192,7 @@ func (m *Model) transcribeSamples(ctx context.Context, samples []float32, o Opti
 		return nil, err
 	}
 	defer st.close()
+	st.priority = o.Priority
 	model := &modelLM{ctx: ctx, m: m, st: st}
 	window := make([]float32, m.hp.NMels*WindowFrames)
 	all := slices.Clone(initial) // tokens the next window may be conditioned on
