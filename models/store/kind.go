@@ -20,6 +20,21 @@ const (
 	KindVAD     Kind = "vad"     // a whisper.cpp ggml Silero voice activity model
 )
 
+// Describe says what the kind is in words: "text model (llm)".
+func (k Kind) Describe() string {
+	switch k {
+	case KindLLM:
+		return "text model (llm)"
+	case KindMMProj:
+		return "projector (mmproj)"
+	case KindWhisper:
+		return "whisper speech model"
+	case KindVAD:
+		return "Silero voice activity model (vad)"
+	}
+	return string(k)
+}
+
 // ErrUnknownKind is wrapped by errors about files that are none of the kinds.
 var ErrUnknownKind = errors.New("not a model file owl recognizes")
 

@@ -399,7 +399,7 @@ func (s *Store) fetch(ctx context.Context, c *hub.Client, t target, progress fun
 	}
 	kind, err := DetectKind(partial)
 	if err == nil && t.want != "" && kind != t.want {
-		err = fmt.Errorf("%w: it is a %s model, a %s was expected", ErrWrongKind, kind, t.want)
+		err = fmt.Errorf("%w: it holds a %s where a %s belongs", ErrWrongKind, kind.Describe(), t.want.Describe())
 	}
 	if err != nil {
 		os.Remove(partial)
@@ -485,7 +485,7 @@ func (s *Store) install(t target, fi hub.FileInfo, sha string, verified bool, ac
 	blob := s.blobPath(sha)
 	kind, err := DetectKind(blob)
 	if err == nil && t.want != "" && kind != t.want {
-		err = fmt.Errorf("%w: it is a %s model, a %s was expected", ErrWrongKind, kind, t.want)
+		err = fmt.Errorf("%w: it holds a %s where a %s belongs", ErrWrongKind, kind.Describe(), t.want.Describe())
 	}
 	if err != nil {
 		return Pulled{}, fmt.Errorf("%s: %w", fi.Label(), err)
