@@ -136,7 +136,11 @@ func (s *Store) plan(ctx context.Context, c *hub.Client, what string, opts PullO
 	var files []hub.RepoFile
 	needList := file == "" || (!opts.NoProjector && isGGUF(file) && !isProjectorFile(file))
 	if needList {
-		if files, err = c.ListFiles(ctx, ref.Repo, ref.Revision); err != nil {
+		files, err = c.ListFiles(ctx, ref.Repo, ref.Revision)
+		// A named file needs the listing only to find its projector; a
+		// mirror without the listing API still serves the file itself.
+		namedFileOK := file != "" && (errors.Is(err, hub.ErrNotFound) || errors.Is(err, hub.ErrProtocol))
+		if err != nil && !namedFileOK {
 			return target{}, nil, err
 		}
 	}

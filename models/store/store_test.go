@@ -595,3 +595,39 @@ func TestDamagedEntries(t *testing.T) {
 		t.Fatalf("%+v %v", got, err)
 	}
 }
+
+// A mirror that serves files but not the listing API still serves a named
+// file; choosing by quantization needs the listing.
+func TestPullFromMirrorWithoutListing(t *testing.T) {
+	e := newEnv(t)
+	e.vlmRepo()
+	e.srv.DisableListing()
+	got, err := e.s.Pull(e.ctx, e.c, "hf.co/org/tiny-vlm-GGUF:tiny-Q8_0.gguf", PullOptions{})
+	if err != nil || len(got) != 1 || got[0].Projector != "" || !got[0].Verified {
+		t.Fatalf("named file: %+v, %v", got, err)
+	}
+	if _, err := e.s.Pull(e.ctx, e.c, "hf.co/org/tiny-vlm-GGUF:F16", PullOptions{}); !errors.Is(err, hub.ErrNotFound) {
+		t.Fatalf("by quantization without a listing: %v", err)
+	}
+}
+
+func TestInspect(t *testing.T) {
+	fixtures(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		data []byte
+		kind Kind
+	}{{llmQ8, KindLLM}, {clipF16, KindMMProj}, {whisper, KindWhisper}, {vadV5, KindVAD}} {
+		p := filepath.Join(dir, string(tc.kind))
+		if err := os.WriteFile(p, tc.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		in, err := Inspect(p, 0)
+		if err != nil || in.Kind != tc.kind || in.Size != int64(len(tc.data)) || in.Memory.Weights == 0 {
+			t.Fatalf("%s: %+v, %v", tc.kind, in, err)
+		}
+		if (in.GGUF != nil) != (tc.kind == KindLLM || tc.kind == KindMMProj) || (in.Whisper != nil) != (tc.kind == KindWhisper) || (in.Silero != nil) != (tc.kind == KindVAD) {
+			t.Fatalf("%s: facts of the wrong format: %+v", tc.kind, in)
+		}
+	}
+}

@@ -69,6 +69,7 @@ type Server struct {
 	requests []Request
 	served   map[string]int64 // body bytes the CDN sent, by repository/file
 	pageSize int
+	noTree   bool
 }
 
 // New starts a fake hub and CDN, closed when the test ends.
@@ -112,6 +113,14 @@ func (s *Server) RequireToken(repo, token string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tokens[repo] = token
+}
+
+// DisableListing makes the tree API answer 404, as a plain mirror of the
+// resolve endpoint would.
+func (s *Server) DisableListing() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noTree = true
 }
 
 // SetPageSize sets how many entries one tree listing page holds.
@@ -393,6 +402,11 @@ type lfsInfo struct {
 
 func (s *Server) serveTree(w http.ResponseWriter, r *http.Request, repo, rev string) {
 	s.mu.Lock()
+	if s.noTree {
+		s.mu.Unlock()
+		hubError(w, http.StatusNotFound, "", "no such route")
+		return
+	}
 	files := s.repoFor(w, r, repo, rev)
 	if files == nil {
 		s.mu.Unlock()
