@@ -134,6 +134,11 @@ type pullBars struct {
 }
 
 func (b *pullBars) update(p store.PullProgress) {
+	if p.Waiting {
+		b.finish(true)
+		fmt.Fprintf(os.Stderr, "%s: another pull is downloading %s; waiting for it\n", p.Name, p.File)
+		return
+	}
 	if b.bar == nil || p.File != b.file {
 		b.finish(true)
 		desc := p.Name

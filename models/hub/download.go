@@ -162,6 +162,9 @@ func (d *download) attempt(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// The bytes as stored: sizes, offsets and the sha256 are of those, and
+	// a compressed answer could not be resumed by offset.
+	req.Header.Set("Accept-Encoding", "identity")
 	if d.done > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", d.done))
 	}

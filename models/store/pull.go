@@ -47,6 +47,9 @@ type PullProgress struct {
 	File        string // hf.co/ORG/REPO:PATH
 	Done, Total int64  // bytes; Total is -1 when unknown
 	Resumed     int64  // bytes that were in the partial file already
+	// Waiting is set, once, when another pull holds the file's lock: this
+	// one waits for it to finish.
+	Waiting bool
 }
 
 // Action says what a pull did for one model.
@@ -368,9 +371,17 @@ func (s *Store) fetch(ctx context.Context, c *hub.Client, t target, progress fun
 		return Pulled{}, err
 	}
 	key := downloadKey(fi)
-	unlock, err := s.lock(ctx, key)
+	unlock, ok, err := s.tryLock(key)
 	if err != nil {
 		return Pulled{}, err
+	}
+	if !ok {
+		if progress != nil {
+			progress(PullProgress{Name: t.name, File: label, Total: fi.Size, Waiting: true})
+		}
+		if unlock, err = s.lock(ctx, key); err != nil {
+			return Pulled{}, err
+		}
 	}
 	defer unlock()
 	// A pull that held the lock before may have installed it meanwhile.

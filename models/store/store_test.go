@@ -420,12 +420,14 @@ func TestConcurrentPullsShareOneDownload(t *testing.T) {
 	var wg sync.WaitGroup
 	results := make([][]Pulled, 2)
 	errs := make([]error, 2)
+	waited := make([]bool, 2)
 	for i := range 2 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			// Separate Store values, as two processes would have.
-			results[i], errs[i] = Open(e.local).Pull(e.ctx, e.c, "whisper:base.en", PullOptions{})
+			opts := PullOptions{Progress: func(p PullProgress) { waited[i] = waited[i] || p.Waiting }}
+			results[i], errs[i] = Open(e.local).Pull(e.ctx, e.c, "whisper:base.en", opts)
 		}()
 	}
 	wg.Wait()
@@ -435,6 +437,9 @@ func TestConcurrentPullsShareOneDownload(t *testing.T) {
 			t.Fatalf("pull %d: %v", i, errs[i])
 		}
 		actions[results[i][0].Action]++
+		if waited[i] != (results[i][0].Action == UpToDate) {
+			t.Errorf("pull %d: %s, told it was waiting: %v", i, results[i][0].Action, waited[i])
+		}
 	}
 	if actions[Downloaded] != 1 || actions[UpToDate] != 1 {
 		t.Fatalf("actions %v; want one download and one pull finding it done", actions)
