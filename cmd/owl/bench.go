@@ -39,6 +39,9 @@ audio duration) and peak memory.`,
 			if model == "" {
 				return usageError{fmt.Errorf("no model: pass -m ggml-MODEL.bin")}
 			}
+			if err := resolveModels(&model); err != nil {
+				return err
+			}
 			samples := benchAudio()
 			if file != "" {
 				var err error

@@ -52,7 +52,7 @@ func (f *listenFlags) check() error {
 	case f.vad != "energy" && f.vad != "silero":
 		return usageError{fmt.Errorf("--vad %q: want energy or silero", f.vad)}
 	}
-	return nil
+	return resolveModels(&f.model, &f.vadModel)
 }
 
 // source opens the file or the microphone.

@@ -48,6 +48,11 @@ func (f *engineFlags) check() error {
 	default:
 		return usageError{fmt.Errorf("--kv-type %q: want f16, q8_0 or q4_0", f.kvType)}
 	}
+	model, err := resolveModel(f.model)
+	if err != nil {
+		return err
+	}
+	f.model = model
 	if st, err := os.Stat(f.model); err != nil {
 		return fmt.Errorf("%s: no such file", f.model)
 	} else if st.IsDir() {

@@ -108,6 +108,9 @@ conditioned on the previous one's text unless --no-context.`,
 			if model == "" {
 				return usageError{fmt.Errorf("no model: pass -m ggml-MODEL.bin")}
 			}
+			if err := resolveModels(&model, &vadModel); err != nil {
+				return err
+			}
 			if threads < 0 {
 				return usageError{fmt.Errorf("--threads %d must not be negative", threads)}
 			}
