@@ -261,11 +261,10 @@ func (e *Engine) estimate(path string, kind modelKind) (uint64, error) {
 		return 0, err
 	}
 	perSeq, parallel, batch := e.textShape(g)
-	return models.EstimateTextMemory(g, perSeq*parallel, batch, e.opts.KVType), nil
+	return g.EstimateMemoryWith(models.EstimateOptions{Context: uint64(perSeq * parallel), Batch: uint64(batch), KVType: e.opts.KVType}).Total(), nil
 }
 
-// estimateSpeech sizes a whisper.cpp model: its tensors and the graphs of
-// a 30-s window.
+// estimateSpeech sizes a whisper.cpp model for one transcription at a time.
 func estimateSpeech(path string) (uint64, error) {
 	w, err := models.ReadWhisper(path)
 	if err != nil {
@@ -274,7 +273,7 @@ func estimateSpeech(path string) (uint64, error) {
 		}
 		return 0, err
 	}
-	return models.EstimateWhisperMemory(w), nil
+	return w.EstimateMemory().Total(), nil
 }
 
 // textShape is the context a text model gets: cells per sequence, the

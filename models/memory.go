@@ -82,6 +82,32 @@ func EstimateMemory(path string, nCtx uint64) (MemoryEstimate, error) {
 // attention scores of one image (n_head × n_patches² f32) plus computeBase;
 // it has no KV cache.
 func (g *GGUF) EstimateMemory(nCtx uint64) MemoryEstimate {
+	return g.EstimateMemoryWith(EstimateOptions{Context: nCtx})
+}
+
+// EstimateOptions describe how a text model will run.
+type EstimateOptions struct {
+	Context uint64 // KV cells over all sequences; 0: min(DefaultEstimateContext, trained context)
+	Batch   uint64 // tokens per step; 0: EstimateBatch (micro-batches are at most EstimateBatch)
+	KVType  string // "f16" (default), "q8_0" or "q4_0"
+}
+
+// kvBytesPerElement is the size of one KV-cache element of a type, block
+// overhead included, as a fraction num/den.
+func kvBytesPerElement(kvType string) (num, den uint64) {
+	switch kvType {
+	case "q8_0":
+		return 34, 32
+	case "q4_0":
+		return 18, 32
+	}
+	return 2, 1
+}
+
+// EstimateMemoryWith is EstimateMemory for a KV cache of o.Context cells of
+// o.KVType and steps of o.Batch tokens.
+func (g *GGUF) EstimateMemoryWith(o EstimateOptions) MemoryEstimate {
+	nCtx := o.Context
 	var m MemoryEstimate
 	for _, t := range g.Tensors {
 		m.Weights += t.Bytes
@@ -111,12 +137,16 @@ func (g *GGUF) EstimateMemory(nCtx uint64) MemoryEstimate {
 	if valLen == 0 {
 		valLen = keyLen
 	}
-	m.KVCache = layers * nCtx * headsKV * (keyLen + valLen) * 2
+	num, den := kvBytesPerElement(o.KVType)
+	m.KVCache = layers * nCtx * headsKV * (keyLen + valLen) * num / den
 	vocab := u("vocab_size")
 	if n, ok := g.ArrayLen("tokenizer.ggml.tokens"); ok && vocab == 0 {
 		vocab = uint64(n)
 	}
-	const batch = EstimateBatch
+	batch := min(o.Batch, EstimateBatch)
+	if batch == 0 {
+		batch = EstimateBatch
+	}
 	m.Compute = computeBase + max(vocab*batch*4, heads*nCtx*batch*4) + batch*(4*embd+2*ff)*4
 	return m
 }
