@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/owlengine/owl/llm"
+	"github.com/owlengine/owl/models/testmodel"
 )
 
 // logitTrace records, per prompt, the logits of each step.
@@ -401,5 +402,43 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("timed out waiting")
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// The KV cache may be quantized; batched requests still run. A model
+// whose attention heads do not fill whole quantization blocks is refused
+// with a clear error instead of a native assertion.
+func TestQuantizedKVCache(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "heads32.gguf")
+	c := testmodel.TinyLlama()
+	c.Heads, c.HeadsKV = 2, 1 // heads of 32
+	if err := testmodel.WriteLlamaFile(path, c); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range []string{"q8_0", "q4_0"} {
+		t.Run(kv, func(t *testing.T) {
+			e := New(Options{Threads: 2, NumCtx: 256, Parallel: 2, KVType: kv})
+			defer e.Close()
+			var wg sync.WaitGroup
+			for _, p := range []string{"The owl", "Hello there"} {
+				wg.Go(func() {
+					res, err := e.Generate(context.Background(), GenerateRequest{Model: path, Prompt: p, GenerateOptions: greedy(8)}, nil)
+					if err != nil || res.PromptTokens == 0 {
+						t.Errorf("%s: %v %+v", p, err, res)
+					}
+				})
+			}
+			wg.Wait()
+		})
+	}
+	tiny := filepath.Join(t.TempDir(), "tiny.gguf")
+	writeTiny(t, tiny) // heads of 16
+	for kv, want := range map[string]string{"q8_0": "multiple of 32", "q3": "q3"} {
+		e := New(Options{KVType: kv})
+		_, err := e.Generate(context.Background(), GenerateRequest{Model: tiny, Prompt: "hi"}, nil)
+		e.Close()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("kv %s: %v, want an error saying %q", kv, err, want)
+		}
 	}
 }

@@ -49,6 +49,9 @@ func (m *Model) NewContext(o ContextOptions) (*Context, error) {
 	if o.Threads <= 0 {
 		o.Threads = runtime.NumCPU()
 	}
+	if err := m.checkKVType(o.KVType); err != nil {
+		return nil, err
+	}
 	kv := llama.KVType(o.KVType)
 	if kv != "" && kv != llama.KVF16 && !o.FlashAttn {
 		o.FlashAttn = true // llama.cpp needs flash attention for a quantized V cache
@@ -59,6 +62,29 @@ func (m *Model) NewContext(o ContextOptions) (*Context, error) {
 		return nil, fmt.Errorf("%s: %w", m.path, err)
 	}
 	return &Context{model: m, c: c, nSeq: o.NumSeq}, nil
+}
+
+// checkKVType refuses a quantized KV cache whose rows the model's head
+// sizes would split inside a quantization block (ggml asserts on that).
+func (m *Model) checkKVType(kvType string) error {
+	if kvType == "" || kvType == string(llama.KVF16) {
+		return nil
+	}
+	arch := m.file.Architecture()
+	get := func(key string) uint64 { v, _ := m.file.Uint(arch + "." + key); return v }
+	embd, heads := get("embedding_length"), get("attention.head_count")
+	k, v := get("attention.key_length"), get("attention.value_length")
+	if k == 0 && heads > 0 {
+		k = embd / heads
+	}
+	if v == 0 {
+		v = k
+	}
+	const block = 32 // q8_0 and q4_0
+	if k%block != 0 || v%block != 0 {
+		return fmt.Errorf("%s: kv cache type %s needs attention heads whose size is a multiple of %d; this model's are %d (keys) and %d (values): use f16", m.path, kvType, block, k, v)
+	}
+	return nil
 }
 
 // Close frees the context. It is idempotent.

@@ -43,6 +43,9 @@ func (m *Model) NewSession(o SessionOptions) (*Session, error) {
 	if o.Threads <= 0 {
 		o.Threads = runtime.NumCPU()
 	}
+	if err := m.checkKVType(o.KVType); err != nil {
+		return nil, err
+	}
 	kv := llama.KVType(o.KVType)
 	if kv != "" && kv != llama.KVF16 && !o.FlashAttn {
 		o.FlashAttn = true // llama.cpp needs flash attention for a quantized V cache
