@@ -32,6 +32,10 @@ const (
 // ErrContextFull is returned when a prompt does not fit the model's context.
 var ErrContextFull = llm.ErrContextFull
 
+// ErrNoVision is returned for images sent to a model without a vision
+// projector.
+var ErrNoVision = errors.New("the model cannot see images")
+
 // ErrClosed is returned by requests made after Close.
 var ErrClosed = errors.New("engine closed")
 
@@ -185,6 +189,9 @@ type GenerateOptions struct {
 type GenerateRequest struct {
 	Model  string // path of a GGUF file
 	Prompt string
+	// Projector is the vision projector (mmproj GGUF) for Images.
+	Projector string
+	Images    [][]byte // encoded image files, placed before the prompt
 	GenerateOptions
 }
 
@@ -192,6 +199,9 @@ type GenerateRequest struct {
 // Cancelling ctx (or its deadline) ends the request: a waiting one leaves
 // the queue, a running one frees its slot at the next decode step.
 func (e *Engine) Generate(ctx context.Context, req GenerateRequest, onChunk func(Chunk) error) (Result, error) {
+	if len(req.Images) > 0 && req.Projector == "" {
+		return Result{}, fmt.Errorf("%w: %s has no vision projector (mmproj)", ErrNoVision, req.Model)
+	}
 	m, l, err := e.textModel(ctx, req.Model)
 	if err != nil {
 		return Result{}, err
@@ -206,8 +216,9 @@ func (e *Engine) Generate(ctx context.Context, req GenerateRequest, onChunk func
 
 // ChatRequest is a conversation to answer with the model's chat template.
 type ChatRequest struct {
-	Model    string
-	Messages []Message
+	Model     string
+	Projector string // vision projector (mmproj GGUF) for the messages' images
+	Messages  []Message
 	GenerateOptions
 }
 
@@ -215,6 +226,11 @@ type ChatRequest struct {
 func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) error) (Result, error) {
 	if len(req.Messages) == 0 {
 		return Result{}, errors.New("chat: no messages")
+	}
+	for _, msg := range req.Messages {
+		if len(msg.Images) > 0 && req.Projector == "" {
+			return Result{}, fmt.Errorf("%w: %s has no vision projector (mmproj)", ErrNoVision, req.Model)
+		}
 	}
 	m, l, err := e.textModel(ctx, req.Model)
 	if err != nil {

@@ -107,7 +107,7 @@ func TestTokenizeSpecial(t *testing.T) {
 
 func TestFormatChat(t *testing.T) {
 	m := tinyModel(t)
-	got, err := m.FormatChat([]Message{{"system", "Be brief."}, {"user", "Hi 🦉"}}, true)
+	got, err := m.FormatChat([]Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi 🦉"}}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestFormatChat(t *testing.T) {
 	if got != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}
-	if _, err := m.FormatChat([]Message{{"wizard", "x"}}, true); err == nil {
+	if _, err := m.FormatChat([]Message{{Role: "wizard", Content: "x"}}, true); err == nil {
 		t.Fatal("unknown role accepted")
 	}
 }

@@ -108,6 +108,9 @@ func (m *Model) Piece(t Token) string { return m.m.Piece(t) }
 type Message struct {
 	Role    string // "system", "user" or "assistant"
 	Content string
+	// Images are encoded image files (JPEG, PNG, ...) shown with this turn,
+	// for models with a vision projector.
+	Images [][]byte
 }
 
 // FormatChat renders msgs with the model's chat template; addAssistant ends
