@@ -100,7 +100,7 @@ func (m *Model) align(st *state, lang int, o Options, segs []Segment, offset flo
 	if err := g.Compute(need...); err != nil {
 		return err
 	}
-	nPos := m.hp.NAudioCtx
+	nPos := st.audioCtx
 	frames := min(nPos, (segFrames+framesPerPos-1)/framesPerPos)
 	rows := len(text) + 1 // the no-timestamps row, then the text tokens
 	first := len(sot)

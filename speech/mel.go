@@ -109,21 +109,23 @@ func LogMel(samples []float32, filters []float32, nMels, threads int) Mel {
 	return mel
 }
 
-// Window copies the WindowFrames frames starting at frame start into dst
-// (NMels rows of WindowFrames), padding past the end with the silence value.
+// Window copies the frames starting at frame start into dst (NMels rows of
+// len(dst)/NMels frames: WindowFrames for a 30-s window), padding past the
+// end with the silence value.
 func (m Mel) Window(dst []float32, start int) {
 	pad := float32(0)
 	if len(m.Data) > 0 {
 		pad = m.Data[len(m.Data)-1] // the padding at the end is silence
 	}
+	frames := len(dst) / m.NMels
 	for r := range m.NMels {
 		row := m.Data[r*m.NFrames : (r+1)*m.NFrames]
-		out := dst[r*WindowFrames : (r+1)*WindowFrames]
+		out := dst[r*frames : (r+1)*frames]
 		n := 0
 		if start < m.NFrames {
 			n = copy(out, row[start:])
 		}
-		for i := n; i < WindowFrames; i++ {
+		for i := n; i < frames; i++ {
 			out[i] = pad
 		}
 	}

@@ -20,12 +20,13 @@ type state struct {
 	nSeq           int
 	n              int // tokens in each sequence's cache (sequences advance in lockstep)
 	priority       int // of the transcription's graph evaluations
+	audioCtx       int // encoder positions of the current window (the first ones of crossK, crossV)
 }
 
 // newState allocates caches for nSeq sequences.
 func (m *Model) newState(nSeq int) (*state, error) {
 	nSeq = max(nSeq, 1)
-	st := &state{store: m.backend.NewStore(), nSeq: nSeq}
+	st := &state{store: m.backend.NewStore(), nSeq: nSeq, audioCtx: m.hp.NAudioCtx}
 	h := m.hp
 	for range h.NTextLayer {
 		// Keys are [state, positions(, sequences)]; values the same, or
@@ -90,10 +91,16 @@ func (m *Model) encode(mel []float32, st *state, out *[]float32) error {
 
 // buildEncoder adds the encoder to g and returns the nodes that copy the
 // cross-attention keys and values into st, and the encoder output.
+//
+// The window is len(mel)/NMels frames: 30 s (2·NAudioCtx frames) as the
+// model was trained, or fewer for a reduced audio context (Options.AudioCtx),
+// whose positions then take the first rows of the positional embedding and
+// of the cross-attention caches.
 func (m *Model) buildEncoder(g *ggml.Graph, mel []float32, st *state) ([]ggml.Tensor, ggml.Tensor) {
 	h, w := m.hp, &m.w
-	nState, nCtx, hd := h.NAudioState, h.NAudioCtx, m.headDim()
-	frames := 2 * nCtx
+	frames := len(mel) / h.NMels
+	nState, nCtx, hd := h.NAudioState, frames/2, m.headDim()
+	st.audioCtx = nCtx
 
 	// Two convolutions (kernel 3, padding 1, strides 1 and 2) as im2col and
 	// a matrix product each, with exact GELU.
@@ -105,7 +112,11 @@ func (m *Model) buildEncoder(g *ggml.Graph, mel []float32, st *state) ([]ggml.Te
 	cols = x.IM2Col(g, w.conv2W.Reshape(g, 3, 1, nState, nState), 2, 1, 1, 0, 1, 1)
 	x = w.conv2W.Reshape(g, 3*nState, nState).Mulmat(g, cols.Reshape(g, 3*nState, nCtx))
 	x = x.Add(g, w.conv2B.Reshape(g, nState)).GELUInPlace(g) // [state, ctx]
-	x = x.Add(g, w.encPos)
+	pos := w.encPos
+	if nCtx < h.NAudioCtx {
+		pos = pos.View(g, 0, nState, pos.Stride(1), nCtx)
+	}
+	x = x.Add(g, pos)
 
 	scale := 1 / math.Sqrt(float64(hd))
 	for _, l := range w.enc {
@@ -124,10 +135,19 @@ func (m *Model) buildEncoder(g *ggml.Graph, mel []float32, st *state) ([]ggml.Te
 	for i, l := range w.dec {
 		k := l.cross.kW.Mulmat(g, x)
 		v := l.cross.vW.Mulmat(g, x).Add(g, l.cross.vB)
+		es := m.elemSize()
+		kDst, vDst := st.crossK[i], st.crossV[i]
+		if nCtx < h.NAudioCtx {
+			kDst = kDst.View(g, 0, nState, nState*es, nCtx)
+			vDst = vDst.View(g, 0, nState, nState*es, nCtx)
+		}
 		if m.vTrans {
 			v = v.Permute(g, 1, 0, 2, 3)
+			if nCtx < h.NAudioCtx {
+				vDst = st.crossV[i].View(g, 0, nCtx, h.NAudioCtx*es, nState)
+			}
 		}
-		copies = append(copies, k.CopyTo(g, st.crossK[i]), v.CopyTo(g, st.crossV[i]))
+		copies = append(copies, k.CopyTo(g, kDst), v.CopyTo(g, vDst))
 	}
 	return copies, x
 }
@@ -427,12 +447,13 @@ func (m *Model) buildDecoderParts(g *ggml.Graph, parts []decoderPart, rows []int
 		for pi, p := range parts {
 			st := p.st
 			q := columns(qAll, pi).Reshape(g, hd, nHead, spans[pi].n)
-			ck := st.crossK[i].View(g, 0, hd, hd*es, nHead, nState*es, h.NAudioCtx)
+			actx := st.audioCtx
+			ck := st.crossK[i].View(g, 0, hd, hd*es, nHead, nState*es, actx)
 			var cv ggml.Tensor
 			if m.vTrans {
-				cv = st.crossV[i].View(g, 0, h.NAudioCtx, h.NAudioCtx*es, hd, hd*h.NAudioCtx*es, nHead)
+				cv = st.crossV[i].View(g, 0, actx, h.NAudioCtx*es, hd, hd*h.NAudioCtx*es, nHead)
 			} else {
-				cv = st.crossV[i].View(g, 0, hd, hd*es, nHead, nState*es, h.NAudioCtx)
+				cv = st.crossV[i].View(g, 0, hd, hd*es, nHead, nState*es, actx)
 			}
 			if len(weights) > 0 && len(parts) == 1 {
 				a, aw := q.AttentionWeights(g, ck, cv, scale, m.vTrans)

@@ -74,6 +74,12 @@ type Options struct {
 	SilenceThreshold float64
 	Seed             uint64 // of the sampling at temperatures above 0
 
+	// AudioCtx, when positive and below the model's 1500, encodes windows
+	// of that many positions (AudioCtx/50 seconds) instead of 30 s: the
+	// encoder's cost falls with it, which live dictation of short
+	// utterances wants, at some cost in accuracy (the model was trained on
+	// 30-s windows).
+	AudioCtx int
 	// Priority orders this transcription's graph evaluations before those
 	// of concurrent transcriptions on the same model with a lower one
 	// (live dictation before batch work).
@@ -124,6 +130,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if len(o.Temperatures) == 0 {
 		return o, fmt.Errorf("%w: no temperatures", ErrBadOption)
+	}
+	if o.AudioCtx < 0 {
+		return o, fmt.Errorf("%w: audio context %d", ErrBadOption, o.AudioCtx)
 	}
 	if o.MaxTokens < 0 {
 		return o, fmt.Errorf("%w: max tokens %d", ErrBadOption, o.MaxTokens)

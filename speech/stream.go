@@ -20,6 +20,11 @@ type StreamOptions struct {
 	// comma does not cut a sentence in two.
 	VADParams    audio.VADParams
 	MaxUtterance time.Duration // an utterance is cut at this length (default and most: 30 s)
+	// FitAudioCtx encodes each pass with an audio context just long
+	// enough for the utterance (rounded up to 128 positions, 2.56 s)
+	// instead of a 30-s window: passes get several times cheaper, at some
+	// cost in accuracy with trained models (see Options.AudioCtx).
+	FitAudioCtx bool
 }
 
 // DefaultStreamVADParams are Silero's defaults with utterances ending after
@@ -205,6 +210,11 @@ func (s *Streamer) decode(ctx context.Context, samples []float32) ([]string, err
 	o := s.o.Options
 	if o.MaxTokens == 0 {
 		o.MaxTokens = 10 + 8*len(samples)/SampleRate
+	}
+	if s.o.FitAudioCtx && o.AudioCtx == 0 {
+		const step = 128
+		positions := len(samples)/(2*hopLength) + 1 // an encoder position is two mel frames
+		o.AudioCtx = (positions + step - 1) / step * step
 	}
 	t0 := time.Now()
 	tr, err := s.rec.Transcribe(ctx, samples, o)

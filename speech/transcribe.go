@@ -194,7 +194,11 @@ func (m *Model) transcribeSamples(ctx context.Context, samples []float32, o Opti
 	defer st.close()
 	st.priority = o.Priority
 	model := &modelLM{ctx: ctx, m: m, st: st}
-	window := make([]float32, m.hp.NMels*WindowFrames)
+	windowFrames := WindowFrames
+	if o.AudioCtx > 0 && o.AudioCtx < m.hp.NAudioCtx {
+		windowFrames = 2 * o.AudioCtx
+	}
+	window := make([]float32, m.hp.NMels*windowFrames)
 	all := slices.Clone(initial) // tokens the next window may be conditioned on
 	resetSince := 0
 	total := time.Duration(mel.Content) * 10 * time.Millisecond
@@ -202,7 +206,7 @@ func (m *Model) transcribeSamples(ctx context.Context, samples []float32, o Opti
 		if err := ctx.Err(); err != nil {
 			return tr, err
 		}
-		segFrames := min(WindowFrames, mel.Content-seek)
+		segFrames := min(windowFrames, mel.Content-seek)
 		offset := float64(seek) * hopLength / SampleRate
 		if o.SilenceThreshold > 0 && rms(samples, seek*hopLength, (seek+segFrames)*hopLength) < o.SilenceThreshold {
 			seek += segFrames

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +19,7 @@ type listenFlags struct {
 	model, vad, vadModel, file, lang string
 	device, threads                  int
 	realtime, asJSON, translate      bool
+	audioCtx                         string
 	step                             time.Duration
 	vadParams                        engine.VADParams
 }
@@ -34,6 +36,7 @@ func (f *listenFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.file, "file", "", "listen to an audio file instead of a microphone")
 	fs.BoolVar(&f.realtime, "realtime", false, "with --file: deliver the audio at the speed it plays")
 	fs.DurationVar(&f.step, "step", time.Second, "how often an utterance is decoded again while it goes on")
+	fs.StringVar(&f.audioCtx, "audio-ctx", "", `encoder positions per pass: "fit" (just the utterance: faster, less accurate) or a number up to 1500 (default: 30-s windows)`)
 	fs.StringVarP(&f.lang, "language", "l", "", "spoken language (default: English, or detected by multilingual models)")
 	fs.BoolVar(&f.translate, "translate", false, "translate into English (multilingual models)")
 	fs.IntVarP(&f.threads, "threads", "t", 0, "CPU threads (default: all CPUs)")
@@ -49,6 +52,8 @@ func (f *listenFlags) check() error {
 		return usageError{fmt.Errorf("--realtime goes with --file")}
 	case f.step < 100*time.Millisecond:
 		return usageError{fmt.Errorf("--step %v is shorter than 100ms", f.step)}
+	case f.audioCtx != "" && f.audioCtx != "fit" && !isPositiveInt(f.audioCtx):
+		return usageError{fmt.Errorf("--audio-ctx %q: want fit or a positive number", f.audioCtx)}
 	case f.vad != "energy" && f.vad != "silero":
 		return usageError{fmt.Errorf("--vad %q: want energy or silero", f.vad)}
 	}
@@ -70,7 +75,7 @@ func (f *listenFlags) source() (engine.AudioSource, error) {
 func (f *listenFlags) request(src engine.AudioSource) engine.ListenRequest {
 	lang := f.lang
 	return engine.ListenRequest{Model: f.model, Source: src, VAD: f.vad, VADModel: f.vadModel,
-		StreamOptions: engine.StreamOptions{Step: f.step, VADParams: f.vadParams, Options: engine.TranscribeOptions{Language: lang, Translate: f.translate}}}
+		StreamOptions: engine.StreamOptions{Step: f.step, VADParams: f.vadParams, FitAudioCtx: f.audioCtx == "fit", Options: engine.TranscribeOptions{Language: lang, Translate: f.translate, AudioCtx: atoiOr0(f.audioCtx)}}}
 }
 
 type jsonEvent struct {
@@ -209,4 +214,14 @@ median and 95th percentile. The audio needs pauses between phrases.`,
 	lf.register(cmd)
 	cmd.Flags().StringVarP(&lf.file, "f", "f", "", "audio file with phrases and pauses")
 	return cmd
+}
+
+func isPositiveInt(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n > 0
+}
+
+func atoiOr0(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }

@@ -61,13 +61,22 @@ func spokenFile(t *testing.T, dir string, pause float64, phrases ...string) (str
 }
 
 // Live transcription of a recording with pauses, played in real time: one
-// final event per phrase, lined up with it within 300 ms.
+// final event per phrase, lined up with it within 300 ms, with 30-s windows
+// and with windows fitted to each utterance.
 func TestListenFileRealtime(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("OWL_CACHE_DIR", filepath.Join(dir, "cache"))
 	model := whisperModel(t, dir, "ggml-micro.en.bin", testmodel.WhisperMicro(testmodel.VocabEnglish, 1))
 	wav, regions := spokenFile(t, dir, 1.2, "Hello there, how are you today", "The owl sat in the old oak tree", "Good night")
-	cmd := exec.Command(owlBin, "listen", "-m", model, "--file", wav, "--realtime", "--json", "-t", "2")
+	for _, extra := range [][]string{nil, {"--audio-ctx", "fit"}} {
+		t.Run(strings.Join(append([]string{"windows"}, extra...), " "), func(t *testing.T) {
+			listenAligned(t, append([]string{"listen", "-m", model, "--file", wav, "--realtime", "--json", "-t", "2"}, extra...), regions)
+		})
+	}
+}
+
+func listenAligned(t *testing.T, args []string, regions [][2]float64) {
+	cmd := exec.Command(owlBin, args...)
 	cmd.Env = os.Environ()
 	out, err := cmd.Output()
 	if err != nil {
