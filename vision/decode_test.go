@@ -639,3 +639,34 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestFit(t *testing.T) {
+	// 5×2 pixels whose red channel counts 0..9, scaled by 2: blocks of
+	// 2×2, 2×2 and 1×2 pixels.
+	rgb := make([]byte, 5*2*3)
+	for i := range 10 {
+		rgb[i*3] = byte(i * 10)
+		rgb[i*3+1] = 100
+	}
+	img, err := FromRGB(5, 2, rgb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Fit(5) != img || img.Fit(0) != img {
+		t.Fatal("an image that fits was copied")
+	}
+	small := img.Fit(4)
+	if small.Width != 3 || small.Height != 1 || small.Hash != HashRGB(3, 1, small.RGB) {
+		t.Fatalf("fit to 4: %d×%d", small.Width, small.Height)
+	}
+	// Block means of the red values: (0+10+50+60)/4, (20+30+70+80)/4, (40+90)/2.
+	for i, want := range []byte{30, 50, 65} {
+		if small.RGB[i*3] != want || small.RGB[i*3+1] != 100 || small.RGB[i*3+2] != 0 {
+			t.Fatalf("pixel %d = %v, want red %d", i, small.RGB[i*3:i*3+3], want)
+		}
+	}
+	big := &Image{Width: 9000, Height: 3, RGB: make([]byte, 9000*3*3)}
+	if f := big.Fit(4096); f.Width != 3000 || f.Height != 1 {
+		t.Fatalf("9000×3 fit to 4096: %d×%d", f.Width, f.Height)
+	}
+}
