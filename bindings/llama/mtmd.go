@@ -33,6 +33,8 @@ var (
 	ErrBadImage = errors.New("bad image")
 )
 
+var errClosed = errors.New("the projector is closed")
+
 // MaxImageSide is the longest image side Tokenize accepts. Some projectors
 // pad an image to a square of its longer side before resizing, so a long
 // thin image would otherwise cost side² × 3 bytes; callers scale larger
@@ -323,6 +325,9 @@ func (c *Chunks) NumPos() int {
 // one native call. addSpecial adds BOS where the model wants it;
 // parseSpecial lets special-token text become special tokens.
 func (p *Projector) Tokenize(text string, images []Bitmap, addSpecial, parseSpecial bool) (*Chunks, error) {
+	if p.c == nil {
+		return nil, errClosed
+	}
 	if strings.IndexByte(text, 0) >= 0 {
 		return nil, errors.New("prompt contains a NUL byte")
 	}
@@ -420,6 +425,9 @@ func (e *ImageEmbedding) Bytes() int64 { return int64(len(e.Data)) * 4 }
 // returns a copy of its embeddings. ctx is checked before the native encode
 // starts; the encode itself cannot be interrupted.
 func (p *Projector) Encode(ctx context.Context, c *Chunks, i int) (*ImageEmbedding, error) {
+	if p.c == nil {
+		return nil, errClosed
+	}
 	if c.proj != p || c.c == nil {
 		return nil, errors.New("encode: the chunks are closed or belong to another projector")
 	}
@@ -450,6 +458,8 @@ func (p *Projector) Encode(ctx context.Context, c *Chunks, i int) (*ImageEmbeddi
 // image took are removed again.
 func (p *Projector) DecodeImage(ctx *Context, e *ImageEmbedding, pos, seq int32) (int32, error) {
 	switch {
+	case p.c == nil:
+		return pos, errClosed
 	case ctx == nil || ctx.c == nil:
 		return pos, errors.New("decode image: the context is closed")
 	case e.NumEmbd != p.nEmbd || e.NumEmbd != int(C.llama_model_n_embd_inp(ctx.model.c)):

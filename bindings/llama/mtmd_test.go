@@ -719,6 +719,85 @@ func FuzzCheckProjector(f *testing.F) {
 	})
 }
 
+// Gemma 3's projector asks for image tokens to attend to each other without
+// the causal mask. The generated families do not, so the flag is forced on a
+// LLaVA projector to check the mechanism: the image then changes what
+// follows, must fit one micro-batch, and the mask is causal again after it.
+func TestNonCausalImageDecode(t *testing.T) {
+	m, p := openFamily(t, families[0])
+	c, err := p.Tokenize("See "+p.MediaMarker()+" now", []Bitmap{testImage(40, 30, 9, "n")}, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	causal, _, embs := evalChunks(t, p, newCtx(t, m), c, 0, 0)
+	p.nonCausal = true
+	defer func() { p.nonCausal = false }()
+	ctx, err := NewContext(m, ContextParams{NumCtx: 512, NumBatch: 64, NumSeq: 2, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	nonCausal, _, _ := evalChunks(t, p, ctx, c, 0, 0)
+	if slices.Equal(causal, nonCausal) {
+		t.Fatal("attention without the causal mask over the image changed nothing")
+	}
+	// The text of sequence 1, decoded after the image, sees a causal mask:
+	// it gives the logits a fresh context gives.
+	text := c.List[0].Tokens
+	run := func(ctx *Context, seq int32) []float32 {
+		ps, seqs, want := make([]int32, len(text)), make([]int32, len(text)), make([]bool, len(text))
+		for i := range ps {
+			ps[i], seqs[i] = int32(i), seq
+		}
+		want[len(want)-1] = true
+		out, err := ctx.Decode(text, ps, seqs, want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.Clone(out)
+	}
+	after, fresh := run(ctx, 1), run(newCtx(t, m), 0)
+	for i := range fresh {
+		if d := after[i] - fresh[i]; d > 1e-4 || d < -1e-4 {
+			t.Fatalf("logit %d after a non-causal image: %v, fresh %v", i, after[i], fresh[i])
+		}
+	}
+	// An image larger than a micro-batch cannot attend to itself.
+	small, err := NewContext(m, ContextParams{NumCtx: 512, NumBatch: 8, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	if _, err := p.DecodeImage(small, embs[0], 0, 0); err == nil || !strings.Contains(err.Error(), "micro-batch") {
+		t.Fatalf("image of %d tokens in micro-batches of 8: %v", embs[0].NumTokens, err)
+	}
+}
+
+// A closed projector refuses work instead of touching freed memory.
+func TestClosedProjector(t *testing.T) {
+	m, p := openFamily(t, families[0])
+	c, err := p.Tokenize(p.MediaMarker(), []Bitmap{testImage(8, 8, 1, "c")}, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	e, err := p.Encode(context.Background(), c, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if _, err := p.Tokenize("x", nil, false, false); err == nil {
+		t.Fatal("closed projector tokenized")
+	}
+	if _, err := p.Encode(context.Background(), c, 0); err == nil {
+		t.Fatal("closed projector encoded")
+	}
+	if _, err := p.DecodeImage(newCtx(t, m), e, 0, 0); err == nil {
+		t.Fatal("closed projector decoded")
+	}
+}
+
 // A text-only model has no projector; one whose projector only hears cannot
 // take images.
 func TestImagesWithoutVision(t *testing.T) {
