@@ -3,6 +3,7 @@ package llama
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/owlengine/owl/models"
 	"github.com/owlengine/owl/models/testmodel"
+	"github.com/owlengine/owl/vision"
 )
 
 // family is a generated text model with its projector.
@@ -32,11 +34,13 @@ var families = []family{
 	{name: "qwen2vl", text: testmodel.TinyQwen2VL(), proj: testmodel.TinyQwen2VLProjector(), imgW: 64, imgH: 48, mrope: true},
 }
 
-// openFamily writes and opens f's text model and projector.
+// openFamily writes and opens f's text model and projector. The tests run
+// native code on one thread: ggml's threads wait for each other by spinning,
+// which costs a hundredfold on a machine busy with other work.
 func openFamily(t testing.TB, f family) (*Model, *Projector) {
 	t.Helper()
 	textPath, projPath := writeFamily(t, f)
-	return openPaths(t, textPath, projPath, 2)
+	return openPaths(t, textPath, projPath, 1)
 }
 
 func writeFamily(t testing.TB, f family) (textPath, projPath string) {
@@ -83,7 +87,7 @@ func testImage(w, h int, seed byte, id string) Bitmap {
 
 func newCtx(t testing.TB, m *Model) *Context {
 	t.Helper()
-	ctx, err := NewContext(m, ContextParams{NumCtx: 512, NumBatch: 64, Threads: 2})
+	ctx, err := NewContext(m, ContextParams{NumCtx: 512, NumBatch: 64, Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +291,7 @@ func TestDecodeMatchesMtmdHelper(t *testing.T) {
 func testDecodeMatchesMtmdHelper(t *testing.T, f family, batch int, compare bool) []float32 {
 	m, p := openFamily(t, f)
 	newCtx := func() *Context {
-		ctx, err := NewContext(m, ContextParams{NumCtx: 512, NumBatch: batch, Threads: 2})
+		ctx, err := NewContext(m, ContextParams{NumCtx: 512, NumBatch: batch, Threads: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -719,6 +723,102 @@ func FuzzCheckProjector(f *testing.F) {
 	})
 }
 
+// The same image twice in a conversation is encoded once when embeddings
+// are cached by content hash, and the cached run gives the logits of a run
+// that encodes every image: how llm uses vision.EmbeddingCache.
+func TestCachedEmbeddingsEqualUncached(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			m, p := openFamily(t, f)
+			a, b := testImage(f.imgW, f.imgH, 1, ""), testImage(f.imgW, f.imgH, 2, "")
+			for _, img := range []*Bitmap{&a, &b} {
+				img.ID = vision.HashRGB(img.Width, img.Height, img.RGB).String()
+			}
+			mk := p.MediaMarker()
+			turns := []struct {
+				text   string
+				images []Bitmap
+			}{
+				{"<|im_start|>user\nWhat is " + mk + "?<|im_end|>\n<|im_start|>assistant\nA cat.<|im_end|>\n", []Bitmap{a}},
+				{"<|im_start|>user\nAnd " + mk + " next to " + mk + "?<|im_end|>\n<|im_start|>assistant\n", []Bitmap{b, a}},
+			}
+			cache := vision.NewEmbeddingCache[*ImageEmbedding](1 << 20)
+			run := func(useCache bool) []float32 {
+				ctx := newCtx(t, m)
+				pos := int32(0)
+				var logits []float32
+				for turn, tr := range turns {
+					c, err := p.Tokenize(tr.text, tr.images, turn == 0, true)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i, ch := range c.List {
+						if ch.Kind == ChunkText {
+							ps, seqs, want := make([]int32, len(ch.Tokens)), make([]int32, len(ch.Tokens)), make([]bool, len(ch.Tokens))
+							for j := range ps {
+								ps[j] = pos + int32(j)
+							}
+							want[len(want)-1] = true
+							out, err := ctx.Decode(ch.Tokens, ps, seqs, want)
+							if err != nil {
+								t.Fatal(err)
+							}
+							logits, pos = slices.Clone(out), pos+int32(len(ch.Tokens))
+							continue
+						}
+						var h vision.Hash
+						copy(h[:], mustHex(t, ch.ID))
+						key := vision.CacheKey{Image: h, Projector: p.Type(), Part: ch.Part}
+						var e *ImageEmbedding
+						ok := false
+						if useCache {
+							e, ok = cache.Get(key)
+						}
+						if !ok {
+							if e, err = p.Encode(context.Background(), c, i); err != nil {
+								t.Fatal(err)
+							}
+							if useCache {
+								cache.Put(key, e, e.Bytes())
+							}
+						}
+						if pos, err = p.DecodeImage(ctx, e, pos, 0); err != nil {
+							t.Fatal(err)
+						}
+					}
+					c.Close()
+				}
+				return logits
+			}
+			before := p.Encodes()
+			uncached := run(false)
+			if n := p.Encodes() - before; n != 3 {
+				t.Fatalf("uncached run encoded %d images, want 3", n)
+			}
+			before = p.Encodes()
+			cached := run(true)
+			if n := p.Encodes() - before; n != 2 {
+				t.Fatalf("cached run encoded %d images, want 2 (a once, b once)", n)
+			}
+			if s := cache.Stats(); s.Hits != 1 || s.Misses != 2 || s.Entries != 2 {
+				t.Fatalf("cache %+v", s)
+			}
+			if !slices.Equal(cached, uncached) {
+				t.Fatal("cached embeddings gave other logits than encoding every image")
+			}
+		})
+	}
+}
+
+func mustHex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(vision.Hash{}) {
+		t.Fatalf("id %q is not a hash", s)
+	}
+	return b
+}
+
 // Gemma 3's projector asks for image tokens to attend to each other without
 // the causal mask. The generated families do not, so the flag is forced on a
 // LLaVA projector to check the mechanism: the image then changes what
@@ -733,7 +833,7 @@ func TestNonCausalImageDecode(t *testing.T) {
 	causal, _, embs := evalChunks(t, p, newCtx(t, m), c, 0, 0)
 	p.nonCausal = true
 	defer func() { p.nonCausal = false }()
-	ctx, err := NewContext(m, ContextParams{NumCtx: 512, NumBatch: 64, NumSeq: 2, Threads: 2})
+	ctx, err := NewContext(m, ContextParams{NumCtx: 512, NumBatch: 64, NumSeq: 2, Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -810,10 +910,13 @@ func TestImagesWithoutVision(t *testing.T) {
 
 func BenchmarkEncode(b *testing.B) {
 	for _, f := range families {
-		b.Run(f.name, func(b *testing.B) {
-			_, p := openFamily(b, f)
-			benchEncode(b, p, f.imgW, f.imgH)
-		})
+		textPath, projPath := writeFamily(b, f)
+		for _, threads := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/threads %d", f.name, threads), func(b *testing.B) {
+				_, p := openPaths(b, textPath, projPath, threads)
+				benchEncode(b, p, f.imgW, f.imgH)
+			})
+		}
 	}
 }
 
