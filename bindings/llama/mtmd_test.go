@@ -632,6 +632,8 @@ func TestProjectorMismatchAndCorruption(t *testing.T) {
 		{"merge size 3", qwen.text, qwen.proj, kv("clip.vision.spatial_merge_size", uint32(3)), "2×2"},
 		{"feature layer out of range", llava.text, llava.proj, kv("clip.vision.feature_layer", []int32{7}), "feature layer 7"},
 		{"odd pinpoints", llava.text, llava.proj, kv("clip.vision.image_grid_pinpoints", []int32{336, 672, 336}), "image_grid_pinpoints has 3 values"},
+		{"zero pinpoint", llava.text, llava.proj, kv("clip.vision.image_grid_pinpoints", []int32{32, 0}), "grid resolution 0"},
+		{"unknown minicpmv version", llava.text, llava.proj, kv("clip.minicpmv_version", int32(9)), "MiniCPM-V version 9"},
 		{"wrong tensor shape", llava.text, llava.proj, func(kvs []models.GGUFKV, ts []models.TensorSpec) ([]models.GGUFKV, []models.TensorSpec) {
 			for i := range ts {
 				if ts[i].Name == "v.blk.1.attn_k.weight" {

@@ -212,6 +212,21 @@ struct checker {
             if (patch <= 0 || size <= 0 || size > 8192 || patch > size) {
                 return fail(format("image size %lld with patch size %lld", (long long)size, (long long)patch));
             }
+            // LLaVA-1.6's resolutions: images are cut into tiles of image_size.
+            const int64_t pp = gguf_find_key(g, "clip.vision.image_grid_pinpoints");
+            if (pp >= 0) {
+                const int32_t *v = (const int32_t *)gguf_get_arr_data(g, pp);
+                for (size_t i = 0; i < gguf_get_arr_n(g, pp); i++) {
+                    if (v[i] <= 0 || v[i] > 8192 || v[i] % size != 0) {
+                        return fail(format("grid resolution %d is not a multiple of the image size %lld up to 8192", v[i],
+                                           (long long)size));
+                    }
+                }
+            }
+            const int64_t mv = gguf_find_key(g, "clip.minicpmv_version");
+            if (mv >= 0 && (gguf_get_val_i32(g, mv) < 2 || gguf_get_val_i32(g, mv) > 6)) {
+                return fail(format("MiniCPM-V version %d is not one llama.cpp knows (2 to 6)", gguf_get_val_i32(g, mv)));
+            }
         }
         if (audio) {
             if (!type("clip.audio.num_mel_bins", GGUF_TYPE_UINT32, true)) {
@@ -276,25 +291,22 @@ struct checker {
             return fail(format("image size %lld is not a multiple of the patch size %lld", (long long)size,
                                (long long)patch));
         }
-        // The graph runs up to the second-to-last block, or up to the
-        // deepest feature layer, and concatenates the feature layers.
-        int64_t deepest = layers - 1, n_features = 0;
+        // The graph runs the blocks up to the second-to-last, or up to the
+        // deepest feature layer when feature layers are listed, and then
+        // concatenates the listed layers' outputs: the projector's input is
+        // as wide as the model times their number. Every block is checked.
+        int64_t n_features = 0;
         const int64_t fl = gguf_find_key(g, "clip.vision.feature_layer");
         if (fl >= 0) {
             const int32_t *v = (const int32_t *)gguf_get_arr_data(g, fl);
             std::set<int32_t> uniq;
-            deepest = -1;
             for (size_t i = 0; i < gguf_get_arr_n(g, fl); i++) {
                 if (v[i] < 0 || v[i] > layers) {
                     return fail(format("feature layer %d is outside the %lld blocks", v[i], (long long)layers));
                 }
                 uniq.insert(v[i]);
-                deepest = std::max<int64_t>(deepest, v[i]);
             }
             n_features = (int64_t)uniq.size();
-            if (deepest < 0) {
-                deepest = layers - 1;
-            }
         }
         const int64_t side = size / patch, n_patches = side * side;
         const bool cls = tensor("v.class_embd") != nullptr;
@@ -312,7 +324,7 @@ struct checker {
         if (tensor("v.patch_embd.weight.1") != nullptr) {
             return fail("tensor v.patch_embd.weight.1 is not used by an mlp projector");
         }
-        for (int64_t l = 0; l < std::max(layers, deepest); l++) {
+        for (int64_t l = 0; l < layers; l++) {
             if (!block(l, e, f, false)) {
                 return false;
             }
