@@ -88,6 +88,17 @@ type Hash [sha256.Size]byte
 // String is the hash in lowercase hex.
 func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 
+// ParseHash reads a Hash from its String form.
+func ParseHash(s string) (Hash, error) {
+	var h Hash
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(h) {
+		return h, fmt.Errorf("%q is not an image hash (%d hex digits)", s, 2*len(h))
+	}
+	copy(h[:], b)
+	return h, nil
+}
+
 // HashRGB computes the Hash of a width × height RGB image.
 func HashRGB(width, height int, rgb []byte) Hash {
 	d := sha256.New()

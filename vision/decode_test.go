@@ -562,8 +562,13 @@ func TestHashFollowsPixels(t *testing.T) {
 	if HashRGB(24, 32, img.RGB) == HashRGB(32, 24, img.RGB) {
 		t.Fatal("the hash ignores the dimensions")
 	}
-	if len(img.Hash.String()) != 64 {
-		t.Fatalf("hash string %q", img.Hash)
+	if h, err := ParseHash(img.Hash.String()); err != nil || h != img.Hash {
+		t.Fatalf("hash %s read back as %s, %v", img.Hash, h, err)
+	}
+	for _, bad := range []string{"", "zz", img.Hash.String()[:62]} {
+		if _, err := ParseHash(bad); err == nil {
+			t.Fatalf("ParseHash(%q) accepted", bad)
+		}
 	}
 }
 

@@ -3,7 +3,6 @@ package llama
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -770,8 +769,10 @@ func TestCachedEmbeddingsEqualUncached(t *testing.T) {
 							logits, pos = slices.Clone(out), pos+int32(len(ch.Tokens))
 							continue
 						}
-						var h vision.Hash
-						copy(h[:], mustHex(t, ch.ID))
+						h, err := vision.ParseHash(ch.ID)
+						if err != nil {
+							t.Fatal(err)
+						}
 						key := vision.CacheKey{Image: h, Projector: p.Type(), Part: ch.Part}
 						var e *ImageEmbedding
 						ok := false
@@ -812,15 +813,6 @@ func TestCachedEmbeddingsEqualUncached(t *testing.T) {
 			}
 		})
 	}
-}
-
-func mustHex(t *testing.T, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != len(vision.Hash{}) {
-		t.Fatalf("id %q is not a hash", s)
-	}
-	return b
 }
 
 // Gemma 3's projector asks for image tokens to attend to each other without
