@@ -230,6 +230,14 @@ func (p *byteParser) parseGGUF() (*GGUF, error) {
 		if err != nil {
 			return nil, err
 		}
+		// llama.cpp's GGUF reader asserts (aborting the process) on an empty
+		// key and on a general.alignment that is not a uint32; refuse both.
+		if kv.Key == "" {
+			return nil, fmt.Errorf("%w: metadata pair %d has an empty key", ErrCorrupt, i)
+		}
+		if kv.Key == "general.alignment" && kv.Type != GGUFUint32 {
+			return nil, fmt.Errorf("%w: general.alignment must be a uint32", ErrCorrupt)
+		}
 		if _, dup := g.index[kv.Key]; dup {
 			return nil, fmt.Errorf("%w: metadata key %q appears twice", ErrCorrupt, kv.Key)
 		}

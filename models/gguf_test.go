@@ -206,3 +206,21 @@ func FuzzParseGGUF(f *testing.F) {
 		_ = g.Summary()
 	})
 }
+
+// Files llama.cpp's own GGUF reader would abort on are refused.
+func TestGGUFRefusesWhatLlamaCppAsserts(t *testing.T) {
+	for name, kvs := range map[string][]GGUFKV{
+		"empty key":         {{Key: "", Value: uint32(1)}},
+		"alignment as u64":  {{Key: "general.alignment", Value: uint64(32)}},
+		"alignment as i32":  {{Key: "general.alignment", Value: int32(32)}},
+		"alignment as text": {{Key: "general.alignment", Value: "32"}},
+	} {
+		var b bytes.Buffer
+		if err := WriteGGUF(&b, kvs, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := parse(b.Bytes()); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %v, want ErrCorrupt", name, err)
+		}
+	}
+}

@@ -6,7 +6,16 @@
 // operation (a decode step with its logits, a vocabulary dump, a chat template
 // application). Everything above this package speaks Go types only.
 //
-// Ownership: a Model and a Context each own one native object and free it in
-// Close, which is idempotent. A Context must not be used from two goroutines
-// at once; a Model may be shared by many Contexts.
+// Images go through mtmd, llama.cpp's multimodal library: a Projector (an
+// "mmproj" file opened for a text Model) tokenizes a prompt with RGB
+// Bitmaps into Chunks of text and images, Encode turns an image chunk into an
+// ImageEmbedding copied out to Go (so that it can be cached), and
+// DecodeImage puts it into a Context at the positions the model family
+// needs (M-RoPE rows and columns for Qwen2-VL, one position per token for
+// LLaVA), returning the position after the image.
+//
+// Ownership: a Model, a Context, a Projector and Chunks each own one native
+// object and free it in Close, which is idempotent. A Context must not be
+// used from two goroutines at once; a Model may be shared by many Contexts
+// and Projectors.
 package llama

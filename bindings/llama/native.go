@@ -4,6 +4,7 @@ package llama
 #cgo CPPFLAGS: -I${SRCDIR}/../../cgo/llamashim
 #include <stdlib.h>
 #include "owl_llama.h"
+#include "mtmd-helper.h"
 #include "ggml.h"
 #include "ggml-backend.h"
 
@@ -29,6 +30,7 @@ func Init() {
 		ollama.BackendInit()
 		C.llama_log_set(C.ggml_log_callback(C.owlLlamaLog), nil)
 		C.ggml_log_set(C.ggml_log_callback(C.owlLlamaLog), nil)
+		C.mtmd_helper_log_set(C.ggml_log_callback(C.owlLlamaLog), nil) // mtmd's and its helpers' logs
 	})
 }
 

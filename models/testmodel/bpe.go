@@ -122,10 +122,11 @@ func pretokenize(text string) []string {
 // buildVocab builds a vocabulary of exactly size tokens: 256 byte tokens
 // (in GPT-2's order),
 // merges learned from trainingText, filler merges of existing tokens up to
-// the size, then the ChatML special tokens.
-func buildVocab(size int) (vocab, error) {
-	if size < 256+chatMLSpecial {
-		return vocab{}, fmt.Errorf("vocabulary of %d tokens is smaller than the %d byte and special tokens", size, 256+chatMLSpecial)
+// the size, the extra control tokens, then the ChatML special tokens (so
+// that those keep the last four ids whatever the extras).
+func buildVocab(size int, extra ...string) (vocab, error) {
+	if size < 256+chatMLSpecial+len(extra) {
+		return vocab{}, fmt.Errorf("vocabulary of %d tokens is smaller than the %d byte and special tokens", size, 256+chatMLSpecial+len(extra))
 	}
 	b2u := byteToUnicode()
 	var v vocab
@@ -138,7 +139,7 @@ func buildVocab(size int) (vocab, error) {
 	for _, b := range gpt2ByteOrder() {
 		add(string(b2u[b]))
 	}
-	want := size - chatMLSpecial
+	want := size - chatMLSpecial - len(extra)
 
 	// Learn merges from the corpus: words as symbol lists, weighted by count.
 	counts := map[string]int{}
@@ -215,6 +216,14 @@ func buildVocab(size int) (vocab, error) {
 		}
 	}
 
+	for _, s := range extra {
+		if known[s] || s == TokenBOS || s == TokenEOS || s == TokenImStart || s == TokenImEnd {
+			return vocab{}, fmt.Errorf("extra token %q is already in the vocabulary", s)
+		}
+		v.tokens = append(v.tokens, s)
+		v.types = append(v.types, tokenControl)
+		known[s] = true
+	}
 	for _, s := range []string{TokenBOS, TokenEOS, TokenImStart, TokenImEnd} {
 		v.tokens = append(v.tokens, s)
 		v.types = append(v.types, tokenControl)

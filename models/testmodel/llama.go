@@ -26,6 +26,17 @@ type LlamaConfig struct {
 	Arch      string // general.architecture; "llama" unless a test wants another
 	NoChatTpl bool   // leave out tokenizer.chat_template
 	Tied      bool   // no output.weight: logits come from the token embeddings
+
+	// QKVBias adds biases to the attention's query, key and value
+	// projections, as Qwen2 models have.
+	QKVBias bool
+	// RopeSections, when any is non-zero, is written as rope.dimension_sections:
+	// the M-RoPE split of the rotary dimensions into temporal, height, width
+	// (and unused) sections that qwen2vl models need.
+	RopeSections [4]int32
+	// ExtraSpecial are control tokens added before the ChatML ones, such as
+	// a vision model's image delimiters.
+	ExtraSpecial []string
 }
 
 // TinyLlama is the model tests use: two layers, n_embd 64, grouped-query
@@ -77,7 +88,7 @@ func WriteLlama(w io.Writer, c LlamaConfig) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
-	v, err := buildVocab(c.Vocab)
+	v, err := buildVocab(c.Vocab, c.ExtraSpecial...)
 	if err != nil {
 		return err
 	}
@@ -113,6 +124,9 @@ func WriteLlama(w io.Writer, c LlamaConfig) error {
 	if !c.NoChatTpl {
 		kvs = append(kvs, models.GGUFKV{Key: "tokenizer.chat_template", Value: ChatMLTemplate})
 	}
+	if c.RopeSections != [4]int32{} {
+		kvs = append(kvs, models.GGUFKV{Key: arch + ".rope.dimension_sections", Value: c.RopeSections[:]})
+	}
 
 	var tensors []models.TensorSpec
 	// weight adds a matrix of [in, out] with values uniform in ±1/sqrt(in),
@@ -123,6 +137,13 @@ func WriteLlama(w io.Writer, c LlamaConfig) error {
 			Write: func(w io.Writer) error {
 				r := newRNG(seedFor(c.Seed, name))
 				return encodeRows(w, t, in*out, in, func() float32 { return r.uniform(a) })
+			}})
+	}
+	bias := func(name string, n int) {
+		tensors = append(tensors, models.TensorSpec{Name: name, Type: models.TypeF32, Dims: []uint64{uint64(n)},
+			Write: func(w io.Writer) error {
+				r := newRNG(seedFor(c.Seed, name))
+				return encodeRows(w, models.TypeF32, n, n, func() float32 { return r.uniform(0.1) })
 			}})
 	}
 	norm := func(name string, n int) {
@@ -150,6 +171,11 @@ func WriteLlama(w io.Writer, c LlamaConfig) error {
 		weight(p+"attn_q.weight", c.Embd, c.Embd, c.Type)
 		weight(p+"attn_k.weight", c.Embd, kvDim, c.Type)
 		weight(p+"attn_v.weight", c.Embd, kvDim, c.Type)
+		if c.QKVBias {
+			bias(p+"attn_q.bias", c.Embd)
+			bias(p+"attn_k.bias", kvDim)
+			bias(p+"attn_v.bias", kvDim)
+		}
 		weight(p+"attn_output.weight", c.Embd, c.Embd, c.Type)
 		norm(p+"ffn_norm.weight", c.Embd)
 		weight(p+"ffn_gate.weight", c.Embd, c.FF, c.Type)

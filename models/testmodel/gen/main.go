@@ -4,6 +4,9 @@
 //	go run ./models/testmodel/gen -kind llm -size tiny -o tiny.gguf
 //	go run ./models/testmodel/gen -kind llm -size realistic -type q8_0 -o 1b-q8_0.gguf
 //	go run ./models/testmodel/gen -kind whisper -size tiny -vocab en -o ggml-tiny.en.bin
+//	go run ./models/testmodel/gen -kind mmproj -size tiny -o tiny-mmproj.gguf          # pairs with -kind llm -size tiny
+//	go run ./models/testmodel/gen -kind llm -family qwen2vl -o tiny-qwen2vl.gguf
+//	go run ./models/testmodel/gen -kind mmproj -family qwen2vl -o tiny-qwen2vl-mmproj.gguf
 package main
 
 import (
@@ -16,19 +19,20 @@ import (
 )
 
 func main() {
-	kind := flag.String("kind", "llm", "model kind: llm or whisper")
-	size := flag.String("size", "tiny", "size: tiny or realistic (llm); micro, tiny or base (whisper)")
+	kind := flag.String("kind", "llm", "model kind: llm, mmproj (a vision projector) or whisper")
+	size := flag.String("size", "tiny", "size: tiny or realistic (llm, mmproj); micro, tiny or base (whisper)")
+	family := flag.String("family", "llava", "vision family of llm and mmproj: llava (llama text model, CLIP ViT + MLP) or qwen2vl (M-RoPE; tiny only)")
 	typ := flag.String("type", "", "weight type: f32, f16 or q8_0 (default f16)")
 	vocab := flag.String("vocab", "en", "whisper vocabulary: en (.en models), multi (99 languages) or v3 (100 languages, 128 mels)")
 	out := flag.String("o", "", "output path (required)")
 	flag.Parse()
-	if err := run(*kind, *size, *typ, *vocab, *out); err != nil {
+	if err := run(*kind, *size, *family, *typ, *vocab, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kind, size, typ, vocab, out string) error {
+func run(kind, size, family, typ, vocab, out string) error {
 	if out == "" {
 		return fmt.Errorf("-o is required")
 	}
@@ -42,12 +46,40 @@ func run(kind, size, typ, vocab, out string) error {
 	default:
 		return fmt.Errorf("unknown -type %q (want f32, f16 or q8_0)", typ)
 	}
+	switch family {
+	case "llava":
+	case "qwen2vl":
+		if (kind != "llm" && kind != "mmproj") || size != "tiny" {
+			return fmt.Errorf("-family qwen2vl is generated for -kind llm or mmproj at -size tiny only")
+		}
+	default:
+		return fmt.Errorf("unknown -family %q (want llava or qwen2vl)", family)
+	}
 	switch kind {
+	case "mmproj":
+		var c testmodel.ProjectorConfig
+		switch {
+		case family == "qwen2vl":
+			c = testmodel.TinyQwen2VLProjector()
+		case size == "tiny":
+			c = testmodel.TinyLlavaProjector()
+		case size == "realistic":
+			c = testmodel.RealisticLlavaProjector(testmodel.RealisticLlama(t).Embd)
+		default:
+			return fmt.Errorf("unknown -size %q for mmproj (want tiny or realistic)", size)
+		}
+		if typ != "" {
+			c.Weights = t
+		}
+		return testmodel.WriteProjectorFile(out, c)
 	case "llm":
 		var c testmodel.LlamaConfig
 		switch size {
 		case "tiny":
 			c = testmodel.TinyLlama()
+			if family == "qwen2vl" {
+				c = testmodel.TinyQwen2VL()
+			}
 			c.Type = t
 		case "realistic":
 			c = testmodel.RealisticLlama(t)
