@@ -125,7 +125,7 @@ func (e *Engine) BenchBatching(ctx context.Context, req BatchBenchRequest) ([]Ba
 		errs := make(chan error, n)
 		for _, p := range prompts {
 			go func() {
-				_, err := r.generate(ctx, llm.Request{Prompt: p, MaxTokens: req.GenTokens, IgnoreEOS: true}, PriorityBatch, nil)
+				_, err := r.generate(ctx, llm.Request{Prompt: p, MaxTokens: req.GenTokens, IgnoreEOS: true}, nil, PriorityBatch, nil)
 				errs <- err
 			}()
 		}

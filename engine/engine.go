@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/owlengine/owl/llm"
 	"github.com/owlengine/owl/models"
+	"github.com/owlengine/owl/vision"
 )
 
 // Types of the llm package that the API passes through.
@@ -88,11 +91,16 @@ type Engine struct {
 type textModel struct {
 	model  *llm.Model
 	runner *textRunner
+	proj   *llm.Projector  // nil for a text-only model
+	images *llm.ImageCache // embeddings of the images seen, by content hash
 }
 
 // Close stops the runner and frees the model.
 func (m *textModel) Close() error {
 	m.runner.close()
+	if m.proj != nil {
+		m.proj.Close()
+	}
 	return m.model.Close()
 }
 
@@ -147,30 +155,55 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-// textModel returns a lease on the text model at path, loading it when
-// needed.
-func (e *Engine) textModel(ctx context.Context, path string) (*textModel, *lease, error) {
-	l, err := e.acquire(ctx, path, kindText, func() (closer, error) {
+// textModel returns a lease on the text model at path, with the vision
+// projector at projector when not empty, loading them when needed.
+func (e *Engine) textModel(ctx context.Context, path, projector string) (*textModel, *lease, error) {
+	l, err := e.acquire(ctx, modelRef{path: path, kind: kindText, projector: projector}, func() (closer, error) {
 		model, err := llm.Load(path, llm.LoadOptions{NoMmap: e.opts.NoMmap})
 		if err != nil {
 			return nil, err
+		}
+		var proj *llm.Projector
+		if projector != "" {
+			if proj, err = model.OpenProjector(projector, e.threads()); err != nil {
+				model.Close()
+				return nil, err
+			}
 		}
 		perSeq, parallel, batch := e.textShape(model.File())
 		r, err := newTextRunner(model, runnerOptions{perSeq: perSeq, parallel: parallel, budget: batch, joinBudget: max(batch/4, 32),
 			maxQueue: e.opts.MaxQueue, threads: e.opts.Threads, kvType: e.opts.KVType, flashAttn: e.opts.FlashAttn})
 		if err != nil {
+			if proj != nil {
+				proj.Close()
+			}
 			model.Close()
 			return nil, err
 		}
+		r.proj = proj
 		if e.onRunner != nil {
 			e.onRunner(r)
 		}
-		return &textModel{model: model, runner: r}, nil
+		tm := &textModel{model: model, runner: r, proj: proj}
+		if proj != nil {
+			tm.images = llm.NewImageCache(imageCacheBytes)
+		}
+		return tm, nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	return l.m.val.(*textModel), l, nil
+}
+
+// imageCacheBytes bounds each vision model's cache of image embeddings.
+const imageCacheBytes = 256 << 20
+
+func (e *Engine) threads() int {
+	if e.opts.Threads > 0 {
+		return e.opts.Threads
+	}
+	return runtime.NumCPU()
 }
 
 // GenerateOptions are the knobs of one generation.
@@ -196,22 +229,38 @@ type GenerateRequest struct {
 }
 
 // Generate continues req.Prompt, streaming chunks to onChunk (may be nil).
-// Cancelling ctx (or its deadline) ends the request: a waiting one leaves
-// the queue, a running one frees its slot at the next decode step.
+// Images, if any, come before the prompt's text. Cancelling ctx (or its
+// deadline) ends the request: a waiting one leaves the queue, a running one
+// frees its slot at the next decode step.
 func (e *Engine) Generate(ctx context.Context, req GenerateRequest, onChunk func(Chunk) error) (Result, error) {
 	if len(req.Images) > 0 && req.Projector == "" {
 		return Result{}, fmt.Errorf("%w: %s has no vision projector (mmproj)", ErrNoVision, req.Model)
 	}
-	m, l, err := e.textModel(ctx, req.Model)
+	images, err := decodeImages(req.Images)
+	if err != nil {
+		return Result{}, err
+	}
+	m, l, err := e.textModel(ctx, req.Model, req.Projector)
 	if err != nil {
 		return Result{}, err
 	}
 	defer l.release(req.KeepAlive)
+	if m.proj != nil {
+		text, err := llm.PlaceImages(req.Prompt, len(images), m.proj.Marker())
+		if err != nil {
+			return Result{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		}
+		parts, err := m.proj.Prepare(ctx, text, images, m.images, true, false)
+		if err != nil {
+			return Result{}, err
+		}
+		return m.run(ctx, nil, parts, req.GenerateOptions, onChunk)
+	}
 	toks, err := m.model.Tokenize(req.Prompt, true, false)
 	if err != nil {
 		return Result{}, err
 	}
-	return m.run(ctx, toks, req.GenerateOptions, onChunk)
+	return m.run(ctx, toks, nil, req.GenerateOptions, onChunk)
 }
 
 // ChatRequest is a conversation to answer with the model's chat template.
@@ -222,35 +271,86 @@ type ChatRequest struct {
 	GenerateOptions
 }
 
-// Chat answers the conversation in req as the assistant.
+// Chat answers the conversation in req as the assistant. A message's
+// images go where its content holds ImageMarker, one each, or else before
+// its text.
 func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) error) (Result, error) {
 	if len(req.Messages) == 0 {
-		return Result{}, errors.New("chat: no messages")
+		return Result{}, fmt.Errorf("%w: chat: no messages", ErrBadRequest)
 	}
+	var raw [][]byte
 	for _, msg := range req.Messages {
 		if len(msg.Images) > 0 && req.Projector == "" {
 			return Result{}, fmt.Errorf("%w: %s has no vision projector (mmproj)", ErrNoVision, req.Model)
 		}
+		raw = append(raw, msg.Images...)
 	}
-	m, l, err := e.textModel(ctx, req.Model)
+	images, err := decodeImages(raw)
+	if err != nil {
+		return Result{}, err
+	}
+	m, l, err := e.textModel(ctx, req.Model, req.Projector)
 	if err != nil {
 		return Result{}, err
 	}
 	defer l.release(req.KeepAlive)
-	prompt, err := m.model.FormatChat(req.Messages, true)
+	msgs := req.Messages
+	if m.proj != nil {
+		msgs = slices.Clone(msgs)
+		for i := range msgs {
+			if msgs[i].Content, err = llm.PlaceImages(msgs[i].Content, len(msgs[i].Images), m.proj.Marker()); err != nil {
+				return Result{}, fmt.Errorf("%w: message %d: %v", ErrBadRequest, i, err)
+			}
+		}
+	}
+	prompt, err := m.model.FormatChat(msgs, true)
 	if err != nil {
-		return Result{}, err
+		return Result{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	// The template supplies any BOS it wants, so none is added here.
+	if m.proj != nil {
+		parts, err := m.proj.Prepare(ctx, prompt, images, m.images, false, true)
+		if err != nil {
+			return Result{}, err
+		}
+		return m.run(ctx, nil, parts, req.GenerateOptions, onChunk)
+	}
 	toks, err := m.model.Tokenize(prompt, false, true)
 	if err != nil {
 		return Result{}, err
 	}
-	return m.run(ctx, toks, req.GenerateOptions, onChunk)
+	return m.run(ctx, toks, nil, req.GenerateOptions, onChunk)
 }
 
-func (m *textModel) run(ctx context.Context, prompt []llm.Token, o GenerateOptions, onChunk func(Chunk) error) (Result, error) {
-	return m.runner.generate(ctx, llm.Request{Prompt: prompt, Sampling: o.Sampling, MaxTokens: o.MaxTokens, Stop: o.Stop}, o.Priority, onChunk)
+// ImageMarker, in a chat message's content, says where the next of its
+// images goes.
+const ImageMarker = llm.ImageMarker
+
+// ErrBadRequest is wrapped by errors about a request's own content (no
+// messages, an unknown role, image markers that do not match the images).
+var ErrBadRequest = errors.New("bad request")
+
+// ImageLimits bound the images requests may carry.
+var ImageLimits = vision.Limits{}
+
+// decodeImages decodes encoded image files, within ImageLimits.
+func decodeImages(raw [][]byte) ([]*vision.Image, error) {
+	var out []*vision.Image
+	for i, b := range raw {
+		im, err := vision.DecodeBytes(b, ImageLimits)
+		if err != nil {
+			return nil, fmt.Errorf("%w: image %d: %w", ErrBadImage, i+1, err)
+		}
+		out = append(out, im)
+	}
+	return out, nil
+}
+
+// ErrBadImage is wrapped by errors about an image that cannot be used.
+var ErrBadImage = errors.New("bad image")
+
+func (m *textModel) run(ctx context.Context, prompt []llm.Token, parts []llm.PromptPart, o GenerateOptions, onChunk func(Chunk) error) (Result, error) {
+	return m.runner.generate(ctx, llm.Request{Prompt: prompt, Sampling: o.Sampling, MaxTokens: o.MaxTokens, Stop: o.Stop}, parts, o.Priority, onChunk)
 }
 
 // ModelInfo describes a model file without loading its weights.
@@ -271,7 +371,7 @@ func SystemFeatures() []string { return llm.SystemFeatures() }
 
 // Describe returns llama.cpp's one-line description of a loaded model.
 func (e *Engine) Describe(ctx context.Context, path string) (string, error) {
-	m, l, err := e.textModel(ctx, path)
+	m, l, err := e.textModel(ctx, path, "")
 	if err != nil {
 		return "", err
 	}

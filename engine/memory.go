@@ -42,6 +42,8 @@ func (k modelKind) String() string {
 type loaded struct {
 	key       string
 	kind      modelKind
+	path      string // the model file
+	projector string // its vision projector, if any
 	bytes     uint64 // estimated resident bytes
 	refs      int    // requests using it; a model with refs > 0 is never unloaded
 	lastUsed  time.Time
@@ -96,13 +98,15 @@ func (l *lease) release(keepAlive *time.Duration) {
 // (once, however many ask at the same time) within the memory budget:
 // idle models are unloaded, least recently used first, to make room, and
 // the call waits (until ctx ends) while the models in use leave none.
-func (e *Engine) acquire(ctx context.Context, path string, kind modelKind, load func() (closer, error)) (*lease, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		abs = path
-	}
-	key := kind.String() + ":" + abs
-	var est uint64
+//
+// A text model with a projector is one model to the budget, named by both
+// files.
+func (e *Engine) acquire(ctx context.Context, ref modelRef, load func() (closer, error)) (*lease, error) {
+	key := ref.key()
+	var (
+		est uint64
+		err error
+	)
 	estimated := false
 	for {
 		e.mu.Lock()
@@ -127,7 +131,7 @@ func (e *Engine) acquire(ctx context.Context, path string, kind modelKind, load 
 		if !estimated {
 			// Read the file's header without the lock held.
 			e.mu.Unlock()
-			if est, err = e.estimate(path, kind); err != nil {
+			if est, err = e.estimate(ref); err != nil {
 				return nil, err
 			}
 			estimated = true
@@ -136,7 +140,7 @@ func (e *Engine) acquire(ctx context.Context, path string, kind modelKind, load 
 		if est > e.budget {
 			e.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s needs about %s, the budget is %s (raise --max-memory or OWL_MAX_MEMORY, or use a smaller or more quantized model)",
-				ErrTooLarge, filepath.Base(path), formatBytes(est), formatBytes(e.budget))
+				ErrTooLarge, filepath.Base(ref.path), formatBytes(est), formatBytes(e.budget))
 		}
 		victims := e.makeRoom(est)
 		if e.used+est > e.budget {
@@ -149,10 +153,10 @@ func (e *Engine) acquire(ctx context.Context, path string, kind modelKind, load 
 				continue
 			case <-ctx.Done():
 				return nil, fmt.Errorf("waiting for memory to load %s (needs %s, %s of %s in use by running requests): %w",
-					filepath.Base(path), formatBytes(est), formatBytes(e.used), formatBytes(e.budget), ctx.Err())
+					filepath.Base(ref.path), formatBytes(est), formatBytes(e.used), formatBytes(e.budget), ctx.Err())
 			}
 		}
-		m := &loaded{key: key, kind: kind, bytes: est, refs: 1, keepAlive: e.keepAlive, ready: make(chan struct{})}
+		m := &loaded{key: key, kind: ref.kind, path: ref.path, projector: ref.projector, bytes: est, refs: 1, keepAlive: e.keepAlive, ready: make(chan struct{})}
 		e.loaded[key] = m
 		e.used += est
 		e.loads++
@@ -247,12 +251,48 @@ func closeAll(ms []*loaded) {
 	}
 }
 
-// estimate is the memory a model will take once loaded, from its file:
-// the weights, the KV cache the engine will give it, and compute buffers.
-func (e *Engine) estimate(path string, kind modelKind) (uint64, error) {
-	if kind == kindSpeech {
-		return estimateSpeech(path)
+// modelRef names a model to load: its file, its kind, and for text models
+// an optional vision projector.
+type modelRef struct {
+	path      string
+	kind      modelKind
+	projector string
+}
+
+// key identifies the loaded model: its kind and absolute file names.
+func (r modelRef) key() string {
+	abs := func(p string) string {
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+		return p
 	}
+	k := r.kind.String() + ":" + abs(r.path)
+	if r.projector != "" {
+		k += "+" + abs(r.projector)
+	}
+	return k
+}
+
+// estimate is the memory a model will take once loaded, from its files:
+// the weights, the KV cache the engine will give it, compute buffers, and
+// a projector's weights and buffers.
+func (e *Engine) estimate(ref modelRef) (uint64, error) {
+	if ref.kind == kindSpeech {
+		return estimateSpeech(ref.path)
+	}
+	var proj uint64
+	if ref.projector != "" {
+		pe, err := models.EstimateMemory(ref.projector, 0)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return 0, fmt.Errorf("%s: no such file", ref.projector)
+			}
+			return 0, err
+		}
+		proj = pe.Total()
+	}
+	path := ref.path
 	g, err := models.ReadGGUF(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -261,7 +301,7 @@ func (e *Engine) estimate(path string, kind modelKind) (uint64, error) {
 		return 0, err
 	}
 	perSeq, parallel, batch := e.textShape(g)
-	return g.EstimateMemoryWith(models.EstimateOptions{Context: uint64(perSeq * parallel), Batch: uint64(batch), KVType: e.opts.KVType}).Total(), nil
+	return proj + g.EstimateMemoryWith(models.EstimateOptions{Context: uint64(perSeq * parallel), Batch: uint64(batch), KVType: e.opts.KVType}).Total(), nil
 }
 
 // estimateSpeech sizes a whisper.cpp model for one transcription at a time.

@@ -32,7 +32,7 @@ func threeModels(t *testing.T) ([]string, uint64) {
 	}
 	probe := New(Options{NumCtx: 4096, Parallel: 1})
 	defer probe.Close()
-	size, err := probe.estimate(paths[0], kindText)
+	size, err := probe.estimate(modelRef{path: paths[0], kind: kindText})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,13 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/owlengine/owl/vision"
 )
+
+// ImageCacheStats are the counters of a vision model's cache of image
+// embeddings.
+type ImageCacheStats = vision.CacheStats
 
 // Metrics is a snapshot of the engine: memory, and for each loaded model
 // its use and, for text models, its scheduler's counters (cumulative since
@@ -20,6 +26,7 @@ type Metrics struct {
 // ModelMetrics describe one loaded model.
 type ModelMetrics struct {
 	Path         string
+	Projector    string // the vision projector loaded with a text model
 	Kind         string // "text" or "speech"
 	Bytes        uint64 // estimated memory
 	Loading      bool
@@ -29,15 +36,18 @@ type ModelMetrics struct {
 	KeepAlive    time.Duration // negative: forever
 
 	// Text models.
-	QueueDepth   int   // requests waiting for a slot
-	Running      int   // sequences in the batch
-	Slots        int   // sequences the KV cache holds
-	Requests     int64 // requests admitted
-	Steps        int64 // decode steps
-	StepTokens   int64 // tokens evaluated by all steps
-	DecodeTokens int64 // generated tokens evaluated
-	PromptTokens int64 // prompt tokens evaluated
-	CachedTokens int64 // prompt tokens reused from the prefix cache instead
+	QueueDepth    int   // requests waiting for a slot
+	Running       int   // sequences in the batch
+	Slots         int   // sequences the KV cache holds
+	Requests      int64 // requests admitted
+	Steps         int64 // decode steps
+	StepTokens    int64 // tokens evaluated by all steps
+	DecodeTokens  int64 // generated tokens evaluated
+	PromptTokens  int64 // prompt tokens evaluated
+	CachedTokens  int64 // prompt tokens reused from the prefix cache instead
+	ImagesEncoded int64 // image chunks the projector encoded (cache hits excluded)
+	ImageCache    ImageCacheStats
+
 	// GenTokensPerSecond is the generated tokens evaluated per second of
 	// the steps that evaluated any (all sequences together).
 	GenTokensPerSecond float64
@@ -49,7 +59,7 @@ func (e *Engine) Metrics() Metrics {
 	out := Metrics{MemoryBudget: e.budget, MemoryUsed: e.used, Loads: int64(e.loads), Unloads: int64(e.unloads)}
 	var texts []*textModel
 	for _, m := range e.loaded {
-		mm := ModelMetrics{Path: m.key[strings.IndexByte(m.key, ':')+1:], Kind: m.kind.String(), Bytes: m.bytes, InUse: m.refs,
+		mm := ModelMetrics{Path: m.path, Projector: m.projector, Kind: m.kind.String(), Bytes: m.bytes, InUse: m.refs,
 			LastUsed: m.lastUsed, KeepAlive: m.keepAlive}
 		select {
 		case <-m.ready:
@@ -80,6 +90,10 @@ func (e *Engine) Metrics() Metrics {
 		mm.DecodeTokens = r.stats.decodeTokens.Load()
 		mm.PromptTokens = r.stats.promptTokens.Load()
 		mm.CachedTokens = r.stats.cachedTokens.Load()
+		if t.proj != nil {
+			mm.ImagesEncoded = t.proj.Encodes()
+			mm.ImageCache = t.images.Stats()
+		}
 		if ns := r.stats.genNanos.Load(); ns > 0 {
 			mm.GenTokensPerSecond = float64(mm.DecodeTokens) / (float64(ns) / 1e9)
 		}

@@ -59,7 +59,7 @@ func tinyEngine(t *testing.T, o Options) (*Engine, string, *logitTrace) {
 // runner returns the runner of the loaded text model at path.
 func runnerOf(t *testing.T, e *Engine, path string) *textRunner {
 	t.Helper()
-	m, l, err := e.textModel(context.Background(), path)
+	m, l, err := e.textModel(context.Background(), path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestBatchedEqualsAlone(t *testing.T) {
 		e, path, tr := tinyEngine(t, Options{NumCtx: 512, Parallel: 4, NumBatch: 64})
 		r := runnerOf(t, e, path)
 		p := testPrompts(t, r, text)[0]
-		res, err := r.generate(context.Background(), ignoreEOS(p, gen), PriorityNormal, nil)
+		res, err := r.generate(context.Background(), ignoreEOS(p, gen), nil, PriorityNormal, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,7 +173,7 @@ func TestBatchedEqualsAlone(t *testing.T) {
 		for i, p := range prompts[:4] {
 			wg.Go(func() {
 				var err error
-				if results[i], err = r.generate(context.Background(), ignoreEOS(p, gen), PriorityNormal, nil); err != nil {
+				if results[i], err = r.generate(context.Background(), ignoreEOS(p, gen), nil, PriorityNormal, nil); err != nil {
 					t.Error(err)
 				}
 			})
@@ -200,7 +200,7 @@ func TestBatchedEqualsAlone(t *testing.T) {
 		run := func(i int, p []llm.Token) {
 			var err error
 			n := 0
-			results[i], err = r.generate(context.Background(), ignoreEOS(p, gen), PriorityNormal, func(llm.Chunk) error {
+			results[i], err = r.generate(context.Background(), ignoreEOS(p, gen), nil, PriorityNormal, func(llm.Chunk) error {
 				if n++; n == 4 {
 					once.Do(func() { close(started) })
 				}
@@ -241,11 +241,11 @@ func TestPrefixReuse(t *testing.T) {
 	if shared < 200 {
 		t.Fatalf("prompts share %d tokens, want ≥ 200", shared)
 	}
-	if _, err := r.generate(context.Background(), ignoreEOS(a, 8), PriorityNormal, nil); err != nil {
+	if _, err := r.generate(context.Background(), ignoreEOS(a, 8), nil, PriorityNormal, nil); err != nil {
 		t.Fatal(err)
 	}
 	before := r.stats.promptTokens.Load()
-	res, err := r.generate(context.Background(), ignoreEOS(b, 8), PriorityNormal, nil)
+	res, err := r.generate(context.Background(), ignoreEOS(b, 8), nil, PriorityNormal, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func TestPrefixReuse(t *testing.T) {
 	// Uncached, on a fresh engine.
 	e2, path2, tr2 := tinyEngine(t, Options{NumCtx: 512, Parallel: 2, NumBatch: 128})
 	r2 := runnerOf(t, e2, path2)
-	want, err := r2.generate(context.Background(), ignoreEOS(b, 8), PriorityNormal, nil)
+	want, err := r2.generate(context.Background(), ignoreEOS(b, 8), nil, PriorityNormal, nil)
 	if err != nil || want.CachedTokens != 0 {
 		t.Fatalf("uncached run: %v, %d cached", err, want.CachedTokens)
 	}
@@ -270,7 +270,7 @@ func TestPrefixReuse(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		n := 0
-		if _, err := r.generate(context.Background(), ignoreEOS(ps[2], 40), PriorityNormal, func(llm.Chunk) error {
+		if _, err := r.generate(context.Background(), ignoreEOS(ps[2], 40), nil, PriorityNormal, func(llm.Chunk) error {
 			if n++; n == 2 {
 				close(gate)
 			}
@@ -281,7 +281,7 @@ func TestPrefixReuse(t *testing.T) {
 	})
 	<-gate
 	c := testPrompts(t, r, prefix+"Tell me about the moon.")[0]
-	res, err = r.generate(context.Background(), ignoreEOS(c, 4), PriorityNormal, nil)
+	res, err = r.generate(context.Background(), ignoreEOS(c, 4), nil, PriorityNormal, nil)
 	wg.Wait()
 	if err != nil {
 		t.Fatal(err)
@@ -296,7 +296,7 @@ func TestPrefixReuse(t *testing.T) {
 // until it runs. wait returns its error.
 func hold(t *testing.T, e *Engine, path string) (r *textRunner, cancel func() int64, wait func() error) {
 	t.Helper()
-	m, l, err := e.textModel(context.Background(), path)
+	m, l, err := e.textModel(context.Background(), path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +306,7 @@ func hold(t *testing.T, e *Engine, path string) (r *textRunner, cancel func() in
 	errc := make(chan error, 1)
 	go func() {
 		defer l.release(nil)
-		_, err := r.generate(ctx, ignoreEOS(p, 100000), PriorityNormal, nil)
+		_, err := r.generate(ctx, ignoreEOS(p, 100000), nil, PriorityNormal, nil)
 		errc <- err
 	}()
 	waitFor(t, func() bool { return r.stats.running.Load() == 1 && r.stats.decodeTokens.Load() > 0 })
@@ -332,11 +332,11 @@ func TestCancelAndBusy(t *testing.T) {
 	wctx, wcancel := context.WithCancel(context.Background())
 	waiting := make(chan error, 1)
 	go func() {
-		_, err := r.generate(wctx, ignoreEOS(p, 1), PriorityNormal, nil)
+		_, err := r.generate(wctx, ignoreEOS(p, 1), nil, PriorityNormal, nil)
 		waiting <- err
 	}()
 	waitFor(t, func() bool { return r.queueDepth() == 1 })
-	if _, err := r.generate(context.Background(), ignoreEOS(p, 1), PriorityNormal, nil); !errors.Is(err, ErrBusy) {
+	if _, err := r.generate(context.Background(), ignoreEOS(p, 1), nil, PriorityNormal, nil); !errors.Is(err, ErrBusy) {
 		t.Fatalf("third request: %v, want ErrBusy", err)
 	}
 	wcancel()
@@ -356,7 +356,7 @@ func TestCancelAndBusy(t *testing.T) {
 		t.Fatalf("%d steps ran after the cancel", extra)
 	}
 	// The slot serves the next request.
-	if _, err := r.generate(context.Background(), ignoreEOS(p, 3), PriorityNormal, nil); err != nil {
+	if _, err := r.generate(context.Background(), ignoreEOS(p, 3), nil, PriorityNormal, nil); err != nil {
 		t.Fatal(err)
 	}
 	e.Close()
@@ -376,7 +376,7 @@ func TestPriority(t *testing.T) {
 		prio Priority
 	}{{"batch", PriorityBatch}, {"normal", PriorityNormal}, {"interactive", PriorityInteractive}, {"normal 2", PriorityNormal}} {
 		wg.Go(func() {
-			if _, err := r.generate(context.Background(), ignoreEOS(p, 1), c.prio, nil); err != nil {
+			if _, err := r.generate(context.Background(), ignoreEOS(p, 1), nil, c.prio, nil); err != nil {
 				t.Error(err)
 			}
 			mu.Lock()

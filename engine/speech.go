@@ -91,7 +91,7 @@ func (energyVAD) Close() error { return nil }
 // speechModel returns a lease on the speech model at path, loading it
 // when needed.
 func (e *Engine) speechModel(ctx context.Context, path string) (speech.Recognizer, *lease, error) {
-	l, err := e.acquire(ctx, path, kindSpeech, func() (closer, error) {
+	l, err := e.acquire(ctx, modelRef{path: path, kind: kindSpeech}, func() (closer, error) {
 		return speech.Open(ctx, e.opts.SpeechBackend, path, speech.LoadOptions{Threads: e.opts.Threads, FlashAttn: e.opts.FlashAttn, CacheDir: e.opts.CacheDir})
 	})
 	if err != nil {

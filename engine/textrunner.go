@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,7 @@ const (
 // history) evaluates only the rest.
 type textRunner struct {
 	model  *llm.Model
+	proj   *llm.Projector // nil for a text-only model
 	lctx   *llm.Context
 	perSeq int // cells one sequence may use
 	budget int // tokens per decode step
@@ -67,10 +69,54 @@ type textRunner struct {
 
 // slot is one sequence of the context.
 type slot struct {
-	id     int32
-	cached []llm.Token // tokens whose keys and values the sequence holds, from position 0
-	job    *textJob    // the request using it, nil when idle
-	used   uint64      // clock value of the last use
+	id int32
+	// cached identifies the cells the sequence holds, in order: a text
+	// cell by its token, an image cell by a negative key derived from the
+	// image's content hash (imageKey).
+	cached   []llm.Token
+	posAfter []int32  // the position that follows each cell
+	cut      []bool   // whether a prefix may end after each cell (not inside an image)
+	job      *textJob // the request using it, nil when idle
+	used     uint64   // clock value of the last use
+}
+
+// nextPos is the position of the next cell.
+func (s *slot) nextPos() int32 {
+	if len(s.cached) == 0 {
+		return 0
+	}
+	return s.posAfter[len(s.cached)-1]
+}
+
+// truncate keeps the first n cells.
+func (s *slot) truncate(n int) {
+	s.cached, s.posAfter, s.cut = s.cached[:n], s.posAfter[:n], s.cut[:n]
+}
+
+// appendText records text cells from the slot's next position.
+func (s *slot) appendText(toks []llm.Token) {
+	pos := s.nextPos()
+	for i, t := range toks {
+		s.cached = append(s.cached, t)
+		s.posAfter = append(s.posAfter, pos+int32(i)+1)
+		s.cut = append(s.cut, true)
+	}
+}
+
+// appendImage records an image's cells, which end at position next.
+func (s *slot) appendImage(keys []llm.Token, next int32) {
+	for i, k := range keys {
+		s.cached = append(s.cached, k)
+		s.posAfter = append(s.posAfter, next)
+		s.cut = append(s.cut, i == len(keys)-1)
+	}
+}
+
+// copyFrom makes s hold src's first n cells.
+func (s *slot) copyFrom(src *slot, n int) {
+	s.cached = append(s.cached[:0], src.cached[:n]...)
+	s.posAfter = append(s.posAfter[:0], src.posAfter[:n]...)
+	s.cut = append(s.cut[:0], src.cut[:n]...)
 }
 
 // textJob is one request on a runner.
@@ -83,8 +129,10 @@ type textJob struct {
 
 	// Owned by the loop.
 	slot     *slot
-	pending  []llm.Token // prompt tokens not yet evaluated
-	cached   int         // prompt tokens reused from the cache
+	keys     []llm.Token             // the prompt's cells, as a slot records them
+	images   map[int]*llm.ImageChunk // the image starting at each image's first cell
+	next     int                     // the first prompt cell not yet evaluated
+	cached   int                     // prompt cells reused from the cache
 	admitted time.Time
 	prompted time.Time // when the prompt's last token was evaluated
 	steps    int
@@ -153,22 +201,32 @@ func (r *textRunner) queueDepth() int {
 }
 
 // generate runs req on the runner, calling onChunk from the caller's
-// goroutine as text arrives.
-func (r *textRunner) generate(ctx context.Context, req llm.Request, prio Priority, onChunk func(llm.Chunk) error) (llm.Result, error) {
+// goroutine as text arrives. parts, when not nil, is the prompt with images
+// (req.Prompt is then ignored).
+func (r *textRunner) generate(ctx context.Context, req llm.Request, parts []llm.PromptPart, prio Priority, onChunk func(llm.Chunk) error) (llm.Result, error) {
+	if parts == nil {
+		parts = []llm.PromptPart{{Tokens: req.Prompt}}
+	}
+	keys, images, text := promptCells(parts)
+	req.Prompt = text
 	gen, err := r.model.NewGeneration(req)
 	if err != nil {
-		return llm.Result{PromptTokens: len(req.Prompt)}, err
+		return llm.Result{PromptTokens: len(keys)}, err
 	}
-	if len(req.Prompt) >= r.perSeq {
+	gen.SetPromptTokens(len(keys))
+	switch {
+	case len(keys) >= r.perSeq:
 		return gen.Result(), fmt.Errorf("%w: the prompt has %d tokens, a request's context holds %d (raise --ctx-size or shorten the prompt)",
-			ErrContextFull, len(req.Prompt), r.perSeq)
+			ErrContextFull, len(keys), r.perSeq)
+	case images[len(keys)-1] != nil || len(parts[len(parts)-1].Tokens) == 0:
+		return gen.Result(), errors.New("a prompt must end with text, not an image")
 	}
 	if err := ctx.Err(); err != nil {
 		return gen.Result(), err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	j := &textJob{ctx: ctx, gen: gen, priority: prio, arrived: time.Now(),
+	j := &textJob{ctx: ctx, gen: gen, priority: prio, arrived: time.Now(), keys: keys, images: images,
 		notify: make(chan struct{}, 1), finished: make(chan struct{})}
 	r.mu.Lock()
 	switch {
@@ -273,14 +331,23 @@ func (r *textRunner) admit() {
 }
 
 // assign gives j a free slot holding as much of its prompt as any slot has:
-// the free slot itself, or another slot's prefix shared into it.
+// the free slot itself, or another slot's prefix shared into it. A prefix
+// never ends inside an image, nor includes the prompt's last cell (it is
+// evaluated for its logits).
 func (r *textRunner) assign(j *textJob) {
-	prompt := j.gen.Request().Prompt
-	limit := len(prompt) - 1 // the last prompt token is evaluated for its logits
+	prompt := j.keys
+	limit := len(prompt) - 1
+	usable := func(s *slot, n int) int {
+		n = min(n, limit)
+		for n > 0 && !s.cut[n-1] {
+			n--
+		}
+		return n
+	}
 	var src *slot
 	best := 0
 	for _, s := range r.slots {
-		if n := min(llm.CommonPrefix(s.cached, prompt), limit); n > best {
+		if n := usable(s, llm.CommonPrefix(s.cached, prompt)); n > best {
 			src, best = s, n
 		}
 	}
@@ -300,25 +367,58 @@ func (r *textRunner) assign(j *textJob) {
 	switch {
 	case src != nil && target != src:
 		r.lctx.SeqRemove(target.id, 0, -1)
-		r.lctx.SeqCopy(src.id, target.id, 0, int32(best))
-		target.cached = append(target.cached[:0], src.cached[:best]...)
+		r.lctx.SeqCopy(src.id, target.id, 0, src.posAfter[best-1])
+		target.copyFrom(src, best)
 		keep = best
 	case target == src && best > 0:
 		keep = best
-		if !r.lctx.SeqRemove(target.id, int32(keep), -1) {
+		if !r.lctx.SeqRemove(target.id, target.posAfter[keep-1], -1) {
 			keep = 0
 			r.lctx.SeqRemove(target.id, 0, -1)
 		}
-		target.cached = target.cached[:keep]
+		target.truncate(keep)
 	default:
 		r.lctx.SeqRemove(target.id, 0, -1)
-		target.cached = target.cached[:0]
+		target.truncate(0)
 	}
 	r.clock++
 	target.job, target.used = j, r.clock
-	j.slot, j.cached, j.pending, j.admitted = target, keep, prompt[keep:], time.Now()
+	j.slot, j.cached, j.next, j.admitted = target, keep, keep, time.Now()
 	r.stats.cachedTokens.Add(int64(keep))
 	r.stats.requests.Add(1)
+}
+
+// promptCells lays a prompt out as cells: the key of each (text tokens as
+// themselves, image cells as imageKey), the image starting at each image's
+// first cell, and the text tokens alone (for the sampler's penalties).
+func promptCells(parts []llm.PromptPart) (keys []llm.Token, images map[int]*llm.ImageChunk, text []llm.Token) {
+	images = map[int]*llm.ImageChunk{}
+	for _, p := range parts {
+		if p.Image != nil {
+			images[len(keys)] = p.Image
+			keys = append(keys, imageKeys(p.Image)...)
+			continue
+		}
+		keys = append(keys, p.Tokens...)
+		text = append(text, p.Tokens...)
+	}
+	return keys, images, text
+}
+
+// imageKeys names an image chunk's cells: negative numbers (no token is
+// negative) from a hash of the image's content, its projector, its part and
+// the cell's index, so that the same image gives the same keys and another
+// image (almost surely) others.
+func imageKeys(im *llm.ImageChunk) []llm.Token {
+	h := fnv.New32a()
+	h.Write(im.Key.Image[:])
+	h.Write([]byte(im.Key.Projector))
+	base := h.Sum32() ^ uint32(im.Key.Part)*0x9e3779b1
+	keys := make([]llm.Token, im.Cells())
+	for i := range keys {
+		keys[i] = -1 - llm.Token((base+uint32(i)*0x85ebca6b)&0x7fffffff)
+	}
+	return keys
 }
 
 // cheaperToEvict reports whether losing a's cached tokens costs less than
@@ -349,9 +449,9 @@ func (r *textRunner) step() {
 	var spans []stepSpan
 	generating := false
 	for _, j := range r.active {
-		if len(j.pending) == 0 {
+		if j.next == len(j.keys) {
 			tok := j.gen.Last()
-			r.batch.Add(tok, int32(len(j.slot.cached)), j.slot.id, true)
+			r.batch.Add(tok, j.slot.nextPos(), j.slot.id, true)
 			rows = append(rows, j)
 			spans = append(spans, stepSpan{j, []llm.Token{tok}})
 			generating = true
@@ -364,21 +464,48 @@ func (r *textRunner) step() {
 		// long prompt delays their next tokens by a bounded amount.
 		budget = min(budget, r.joinBudget)
 	}
+	imageCells := 0
 	for _, j := range r.active {
-		if len(j.pending) == 0 || budget <= 0 {
+		if j.next == len(j.keys) || budget <= 0 {
 			continue
 		}
-		n := min(len(j.pending), budget)
-		last := n == len(j.pending)
-		pos := len(j.slot.cached)
-		for k := range n {
-			r.batch.Add(j.pending[k], int32(pos+k), j.slot.id, last && k == n-1)
+		// An image is decoded on its own, and only when nothing of the
+		// request before it waits in this step's batch.
+		if im := j.images[j.next]; im != nil {
+			next, err := r.lctx.DecodeImage(r.proj, im, j.slot.nextPos(), j.slot.id)
+			if err != nil {
+				r.active = slices.DeleteFunc(r.active, func(a *textJob) bool { return a == j })
+				r.finish(j, fmt.Errorf("image: %w", err))
+				continue
+			}
+			n := im.Cells()
+			j.slot.appendImage(j.keys[j.next:j.next+n], next)
+			j.next += n
+			budget -= n
+			imageCells += n
+		}
+		end := j.next
+		for end < len(j.keys) && j.images[end] == nil && end-j.next < budget {
+			end++
+		}
+		if end == j.next {
+			continue
+		}
+		last := end == len(j.keys)
+		pos := j.slot.nextPos()
+		for k, tok := range j.keys[j.next:end] {
+			r.batch.Add(tok, pos+int32(k), j.slot.id, last && j.next+k == end-1)
 		}
 		if last {
 			rows = append(rows, j)
 		}
-		spans = append(spans, stepSpan{j, j.pending[:n]})
-		budget -= n
+		spans = append(spans, stepSpan{j, j.keys[j.next:end]})
+		budget -= end - j.next
+	}
+	if r.batch.Len() == 0 {
+		r.stats.promptTokens.Add(int64(imageCells))
+		r.stats.running.Store(int64(len(r.active)))
+		return // only images this step
 	}
 	start := time.Now()
 	logits, err := r.lctx.Decode(&r.batch)
@@ -390,17 +517,17 @@ func (r *textRunner) step() {
 		return
 	}
 	r.stats.steps.Add(1)
-	r.stats.stepTokens.Add(int64(r.batch.Len()))
+	r.stats.stepTokens.Add(int64(r.batch.Len() + imageCells))
 	r.stats.decodeTokens.Add(int64(decodeTokens))
-	r.stats.promptTokens.Add(int64(r.batch.Len() - decodeTokens))
+	r.stats.promptTokens.Add(int64(r.batch.Len() - decodeTokens + imageCells))
 	if generating {
 		r.stats.genNanos.Add(int64(time.Since(start)))
 	}
 	for _, s := range spans {
-		s.j.slot.cached = append(s.j.slot.cached, s.toks...)
-		if len(s.j.pending) > 0 {
-			s.j.pending = s.j.pending[len(s.toks):]
-			if len(s.j.pending) == 0 {
+		s.j.slot.appendText(s.toks)
+		if s.j.next < len(s.j.keys) {
+			s.j.next += len(s.toks)
+			if s.j.next == len(s.j.keys) {
 				s.j.prompted = time.Now()
 			}
 		}
@@ -439,7 +566,7 @@ func (r *textRunner) dropIdleCaches() bool {
 	for _, s := range r.slots {
 		if s.job == nil && len(s.cached) > 0 {
 			r.lctx.SeqRemove(s.id, 0, -1)
-			s.cached = s.cached[:0]
+			s.truncate(0)
 			freed = true
 		}
 	}
@@ -454,7 +581,7 @@ func (r *textRunner) fail(spans []stepSpan, err error) {
 		err = fmt.Errorf("%w: the KV cache (%d cells for %d slots) has no room for this step", ErrContextFull, r.lctx.NumCtx(), len(r.slots))
 		for _, s := range spans {
 			r.lctx.SeqRemove(s.j.slot.id, 0, -1)
-			s.j.slot.cached = s.j.slot.cached[:0]
+			s.j.slot.truncate(0)
 			r.active = slices.DeleteFunc(r.active, func(a *textJob) bool { return a == s.j })
 			r.finish(s.j, err)
 		}
@@ -462,7 +589,7 @@ func (r *textRunner) fail(spans []stepSpan, err error) {
 	}
 	r.lctx.Clear()
 	for _, s := range r.slots {
-		s.cached = s.cached[:0]
+		s.truncate(0)
 	}
 	for _, j := range r.active {
 		r.finish(j, err)

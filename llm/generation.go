@@ -112,6 +112,10 @@ func (g *Generation) Result() Result {
 	return r
 }
 
+// SetPromptTokens records the prompt's size in KV cells, images included
+// (the Request's Prompt holds its text tokens only).
+func (g *Generation) SetPromptTokens(n int) { g.res.PromptTokens = n }
+
 // SetTimes records where the time went, for the Result.
 func (g *Generation) SetTimes(cached int, prompt, generate time.Duration) {
 	g.res.CachedTokens, g.res.PromptDuration, g.res.GenerateDuration = cached, prompt, generate
