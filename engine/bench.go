@@ -1,7 +1,11 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"image"
+	"image/color"
+	"image/png"
 	"fmt"
 	"time"
 
@@ -199,4 +203,118 @@ func (e *Engine) BenchTranscriptions(ctx context.Context, path string, samples [
 	}
 	res.Concurrent = time.Since(start)
 	return res, err
+}
+
+// VisionBenchRequest measures a vision projector with its text model.
+type VisionBenchRequest struct {
+	Model, Projector string
+	Image            []byte // an encoded image; nil: a generated 224×224 picture
+	Repetitions      int
+}
+
+// VisionBenchResult holds one figure per repetition.
+type VisionBenchResult struct {
+	Description    string
+	Width, Height  int       // of the image
+	ImageTokens    int       // KV cells the image fills (all its chunks)
+	ImagePositions int       // positions it advances
+	EncodeMS       []float64 // vision encoder and projector, per image
+	PrefillTPS     []float64 // image and prompt cells evaluated per second
+}
+
+// BenchVision encodes the image with the projector (never from a cache)
+// and evaluates it with a short prompt on a fresh context, Repetitions
+// times, on fresh copies of the files, independent of the engine's models.
+func (e *Engine) BenchVision(ctx context.Context, req VisionBenchRequest) (VisionBenchResult, error) {
+	var res VisionBenchResult
+	if req.Repetitions < 1 {
+		return res, fmt.Errorf("bench: %d repetitions", req.Repetitions)
+	}
+	data := req.Image
+	if data == nil {
+		data = benchImage()
+	}
+	images, err := decodeImages([][]byte{data})
+	if err != nil {
+		return res, err
+	}
+	res.Width, res.Height = images[0].Width, images[0].Height
+	m, err := llm.Load(req.Model, llm.LoadOptions{NoMmap: e.opts.NoMmap})
+	if err != nil {
+		return res, err
+	}
+	defer m.Close()
+	p, err := m.OpenProjector(req.Projector, e.threads())
+	if err != nil {
+		return res, err
+	}
+	defer p.Close()
+	res.Description = m.Description()
+	text, _ := llm.PlaceImages("Describe this image.", 1, p.Marker())
+	for range req.Repetitions {
+		start := time.Now()
+		parts, err := p.Prepare(ctx, text, images, nil, true, false)
+		if err != nil {
+			return res, err
+		}
+		res.EncodeMS = append(res.EncodeMS, float64(time.Since(start).Microseconds())/1000)
+		cells := 0
+		for _, part := range parts {
+			if part.Image != nil {
+				cells += part.Image.Cells()
+			} else {
+				cells += len(part.Tokens)
+			}
+		}
+		res.ImageTokens, res.ImagePositions = 0, 0
+		for _, part := range parts {
+			if part.Image != nil {
+				res.ImageTokens += part.Image.Cells()
+				res.ImagePositions += part.Image.Positions()
+			}
+		}
+		lctx, err := m.NewContext(llm.ContextOptions{NumCtx: cells + 16, Threads: e.opts.Threads})
+		if err != nil {
+			return res, err
+		}
+		start = time.Now()
+		pos := int32(0)
+		var b llm.Batch
+		for i, part := range parts {
+			if part.Image != nil {
+				if pos, err = lctx.DecodeImage(p, part.Image, pos, 0); err != nil {
+					break
+				}
+				continue
+			}
+			b.Reset()
+			for k, t := range part.Tokens {
+				b.Add(t, pos+int32(k), 0, i == len(parts)-1 && k == len(part.Tokens)-1)
+			}
+			if _, err = lctx.Decode(&b); err != nil {
+				break
+			}
+			pos += int32(len(part.Tokens))
+		}
+		elapsed := time.Since(start)
+		lctx.Close()
+		if err != nil {
+			return res, err
+		}
+		res.PrefillTPS = append(res.PrefillTPS, float64(cells)/elapsed.Seconds())
+	}
+	return res, nil
+}
+
+// benchImage is a 224×224 PNG, the same on every run.
+func benchImage() []byte {
+	img := image.NewRGBA(image.Rect(0, 0, 224, 224))
+	for y := range 224 {
+		for x := range 224 {
+			img.Set(x, y, color.RGBA{uint8(x), uint8(y), uint8(x ^ y), 255})
+		}
+	}
+	var b bytes.Buffer
+	png.Encode(&b, img)
+	return b.Bytes()
 }

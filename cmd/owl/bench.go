@@ -16,7 +16,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure speed",
 	}
-	cmd.AddCommand(newBenchLLMCmd(), newBenchSpeechCmd(), newBenchListenCmd(), newBenchEngineCmd())
+	cmd.AddCommand(newBenchLLMCmd(), newBenchSpeechCmd(), newBenchListenCmd(), newBenchEngineCmd(), newBenchVisionCmd())
 	return cmd
 }
 

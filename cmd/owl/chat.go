@@ -17,6 +17,7 @@ import (
 )
 
 const chatHelp = `Commands:
+  /image PATH    show an image with the next message (models with --mmproj)
   /system TEXT   set the system prompt (clears the conversation)
   /clear         forget the conversation
   /bye           leave (also Ctrl-D)
@@ -47,7 +48,7 @@ own chat template formats the conversation.
 			}
 			e := ef.engine()
 			defer e.Close()
-			return chatLoop(cmd.Context(), e, ef.model, system, opts, os.Stdin, os.Stdout)
+			return chatLoop(cmd.Context(), e, chatModel{ef.model, ef.mmproj}, system, opts, os.Stdin, os.Stdout)
 		},
 	}
 	ef.register(cmd)
@@ -56,20 +57,24 @@ own chat template formats the conversation.
 	return cmd
 }
 
-func chatLoop(ctx context.Context, e *engine.Engine, model, system string, opts engine.GenerateOptions, in io.Reader, out io.Writer) error {
+// chatModel is the model a chat talks to and its vision projector.
+type chatModel struct{ path, projector string }
+
+func chatLoop(ctx context.Context, e *engine.Engine, model chatModel, system string, opts engine.GenerateOptions, in io.Reader, out io.Writer) error {
 	interactive := term.IsTerminal(int(os.Stdin.Fd())) && in == io.Reader(os.Stdin)
 	opts.Priority = engine.PriorityInteractive
 	if interactive {
 		// Ctrl-C interrupts a reply, not the program.
 		signal.Ignore(os.Interrupt)
 		defer signal.Reset(os.Interrupt)
-		desc, err := e.Describe(ctx, model)
+		desc, err := e.Describe(ctx, model.path)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "%s\nType /help for commands.\n", desc)
 	}
 	var history []engine.Message
+	var pending [][]byte // images for the next message
 	reset := func() {
 		history = history[:0]
 		if system != "" {
@@ -105,11 +110,26 @@ func chatLoop(ctx context.Context, e *engine.Engine, model, system string, opts 
 			system = strings.TrimSpace(strings.TrimPrefix(line, "/system"))
 			reset()
 			continue
+		case strings.HasPrefix(line, "/image"):
+			path := strings.TrimSpace(strings.TrimPrefix(line, "/image"))
+			switch data, err := os.ReadFile(path); {
+			case path == "":
+				fmt.Fprintln(os.Stderr, "/image needs a file: /image PATH")
+			case model.projector == "":
+				fmt.Fprintln(os.Stderr, "this model has no vision projector: start owl chat with --mmproj MMPROJ.gguf")
+			case err != nil:
+				fmt.Fprintf(os.Stderr, "owl: %v\n", err)
+			default:
+				pending = append(pending, data)
+				fmt.Fprintf(os.Stderr, "image %s will go with your next message\n", path)
+			}
+			continue
 		case strings.HasPrefix(line, "/"):
 			fmt.Fprintf(os.Stderr, "unknown command %s; /help lists them\n", strings.Fields(line)[0])
 			continue
 		}
-		history = append(history, engine.Message{Role: "user", Content: line})
+		history = append(history, engine.Message{Role: "user", Content: line, Images: pending})
+		pending = nil
 		turnCtx, cancel := context.WithCancel(ctx)
 		stopSig := make(chan os.Signal, 1)
 		if interactive {
@@ -122,7 +142,7 @@ func chatLoop(ctx context.Context, e *engine.Engine, model, system string, opts 
 				}
 			}()
 		}
-		res, err := e.Chat(turnCtx, engine.ChatRequest{Model: model, Messages: history, GenerateOptions: opts}, func(c engine.Chunk) error {
+		res, err := e.Chat(turnCtx, engine.ChatRequest{Model: model.path, Projector: model.projector, Messages: history, GenerateOptions: opts}, func(c engine.Chunk) error {
 			_, err := io.WriteString(out, c.Text)
 			return err
 		})
@@ -136,6 +156,12 @@ func chatLoop(ctx context.Context, e *engine.Engine, model, system string, opts 
 		case errors.Is(err, context.Canceled) && ctx.Err() == nil:
 			// Interrupted by the user: keep what was said.
 			history = append(history, engine.Message{Role: "assistant", Content: res.Text})
+		case errors.Is(err, engine.ErrBadImage), errors.Is(err, engine.ErrBadRequest):
+			history = history[:len(history)-1]
+			fmt.Fprintf(os.Stderr, "owl: %v\n", err)
+			if !interactive {
+				return err
+			}
 		case errors.Is(err, engine.ErrContextFull):
 			history = history[:len(history)-1]
 			fmt.Fprintf(os.Stderr, "owl: %v; /clear starts a new conversation\n", err)

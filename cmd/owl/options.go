@@ -12,6 +12,7 @@ import (
 // engineFlags are the flags that size how a model runs.
 type engineFlags struct {
 	model     string
+	mmproj    string
 	threads   int
 	ctxSize   int
 	batch     int
@@ -22,7 +23,8 @@ type engineFlags struct {
 
 func (f *engineFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
-	fs.StringVarP(&f.model, "model", "m", "", "model file (GGUF)")
+	fs.StringVarP(&f.model, "model", "m", "", "model file (GGUF) or store name")
+	fs.StringVar(&f.mmproj, "mmproj", "", "vision projector (mmproj GGUF) for images; a store model's paired projector by default")
 	fs.IntVarP(&f.threads, "threads", "t", 0, "CPU threads (default: all CPUs)")
 	fs.IntVarP(&f.ctxSize, "ctx-size", "c", 0, "context size in tokens (default: min(4096, trained))")
 	fs.IntVarP(&f.batch, "batch", "b", 512, "prompt tokens per decode step")
@@ -48,11 +50,17 @@ func (f *engineFlags) check() error {
 	default:
 		return usageError{fmt.Errorf("--kv-type %q: want f16, q8_0 or q4_0", f.kvType)}
 	}
+	if f.mmproj == "" {
+		f.mmproj = pairedProjector(f.model)
+	}
 	model, err := resolveModel(f.model)
 	if err != nil {
 		return err
 	}
 	f.model = model
+	if f.mmproj, err = resolveModel(f.mmproj); err != nil {
+		return err
+	}
 	if st, err := os.Stat(f.model); err != nil {
 		return fmt.Errorf("%s: no such file", f.model)
 	} else if st.IsDir() {

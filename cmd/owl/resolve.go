@@ -71,3 +71,20 @@ func resolveModels(args ...*string) error {
 	}
 	return nil
 }
+
+// pairedProjector is the projector the store paired with the model named
+// arg, or "" (arg is a file, or the model has none).
+func pairedProjector(arg string) string {
+	if _, err := os.Stat(arg); err == nil || store.ValidName(arg) != nil {
+		return ""
+	}
+	st, err := store.OpenDefault()
+	if err != nil {
+		return ""
+	}
+	e, err := st.Get(arg)
+	if err != nil {
+		return ""
+	}
+	return e.ProjectorPath
+}
