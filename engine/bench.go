@@ -3,10 +3,10 @@ package engine
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
-	"fmt"
 	"time"
 
 	"github.com/owlengine/owl/llm"
