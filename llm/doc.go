@@ -1,9 +1,13 @@
-// Package llm runs text generation over llama.cpp: loading a model after
-// checking its file, tokenization, chat templates, sampling, stop strings and
-// a generation loop that streams text and can be cancelled between tokens.
+// Package llm runs text and image generation over llama.cpp: loading a
+// model after checking its file, tokenization, chat templates, sampling,
+// stop strings, and the pieces a scheduler builds on.
 //
-// A Model may be shared; a Session (one KV cache) serves one request at a
-// time and keeps the tokens of its last request, so a following request that
-// starts with the same tokens (a chat history, a system prompt) evaluates
-// only what is new.
+// A Model may be shared. A Context is a KV cache of several sequences
+// decoded a Batch at a time; a Generation is one request's sampling and
+// text state, fed the logits of each step. A Projector turns images into
+// prompt parts (PromptPart) whose embeddings a Context decodes at the
+// positions the model wants; embeddings are cached by the image's content.
+// A Session is the simple case: one KV cache serving one request at a time,
+// keeping the tokens of its last request, so a following request that
+// starts with the same tokens evaluates only what is new.
 package llm
