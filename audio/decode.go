@@ -111,7 +111,7 @@ func DecodeFile(path string, l Limits) (Audio, error) {
 // becomes an error.
 func Decode(r io.ReaderAt, size int64, l Limits) (a Audio, err error) {
 	if size > l.maxBytes() {
-		return Audio{}, fmt.Errorf("%w: %d bytes exceed the limit of %d", ErrBadAudio, size, l.maxBytes())
+		return Audio{}, fmt.Errorf("%w: %d bytes exceed the limit of %d", ErrTooLong, size, l.maxBytes())
 	}
 	head := make([]byte, min(size, 4096))
 	if _, err := r.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
@@ -158,7 +158,7 @@ func newCollector(rate, channels int, l Limits) (*collector, error) {
 
 func (c *collector) add(sum float64) error {
 	if len(c.out) >= c.max {
-		return fmt.Errorf("%w: more than the limit of %.0f s of audio", ErrBadAudio, float64(c.max)/float64(c.rate))
+		return fmt.Errorf("%w: more than the limit of %.0f s of audio", ErrTooLong, float64(c.max)/float64(c.rate))
 	}
 	c.out = append(c.out, float32(sum/float64(c.channels)))
 	return nil
@@ -179,7 +179,7 @@ func decodeFLAC(r io.ReadSeeker, l Limits) (Audio, error) {
 		return Audio{}, err
 	}
 	if info.NSamples > 0 && float64(info.NSamples)/float64(info.SampleRate) > l.maxSeconds() {
-		return Audio{}, fmt.Errorf("%w: %.0f s of audio exceeds the limit of %.0f s", ErrBadAudio, float64(info.NSamples)/float64(info.SampleRate), l.maxSeconds())
+		return Audio{}, fmt.Errorf("%w: %.0f s of audio exceeds the limit of %.0f s", ErrTooLong, float64(info.NSamples)/float64(info.SampleRate), l.maxSeconds())
 	}
 	if info.BitsPerSample < 4 || info.BitsPerSample > 32 {
 		return Audio{}, fmt.Errorf("%w: %d bits per sample", ErrBadAudio, info.BitsPerSample)
@@ -226,7 +226,7 @@ func decodeMP3(r io.ReadSeeker, l Limits) (Audio, error) {
 		return Audio{}, err
 	}
 	if n := d.Length(); n > 0 && float64(n/4)/float64(d.SampleRate()) > l.maxSeconds() {
-		return Audio{}, fmt.Errorf("%w: %.0f s of audio exceeds the limit of %.0f s", ErrBadAudio, float64(n/4)/float64(d.SampleRate()), l.maxSeconds())
+		return Audio{}, fmt.Errorf("%w: %.0f s of audio exceeds the limit of %.0f s", ErrTooLong, float64(n/4)/float64(d.SampleRate()), l.maxSeconds())
 	}
 	buf := make([]byte, 4*4096)
 	for {
@@ -261,7 +261,7 @@ func decodeVorbis(r io.ReadSeeker, l Limits) (Audio, error) {
 		return Audio{}, err
 	}
 	if n := d.Length(); n > 0 && float64(n)/float64(d.SampleRate()) > l.maxSeconds() {
-		return Audio{}, fmt.Errorf("%w: %.0f s of audio exceeds the limit of %.0f s", ErrBadAudio, float64(n)/float64(d.SampleRate()), l.maxSeconds())
+		return Audio{}, fmt.Errorf("%w: %.0f s of audio exceeds the limit of %.0f s", ErrTooLong, float64(n)/float64(d.SampleRate()), l.maxSeconds())
 	}
 	buf := make([]float32, 4096*c.channels)
 	for {

@@ -15,6 +15,9 @@ var ErrNotWAV = errors.New("not a WAV file")
 // ErrBadAudio is wrapped by errors about audio data that cannot be decoded.
 var ErrBadAudio = errors.New("bad audio data")
 
+// ErrTooLong is returned (wrapping ErrBadAudio) for audio over the Limits.
+var ErrTooLong = fmt.Errorf("%w: over the limit", ErrBadAudio)
+
 // Limits bound what a file may make owl allocate.
 type Limits struct {
 	MaxDuration float64 // seconds of audio; 0 means 4 hours
@@ -163,7 +166,7 @@ func decodePCM(r io.Reader, n int64, format, channels, rate, bits int, l Limits)
 	frame := int64(channels * bits / 8)
 	frames := n / frame
 	if secs := float64(frames) / float64(rate); secs > l.maxSeconds() {
-		return Audio{}, fmt.Errorf("%w: %.0f s of audio exceeds the limit of %.0f s", ErrBadAudio, secs, l.maxSeconds())
+		return Audio{}, fmt.Errorf("%w: %.0f s of audio exceeds the limit of %.0f s", ErrTooLong, secs, l.maxSeconds())
 	}
 	out := make([]float32, 0, frames)
 	buf := make([]byte, frame*4096)

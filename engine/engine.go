@@ -64,6 +64,10 @@ type Options struct {
 	// model as soon as its last request ends.
 	KeepAlive   time.Duration
 	NoKeepAlive bool
+	// MemoryWait bounds how long a request waits for memory to load its
+	// model while running requests hold it all; past it the request fails
+	// with ErrBusy. 0 waits until the request's context ends.
+	MemoryWait time.Duration
 	// SpeechBackend names the recognizer: "native" (default) or one linked
 	// in by a build tag, such as "whispercpp".
 	SpeechBackend string
@@ -215,6 +219,12 @@ type GenerateOptions struct {
 	// KeepAlive, when set, replaces the model's keep-alive once this
 	// request ends (0: unload at once when idle; negative: keep loaded).
 	KeepAlive *time.Duration
+	// Grammar (GBNF, root rule "root") or JSONSchema, when set, constrains
+	// the output: only tokens that keep it a prefix of a string the grammar
+	// accepts (a JSON text valid against the schema) are sampled. A schema
+	// llama.cpp cannot convert is ErrBadGrammar.
+	Grammar    string
+	JSONSchema []byte
 }
 
 // GenerateRequest is a plain text completion: the prompt is continued as is,
@@ -350,7 +360,15 @@ func decodeImages(raw [][]byte) ([]*vision.Image, error) {
 var ErrBadImage = errors.New("bad image")
 
 func (m *textModel) run(ctx context.Context, prompt []llm.Token, parts []llm.PromptPart, o GenerateOptions, onChunk func(Chunk) error) (Result, error) {
-	return m.runner.generate(ctx, llm.Request{Prompt: prompt, Sampling: o.Sampling, MaxTokens: o.MaxTokens, Stop: o.Stop}, parts, o.Priority, onChunk)
+	gr, err := m.grammar(o)
+	if err != nil {
+		return Result{PromptTokens: len(prompt)}, err
+	}
+	if gr != nil {
+		// generate returns only once the runner has let go of the request.
+		defer gr.Close()
+	}
+	return m.runner.generate(ctx, llm.Request{Prompt: prompt, Sampling: o.Sampling, MaxTokens: o.MaxTokens, Stop: o.Stop, Grammar: gr}, parts, o.Priority, onChunk)
 }
 
 // ModelInfo describes a model file without loading its weights.

@@ -108,6 +108,7 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func() (closer,
 		err error
 	)
 	estimated := false
+	var memWait <-chan time.Time // fires when MemoryWait is over
 	for {
 		e.mu.Lock()
 		if e.closed {
@@ -145,15 +146,23 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func() (closer,
 		victims := e.makeRoom(est)
 		if e.used+est > e.budget {
 			// Everything that could go is going; wait for a request to end.
-			wait := e.freed
+			wait, used := e.freed, e.used
 			e.mu.Unlock()
 			closeAll(victims)
+			if memWait == nil && e.opts.MemoryWait > 0 {
+				t := time.NewTimer(e.opts.MemoryWait)
+				defer t.Stop()
+				memWait = t.C
+			}
 			select {
 			case <-wait:
 				continue
+			case <-memWait:
+				return nil, fmt.Errorf("%w: waited %s for memory to load %s (needs %s, %s of %s in use by running requests)",
+					ErrBusy, e.opts.MemoryWait, filepath.Base(ref.path), formatBytes(est), formatBytes(used), formatBytes(e.budget))
 			case <-ctx.Done():
 				return nil, fmt.Errorf("waiting for memory to load %s (needs %s, %s of %s in use by running requests): %w",
-					filepath.Base(ref.path), formatBytes(est), formatBytes(e.used), formatBytes(e.budget), ctx.Err())
+					filepath.Base(ref.path), formatBytes(est), formatBytes(used), formatBytes(e.budget), ctx.Err())
 			}
 		}
 		m := &loaded{key: key, kind: ref.kind, path: ref.path, projector: ref.projector, bytes: est, refs: 1, keepAlive: e.keepAlive, ready: make(chan struct{})}

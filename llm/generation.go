@@ -65,9 +65,18 @@ func (g *Generation) Step(logits []float32) (c Chunk, done bool) {
 	if g.done {
 		return Chunk{}, true
 	}
+	if gr := g.req.Grammar; gr != nil && !gr.constrain(logits) {
+		return g.Finish(FinishStop), true // the grammar allows nothing more
+	}
 	tok := g.sampler.Sample(logits)
+	if g.req.Grammar != nil && !allowed(logits, tok) {
+		tok = argmax(logits) // rounding in sampling picked a masked token
+	}
 	if g.model.IsEOG(tok) && !g.req.IgnoreEOS {
 		return g.Finish(FinishStop), true
+	}
+	if g.req.Grammar != nil {
+		g.req.Grammar.accept(tok)
 	}
 	g.sampler.Accept(tok)
 	g.res.Tokens = append(g.res.Tokens, tok)

@@ -70,6 +70,10 @@ type Request struct {
 	MaxTokens int      // 0 means until the context is full
 	Stop      []string // generation ends before the first of these strings
 	IgnoreEOS bool     // keep generating past end-of-generation tokens (benchmarks)
+	// Grammar, when set, allows only tokens that keep the output a prefix
+	// of a string the grammar accepts. The caller owns it and closes it
+	// after the generation.
+	Grammar *Grammar
 }
 
 // Chunk is a piece of generated output passed to the callback.
