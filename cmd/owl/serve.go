@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/store"
+	"github.com/owlengine/owl/server"
+)
+
+// DefaultServeAddr is where owl serve listens unless told otherwise.
+const DefaultServeAddr = "127.0.0.1:11435"
+
+type serveFlags struct {
+	host            string
+	modelsDir       string
+	apiKey          string
+	insecure        bool
+	maxMemory       string
+	parallel        int
+	maxQueue        int
+	keepAlive       string
+	memoryWait      time.Duration
+	allowedMediaDir string
+	threads         int
+	ctxSize         int
+	maxBody         string
+	maxAudio        time.Duration
+	shutdownGrace   time.Duration
+}
+
+func newServeCmd() *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "serve the OpenAI- and ollama-compatible HTTP API",
+		Long: `Serve answers the OpenAI API (/v1/chat/completions, /v1/completions,
+/v1/audio/transcriptions, /v1/audio/translations, /v1/models), the ollama
+API (/api/chat, /api/generate, /api/tags, /api/ps, /api/show), live
+transcription over a WebSocket (/v1/audio/stream), /health and Prometheus
+/metrics. Models are the store's entries in --models-dir and the model files
+lying in that folder, by file name. docs/api.md describes every endpoint.
+
+Binding an address other than loopback needs --api-key (or OWL_API_KEY),
+unless --insecure says otherwise. SIGINT or SIGTERM stops accepting
+requests, lets those in flight finish for --shutdown-grace, cancels the
+rest and exits 0.`,
+		Example: `  owl serve
+  owl serve --models-dir build/models
+  owl serve --host 0.0.0.0:11435 --api-key "$(cat key.txt)" --max-memory 8GiB`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.run(cmd.Context(), cmd.ErrOrStderr())
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.host, "host", envOr("OWL_HOST", DefaultServeAddr), "address to listen on, HOST[:PORT] (OWL_HOST)")
+	fs.StringVar(&f.modelsDir, "models-dir", "", "model store folder (default $OWL_MODELS or ~/.owl/models)")
+	fs.StringVar(&f.apiKey, "api-key", "", "require this key as Authorization: Bearer KEY (default $OWL_API_KEY)")
+	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback address without an API key")
+	fs.StringVar(&f.maxMemory, "max-memory", os.Getenv("OWL_MAX_MEMORY"), "memory budget for loaded models, e.g. 8GiB or 75% (default 75% of RAM)")
+	fs.IntVar(&f.parallel, "parallel", 4, "requests one text model runs at once")
+	fs.IntVar(&f.maxQueue, "max-queue", 64, "requests that may wait per model before 503")
+	fs.StringVar(&f.keepAlive, "keep-alive", "5m", "how long an idle model stays loaded (0: unload at once; -1: forever)")
+	fs.DurationVar(&f.memoryWait, "memory-wait", 30*time.Second, "how long a request waits for memory to load its model before 503")
+	fs.StringVar(&f.allowedMediaDir, "allowed-media-dir", "", "folder file:// image URLs may be read from (default: none)")
+	fs.IntVarP(&f.threads, "threads", "t", 0, "CPU threads per model (default: all CPUs)")
+	fs.IntVarP(&f.ctxSize, "ctx-size", "c", 0, "context tokens per request (default: min(4096, trained))")
+	fs.StringVar(&f.maxBody, "max-body", "25MiB", "largest request body")
+	fs.DurationVar(&f.maxAudio, "max-audio", server.DefaultMaxAudio, "longest audio per transcription or live stream")
+	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "how long requests in flight may finish at shutdown")
+	fs.SetNormalizeFunc(normalizeFlag)
+	return cmd
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// listenAddr completes HOST or HOST:PORT with the default port.
+func listenAddr(host string) (string, error) {
+	if host == "" {
+		return DefaultServeAddr, nil
+	}
+	if h, p, err := net.SplitHostPort(host); err == nil {
+		if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 65535 {
+			return "", fmt.Errorf("--host %q: bad port %q", host, p)
+		}
+		return net.JoinHostPort(h, p), nil
+	}
+	_, port, _ := net.SplitHostPort(DefaultServeAddr)
+	return net.JoinHostPort(strings.Trim(host, "[]"), port), nil
+}
+
+// isLoopback says whether addr only accepts connections from this machine.
+func isLoopback(addr string) bool {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// keepAliveOption turns --keep-alive into engine options.
+func keepAliveOption(s string) (d time.Duration, none bool, err error) {
+	s = strings.TrimSpace(s)
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		d = time.Duration(n * float64(time.Second))
+	} else if d, err = time.ParseDuration(s); err != nil {
+		return 0, false, fmt.Errorf("--keep-alive %q: want a duration such as 5m, 0 or -1", s)
+	}
+	switch {
+	case d < 0:
+		return -1, false, nil
+	case d == 0:
+		return 0, true, nil
+	}
+	return d, false, nil
+}
+
+func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
+	addr, err := listenAddr(f.host)
+	if err != nil {
+		return usageError{err}
+	}
+	if f.apiKey == "" {
+		f.apiKey = os.Getenv("OWL_API_KEY")
+	}
+	if !isLoopback(addr) && f.apiKey == "" && !f.insecure {
+		return usageError{fmt.Errorf("refusing to serve on %s, reachable from other machines, without an API key: pass --api-key (or OWL_API_KEY), or --insecure to serve without one", addr)}
+	}
+	switch {
+	case f.parallel <= 0:
+		return usageError{fmt.Errorf("--parallel %d must be positive", f.parallel)}
+	case f.maxQueue <= 0:
+		return usageError{fmt.Errorf("--max-queue %d must be positive", f.maxQueue)}
+	case f.threads < 0:
+		return usageError{fmt.Errorf("--threads %d must not be negative", f.threads)}
+	case f.ctxSize < 0:
+		return usageError{fmt.Errorf("--ctx-size %d must not be negative", f.ctxSize)}
+	case f.memoryWait < 0 || f.maxAudio <= 0 || f.shutdownGrace < 0:
+		return usageError{errors.New("--memory-wait, --max-audio and --shutdown-grace must not be negative")}
+	}
+	var budget uint64
+	if f.maxMemory != "" {
+		if budget, err = engine.ParseBytes(f.maxMemory); err != nil {
+			return usageError{fmt.Errorf("--max-memory: %w", err)}
+		}
+	}
+	maxBody, err := engine.ParseBytes(f.maxBody)
+	if err != nil {
+		return usageError{fmt.Errorf("--max-body: %w", err)}
+	}
+	keep, noKeep, err := keepAliveOption(f.keepAlive)
+	if err != nil {
+		return usageError{err}
+	}
+	if f.modelsDir == "" {
+		if f.modelsDir, err = store.DefaultDir(); err != nil {
+			return err
+		}
+	}
+	if st, err := os.Stat(f.modelsDir); err != nil || !st.IsDir() {
+		return fmt.Errorf("--models-dir %s: no such folder (owl pull fills the default one)", f.modelsDir)
+	}
+	if f.allowedMediaDir != "" {
+		if st, err := os.Stat(f.allowedMediaDir); err != nil || !st.IsDir() {
+			return fmt.Errorf("--allowed-media-dir %s: no such folder", f.allowedMediaDir)
+		}
+	}
+
+	e := engine.New(engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel, MaxQueue: f.maxQueue,
+		MaxMemory: budget, KeepAlive: keep, NoKeepAlive: noKeep, MemoryWait: f.memoryWait})
+	srv, err := server.New(server.Config{Engine: e, ModelsDir: f.modelsDir, APIKey: f.apiKey, AllowedMediaDir: f.allowedMediaDir,
+		Limits: server.Limits{MaxBodyBytes: int64(maxBody), MaxAudio: f.maxAudio}, Version: version})
+	if err != nil {
+		e.Close()
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		e.Close()
+		return err
+	}
+	// Requests' contexts derive from base: cancelling it cancels them all.
+	base, cancelAll := context.WithCancel(context.Background())
+	defer cancelAll()
+	hs := &http.Server{
+		Handler:           srv,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+	}
+	fmt.Fprintf(stderr, "owl %s serving on http://%s (models: %s)\n", version, ln.Addr(), f.modelsDir)
+	slog.Info("serving", "addr", ln.Addr().String(), "models", f.modelsDir, "features", strings.Join(engine.SystemFeatures(), " "))
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		e.Close()
+		return err
+	case <-ctx.Done():
+	}
+	// A second signal kills the process the usual way.
+	signal.Reset(os.Interrupt, syscall.SIGTERM)
+	fmt.Fprintf(stderr, "owl: shutting down: waiting up to %s for requests in flight\n", f.shutdownGrace)
+	graceCtx, cancel := context.WithTimeout(context.Background(), f.shutdownGrace)
+	err = hs.Shutdown(graceCtx)
+	cancel()
+	// Whatever still runs (requests past the grace period, live streams on
+	// hijacked connections) is cancelled; the engine then waits for them to
+	// unwind, which takes a decode step.
+	cancelAll()
+	if err != nil {
+		fmt.Fprintln(stderr, "owl: cancelled the requests still running")
+		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		hs.Shutdown(closeCtx)
+		cancel()
+		hs.Close()
+	}
+	e.Close()
+	fmt.Fprintln(stderr, "owl: stopped")
+	return nil
+}

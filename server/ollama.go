@@ -1,0 +1,515 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/store"
+)
+
+// ollama request bodies.
+
+// ollamaChatRequest is the body of POST /api/chat.
+type ollamaChatRequest struct {
+	Model     string          `json:"model"`
+	Messages  []ollamaMessage `json:"messages"`
+	Stream    *bool           `json:"stream"`
+	Format    json.RawMessage `json:"format"`
+	Options   *ollamaOptions  `json:"options"`
+	KeepAlive *keepAlive      `json:"keep_alive"`
+	Tools     json.RawMessage `json:"tools"`
+}
+
+// ollamaMessage carries images as base64 strings.
+type ollamaMessage struct {
+	Role    string   `json:"role"`
+	Content string   `json:"content"`
+	Images  []string `json:"images"`
+}
+
+// ollamaGenerateRequest is the body of POST /api/generate.
+type ollamaGenerateRequest struct {
+	Model     string          `json:"model"`
+	Prompt    string          `json:"prompt"`
+	Suffix    string          `json:"suffix"`
+	System    string          `json:"system"`
+	Template  string          `json:"template"`
+	Raw       bool            `json:"raw"`
+	Images    []string        `json:"images"`
+	Stream    *bool           `json:"stream"`
+	Format    json.RawMessage `json:"format"`
+	Options   *ollamaOptions  `json:"options"`
+	KeepAlive *keepAlive      `json:"keep_alive"`
+}
+
+// ollamaOptions are the model options owl honors; others are accepted and
+// ignored, as ollama does with options a runner does not know.
+type ollamaOptions struct {
+	Temperature   *float64 `json:"temperature"`
+	TopK          *int     `json:"top_k"`
+	TopP          *float64 `json:"top_p"`
+	MinP          *float64 `json:"min_p"`
+	NumPredict    *int     `json:"num_predict"`
+	Stop          stopList `json:"stop"`
+	Seed          *int64   `json:"seed"`
+	RepeatPenalty *float64 `json:"repeat_penalty"`
+	RepeatLastN   *int     `json:"repeat_last_n"`
+}
+
+// keepAlive is a duration string ("5m", "1h30m", "-1") or a number of
+// seconds; negative means keep loaded forever.
+type keepAlive struct{ d time.Duration }
+
+// UnmarshalJSON takes a duration string or a number of seconds.
+func (k *keepAlive) UnmarshalJSON(b []byte) error {
+	bad := badRequest("keep_alive", "keep_alive must be a duration such as \"5m\" or a number of seconds (negative: forever)")
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return bad
+	}
+	switch t := v.(type) {
+	case float64:
+		if math.IsNaN(t) || math.IsInf(t, 0) || math.Abs(t) > 1e9 {
+			return bad
+		}
+		k.d = time.Duration(t * float64(time.Second))
+	case string:
+		if n, err := strconv.ParseFloat(t, 64); err == nil && math.Abs(n) <= 1e9 {
+			k.d = time.Duration(n * float64(time.Second))
+			break
+		}
+		d, err := time.ParseDuration(t)
+		if err != nil {
+			return bad
+		}
+		k.d = d
+	default:
+		return bad
+	}
+	if k.d < 0 {
+		k.d = -1
+	}
+	return nil
+}
+
+func (k *keepAlive) duration() *time.Duration {
+	if k == nil {
+		return nil
+	}
+	d := k.d
+	return &d
+}
+
+// generateOptions checks o and turns it into engine options.
+func (o *ollamaOptions) generateOptions() (engine.GenerateOptions, error) {
+	g := engine.GenerateOptions{Sampling: engine.DefaultSampling()}
+	if o == nil {
+		return g, nil
+	}
+	if o.NumPredict != nil && *o.NumPredict > 0 {
+		g.MaxTokens = *o.NumPredict // ollama: negative means no limit
+	}
+	if o.Temperature != nil {
+		if math.IsNaN(*o.Temperature) || *o.Temperature < 0 || *o.Temperature > 100 {
+			return g, badRequest("options.temperature", "options.temperature %v out of range [0, 100]", *o.Temperature)
+		}
+		g.Sampling.Temperature = float32(*o.Temperature)
+	}
+	if o.TopK != nil {
+		g.Sampling.TopK = max(*o.TopK, 0)
+	}
+	if o.TopP != nil {
+		g.Sampling.TopP = float32(*o.TopP)
+	}
+	if o.MinP != nil {
+		g.Sampling.MinP = float32(*o.MinP)
+	}
+	if o.RepeatPenalty != nil {
+		g.Sampling.RepeatPenalty = float32(*o.RepeatPenalty)
+	}
+	if o.RepeatLastN != nil {
+		g.Sampling.RepeatLastN = *o.RepeatLastN
+		if *o.RepeatLastN < 0 { // ollama: -1 is the context; owl's window is bounded
+			g.Sampling.RepeatLastN = 64
+		}
+	}
+	if o.Seed != nil {
+		g.Sampling.Seed = *o.Seed
+	}
+	for _, s := range o.Stop {
+		if s == "" {
+			return g, badRequest("options.stop", "stop strings must not be empty")
+		}
+	}
+	g.Stop = o.Stop
+	if err := g.Sampling.Validate(); err != nil {
+		return g, badRequest("options", "options: %v", err)
+	}
+	return g, nil
+}
+
+// formatSchema turns ollama's format ("json" or a JSON schema) into a schema.
+func formatSchema(f json.RawMessage) ([]byte, error) {
+	b := bytes.TrimSpace(f)
+	if len(b) == 0 || string(b) == "null" || string(b) == `""` {
+		return nil, nil
+	}
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		if s == "json" {
+			return []byte(`{}`), nil
+		}
+		return nil, badRequest("format", "format %q: want \"json\" or a JSON schema object", truncate(s, 40))
+	}
+	if b[0] != '{' || !json.Valid(b) {
+		return nil, badRequest("format", "format must be \"json\" or a JSON schema object")
+	}
+	return b, nil
+}
+
+// ollamaImages decodes base64 images.
+func (s *Server) ollamaImages(in []string, param string, count *int) ([][]byte, error) {
+	var out [][]byte
+	for i, b64 := range in {
+		p := fmt.Sprintf("%s[%d]", param, i)
+		*count++
+		if *count > s.lim.MaxImages {
+			return nil, badRequest(p, "more than %d images in one request", s.lim.MaxImages)
+		}
+		img, err := decodeBase64(b64)
+		if err != nil {
+			return nil, badRequest(p, "%s: invalid base64: %v", p, err)
+		}
+		if err := s.checkImage(img, p); err != nil {
+			return nil, err
+		}
+		out = append(out, img)
+	}
+	return out, nil
+}
+
+// ollamaTimes are the durations and counts ollama reports when done.
+func ollamaTimes(res engine.Result, total time.Duration) map[string]any {
+	return map[string]any{
+		"total_duration": total.Nanoseconds(), "load_duration": 0,
+		"prompt_eval_count": res.PromptTokens - res.CachedTokens, "prompt_eval_duration": res.PromptDuration.Nanoseconds(),
+		"eval_count": len(res.Tokens), "eval_duration": res.GenerateDuration.Nanoseconds(),
+	}
+}
+
+func nowRFC3339() string { return time.Now().UTC().Format(time.RFC3339Nano) }
+
+// requireOllamaJSON accepts what ollama's clients and curl -d send.
+func requireOllamaJSON(r *http.Request) error {
+	return requireContentType(r, "application/json", "", "application/x-www-form-urlencoded")
+}
+
+func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error {
+	start := time.Now()
+	if err := requireOllamaJSON(r); err != nil {
+		return err
+	}
+	var req ollamaChatRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	m, err := s.models.textModel(req.Model)
+	if err != nil {
+		return err
+	}
+	if t := bytes.TrimSpace(req.Tools); len(t) > 0 && string(t) != "null" && string(t) != "[]" {
+		return badRequest("tools", "tools are not supported")
+	}
+	opts, err := req.Options.generateOptions()
+	if err != nil {
+		return err
+	}
+	if opts.JSONSchema, err = formatSchema(req.Format); err != nil {
+		return err
+	}
+	opts.KeepAlive = req.KeepAlive.duration()
+	opts.Priority = engine.PriorityInteractive
+	if len(req.Messages) == 0 {
+		// ollama's way to load a model: answer done without generating.
+		writeJSON(w, http.StatusOK, map[string]any{"model": req.Model, "created_at": nowRFC3339(),
+			"message": map[string]any{"role": "assistant", "content": ""}, "done": true, "done_reason": "load"})
+		return nil
+	}
+	msgs := make([]engine.Message, 0, len(req.Messages))
+	images := 0
+	for i, msg := range req.Messages {
+		switch msg.Role {
+		case "system", "user", "assistant", "tool":
+		default:
+			return badRequest(fmt.Sprintf("messages[%d].role", i), "messages[%d]: unknown role %q (want system, user, assistant or tool)", i, truncate(msg.Role, 40))
+		}
+		imgs, err := s.ollamaImages(msg.Images, fmt.Sprintf("messages[%d].images", i), &images)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, engine.Message{Role: msg.Role, Content: msg.Content, Images: imgs})
+	}
+	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts}
+	stream := req.Stream == nil || *req.Stream
+	if !stream {
+		res, err := s.be.Chat(r.Context(), creq, nil)
+		if err != nil {
+			return err
+		}
+		out := ollamaTimes(res, time.Since(start))
+		out["model"], out["created_at"], out["done"], out["done_reason"] = req.Model, nowRFC3339(), true, res.FinishReason
+		out["message"] = map[string]any{"role": "assistant", "content": res.Text}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+	ev := newNDJSON(w)
+	res, err := s.be.Chat(r.Context(), creq, func(c engine.Chunk) error {
+		if c.Text == "" {
+			return nil
+		}
+		return ev.send(map[string]any{"model": req.Model, "created_at": nowRFC3339(),
+			"message": map[string]any{"role": "assistant", "content": c.Text}, "done": false})
+	})
+	if err != nil {
+		return s.streamError(ev, apiOllama, err)
+	}
+	out := ollamaTimes(res, time.Since(start))
+	out["model"], out["created_at"], out["done"], out["done_reason"] = req.Model, nowRFC3339(), true, res.FinishReason
+	out["message"] = map[string]any{"role": "assistant", "content": ""}
+	ev.send(out)
+	return nil
+}
+
+func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) error {
+	start := time.Now()
+	if err := requireOllamaJSON(r); err != nil {
+		return err
+	}
+	var req ollamaGenerateRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	m, err := s.models.textModel(req.Model)
+	if err != nil {
+		return err
+	}
+	if req.Suffix != "" {
+		return badRequest("suffix", "suffix (fill in the middle) is not supported")
+	}
+	if req.Template != "" {
+		return badRequest("template", "template is not supported: owl formats prompts with the model's own chat template (or use raw)")
+	}
+	opts, err := req.Options.generateOptions()
+	if err != nil {
+		return err
+	}
+	if opts.JSONSchema, err = formatSchema(req.Format); err != nil {
+		return err
+	}
+	opts.KeepAlive = req.KeepAlive.duration()
+	images := 0
+	imgs, err := s.ollamaImages(req.Images, "images", &images)
+	if err != nil {
+		return err
+	}
+	if req.Prompt == "" && len(imgs) == 0 {
+		writeJSON(w, http.StatusOK, map[string]any{"model": req.Model, "created_at": nowRFC3339(), "response": "", "done": true, "done_reason": "load"})
+		return nil
+	}
+	// Without raw, ollama formats the prompt with the model's template, as
+	// one user turn after the system prompt.
+	run := func(onChunk func(engine.Chunk) error) (engine.Result, error) {
+		if req.Raw {
+			return s.be.Generate(r.Context(), engine.GenerateRequest{Model: m.Path, Prompt: req.Prompt, Projector: m.ProjectorPath, Images: imgs, GenerateOptions: opts}, onChunk)
+		}
+		var msgs []engine.Message
+		if req.System != "" {
+			msgs = append(msgs, engine.Message{Role: "system", Content: req.System})
+		}
+		msgs = append(msgs, engine.Message{Role: "user", Content: req.Prompt, Images: imgs})
+		return s.be.Chat(r.Context(), engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts}, onChunk)
+	}
+	stream := req.Stream == nil || *req.Stream
+	if !stream {
+		res, err := run(nil)
+		if err != nil {
+			return err
+		}
+		out := ollamaTimes(res, time.Since(start))
+		out["model"], out["created_at"], out["done"], out["done_reason"], out["response"] = req.Model, nowRFC3339(), true, res.FinishReason, res.Text
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+	ev := newNDJSON(w)
+	res, err := run(func(c engine.Chunk) error {
+		if c.Text == "" {
+			return nil
+		}
+		return ev.send(map[string]any{"model": req.Model, "created_at": nowRFC3339(), "response": c.Text, "done": false})
+	})
+	if err != nil {
+		return s.streamError(ev, apiOllama, err)
+	}
+	out := ollamaTimes(res, time.Since(start))
+	out["model"], out["created_at"], out["done"], out["done_reason"], out["response"] = req.Model, nowRFC3339(), true, res.FinishReason, ""
+	ev.send(out)
+	return nil
+}
+
+// details describes a model the way ollama's listings do.
+func (s *Server) details(m model) map[string]any {
+	d := map[string]any{"parent_model": "", "format": "gguf", "family": string(m.Kind), "families": []string{string(m.Kind)},
+		"parameter_size": "", "quantization_level": ""}
+	switch m.Kind {
+	case store.KindWhisper, store.KindVAD:
+		d["format"] = "ggml"
+		return d
+	}
+	info, err := s.models.info(m.Path)
+	if err != nil {
+		return d
+	}
+	d["family"], d["families"] = info.Architecture, []string{info.Architecture}
+	if m.Projector != "" {
+		d["families"] = []string{info.Architecture, "clip"}
+	}
+	d["parameter_size"] = formatParams(info.Params)
+	d["quantization_level"] = strings.ToUpper(info.FileType)
+	return d
+}
+
+// formatParams writes a parameter count as ollama does ("1.2B", "135M").
+func formatParams(n uint64) string {
+	switch {
+	case n >= 1e9:
+		return strconv.FormatFloat(float64(n)/1e9, 'f', 1, 64) + "B"
+	case n >= 1e6:
+		return strconv.FormatFloat(float64(n)/1e6, 'f', 0, 64) + "M"
+	case n >= 1e3:
+		return strconv.FormatFloat(float64(n)/1e3, 'f', 0, 64) + "K"
+	}
+	return strconv.FormatUint(n, 10)
+}
+
+func (s *Server) handleOllamaTags(w http.ResponseWriter, r *http.Request) error {
+	all, err := s.models.list()
+	if err != nil {
+		s.log.Warn("server: model store", "err", err)
+	}
+	out := []any{}
+	for _, m := range all {
+		if !servable(m) {
+			continue
+		}
+		out = append(out, map[string]any{"name": m.Name, "model": m.Name, "modified_at": m.Modified.UTC().Format(time.RFC3339Nano),
+			"size": m.Size, "digest": strings.TrimPrefix(m.Digest, "sha256:"), "details": s.details(m)})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": out})
+	return nil
+}
+
+func (s *Server) handleOllamaPS(w http.ResponseWriter, r *http.Request) error {
+	met := s.be.Metrics()
+	all, _ := s.models.list()
+	byPath := map[string]model{}
+	for _, m := range all {
+		if real, err := filepath.EvalSymlinks(m.Path); err == nil {
+			byPath[real] = m
+		}
+		byPath[m.Path] = m
+	}
+	out := []any{}
+	for _, mm := range met.Models {
+		m, ok := byPath[mm.Path]
+		if !ok {
+			if real, err := filepath.EvalSymlinks(mm.Path); err == nil {
+				m, ok = byPath[real]
+			}
+		}
+		if !ok {
+			m = model{Name: filepath.Base(mm.Path), Path: mm.Path, Kind: store.KindLLM}
+			if mm.Kind == "speech" {
+				m.Kind = store.KindWhisper
+			}
+		}
+		var expires time.Time
+		switch {
+		case mm.InUse > 0 || mm.KeepAlive < 0:
+			expires = time.Now().Add(100 * 365 * 24 * time.Hour) // while in use or kept forever
+		default:
+			expires = mm.LastUsed.Add(mm.KeepAlive)
+		}
+		out = append(out, map[string]any{"name": m.Name, "model": m.Name, "size": mm.Bytes, "digest": strings.TrimPrefix(m.Digest, "sha256:"),
+			"details": s.details(m), "expires_at": expires.UTC().Format(time.RFC3339Nano), "size_vram": 0})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": out})
+	return nil
+}
+
+func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error {
+	if err := requireOllamaJSON(r); err != nil {
+		return err
+	}
+	var req struct {
+		Model string `json:"model"`
+		Name  string `json:"name"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	name := req.Model
+	if name == "" {
+		name = req.Name
+	}
+	m, err := s.models.resolve(name)
+	if err != nil {
+		return err
+	}
+	out := map[string]any{"modelfile": "", "parameters": "", "template": "", "details": s.details(m),
+		"modified_at": m.Modified.UTC().Format(time.RFC3339Nano)}
+	info := map[string]any{}
+	caps := []string{}
+	switch m.Kind {
+	case store.KindLLM:
+		caps = append(caps, "completion")
+		if m.Projector != "" {
+			caps = append(caps, "vision")
+		}
+		if gi, err := s.models.info(m.Path); err == nil {
+			info["general.architecture"] = gi.Architecture
+			info["general.name"] = gi.Name
+			info["general.parameter_count"] = gi.Params
+			info[gi.Architecture+".context_length"] = gi.ContextLength
+			for k, v := range gi.Hyper {
+				info[gi.Architecture+"."+k] = v
+			}
+			info["tokenizer.ggml.model"] = gi.Tokenizer
+		}
+	case store.KindWhisper:
+		caps = append(caps, "transcription")
+		info["general.architecture"] = "whisper"
+	}
+	out["model_info"], out["capabilities"] = info, caps
+	if m.Projector != "" {
+		out["projector_info"] = map[string]any{"name": m.Projector}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleOllamaVersion(w http.ResponseWriter, r *http.Request) error {
+	v := s.cfg.Version
+	if v == "" {
+		v = "dev"
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": v})
+	return nil
+}

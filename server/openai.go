@@ -1,0 +1,484 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/store"
+)
+
+// OpenAI request bodies. Fields owl does not use are ignored, as clients
+// send many; fields whose meaning owl cannot honor are refused.
+
+// chatCompletionRequest is the body of POST /v1/chat/completions.
+type chatCompletionRequest struct {
+	Model               string          `json:"model"`
+	Messages            []chatMessage   `json:"messages"`
+	Stream              bool            `json:"stream"`
+	StreamOptions       *streamOptions  `json:"stream_options"`
+	MaxTokens           *int            `json:"max_tokens"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Temperature         *float64        `json:"temperature"`
+	TopP                *float64        `json:"top_p"`
+	Seed                *int64          `json:"seed"`
+	Stop                stopList        `json:"stop"`
+	N                   *int            `json:"n"`
+	ResponseFormat      *responseFormat `json:"response_format"`
+	Tools               json.RawMessage `json:"tools"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// chatMessage is one message; its content is a string, an array of parts,
+// or null.
+type chatMessage struct {
+	Role    string         `json:"role"`
+	Content messageContent `json:"content"`
+}
+
+type messageContent struct {
+	Text  string
+	Parts []contentPart
+}
+
+// UnmarshalJSON takes a string, an array of parts, or null.
+func (c *messageContent) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case len(b) == 0 || string(b) == "null":
+		return nil
+	case b[0] == '"':
+		return json.Unmarshal(b, &c.Text)
+	case b[0] == '[':
+		return json.Unmarshal(b, &c.Parts)
+	}
+	return badRequest("messages", "message content must be a string or an array of parts")
+}
+
+// contentPart is {"type":"text","text":...} or {"type":"image_url",
+// "image_url":{"url":...}} (or "image_url":"..." as some clients send).
+type contentPart struct {
+	Type     string          `json:"type"`
+	Text     string          `json:"text"`
+	ImageURL json.RawMessage `json:"image_url"`
+}
+
+func (p contentPart) imageURL() (string, error) {
+	b := bytes.TrimSpace(p.ImageURL)
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		err := json.Unmarshal(b, &s)
+		return s, err
+	}
+	var o struct {
+		URL string `json:"url"`
+	}
+	if len(b) == 0 || string(b) == "null" {
+		return "", nil
+	}
+	err := json.Unmarshal(b, &o)
+	return o.URL, err
+}
+
+// stopList is a string, an array of strings, or null.
+type stopList []string
+
+// UnmarshalJSON takes a string, an array of strings, or null.
+func (s *stopList) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case len(b) == 0 || string(b) == "null":
+		*s = nil
+		return nil
+	case b[0] == '"':
+		var one string
+		if err := json.Unmarshal(b, &one); err != nil {
+			return err
+		}
+		*s = stopList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return badRequest("stop", "stop must be a string or an array of strings")
+	}
+	*s = many
+	return nil
+}
+
+// responseFormat is {"type": "text" | "json_object" | "json_schema",
+// "json_schema": {"name", "schema", "strict"}}.
+type responseFormat struct {
+	Type       string `json:"type"`
+	JSONSchema *struct {
+		Name   string          `json:"name"`
+		Schema json.RawMessage `json:"schema"`
+		Strict *bool           `json:"strict"`
+	} `json:"json_schema"`
+}
+
+// anyObjectSchema is the schema of json_object: any JSON object.
+var anyObjectSchema = []byte(`{"type":"object"}`)
+
+// schema returns the JSON schema the format asks for, nil for free text.
+func (f *responseFormat) schema() ([]byte, error) {
+	if f == nil {
+		return nil, nil
+	}
+	switch f.Type {
+	case "", "text":
+		return nil, nil
+	case "json_object":
+		return anyObjectSchema, nil
+	case "json_schema":
+		if f.JSONSchema == nil || len(bytes.TrimSpace(f.JSONSchema.Schema)) == 0 || string(f.JSONSchema.Schema) == "null" {
+			return anyObjectSchema, nil
+		}
+		if !json.Valid(f.JSONSchema.Schema) || bytes.TrimSpace(f.JSONSchema.Schema)[0] != '{' {
+			return nil, badRequest("response_format", "response_format.json_schema.schema must be a JSON object")
+		}
+		return f.JSONSchema.Schema, nil
+	}
+	return nil, badRequest("response_format", "response_format type %q is not supported (want text, json_object or json_schema)", truncate(f.Type, 40))
+}
+
+// samplingParams are the OpenAI sampling fields shared by chat and
+// completions.
+type samplingParams struct {
+	maxTokens   *int
+	temperature *float64
+	topP        *float64
+	seed        *int64
+	stop        stopList
+	n           *int
+}
+
+// generateOptions checks p and turns it into engine options, starting from
+// llama.cpp's defaults for the fields the client left out.
+func (p samplingParams) generateOptions() (engine.GenerateOptions, error) {
+	o := engine.GenerateOptions{Sampling: engine.DefaultSampling()}
+	if p.n != nil && *p.n != 1 {
+		return o, badRequest("n", "n=%d: owl returns one choice per request (n=1)", *p.n)
+	}
+	if p.maxTokens != nil {
+		if *p.maxTokens < 0 {
+			return o, badRequest("max_tokens", "max_tokens %d must not be negative", *p.maxTokens)
+		}
+		o.MaxTokens = *p.maxTokens
+	}
+	if t := p.temperature; t != nil {
+		if math.IsNaN(*t) || *t < 0 || *t > 2 {
+			return o, badRequest("temperature", "temperature %v out of range [0, 2]", *t)
+		}
+		o.Sampling.Temperature = float32(*t)
+	}
+	if t := p.topP; t != nil {
+		if math.IsNaN(*t) || *t < 0 || *t > 1 {
+			return o, badRequest("top_p", "top_p %v out of range [0, 1]", *t)
+		}
+		o.Sampling.TopP = float32(*t)
+	}
+	if p.seed != nil {
+		o.Sampling.Seed = *p.seed & math.MaxInt64 // any seed given is a fixed one
+	}
+	if len(p.stop) > 16 {
+		return o, badRequest("stop", "%d stop strings, at most 16", len(p.stop))
+	}
+	for _, s := range p.stop {
+		if s == "" {
+			return o, badRequest("stop", "stop strings must not be empty")
+		}
+	}
+	o.Stop = p.stop
+	if err := o.Sampling.Validate(); err != nil {
+		return o, badRequest("", "%v", err)
+	}
+	return o, nil
+}
+
+// chatMessages converts OpenAI messages to the engine's, decoding images.
+func (s *Server) chatMessages(in []chatMessage) ([]engine.Message, error) {
+	if len(in) == 0 {
+		return nil, badRequest("messages", "messages must hold at least one message")
+	}
+	out := make([]engine.Message, 0, len(in))
+	images := 0
+	for i, m := range in {
+		role := m.Role
+		switch role {
+		case "developer":
+			role = "system"
+		case "system", "user", "assistant", "tool":
+		case "":
+			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "messages[%d] has no role", i)
+		default:
+			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "messages[%d]: unknown role %q (want system, developer, user, assistant or tool)", i, truncate(role, 40))
+		}
+		msg := engine.Message{Role: role, Content: m.Content.Text}
+		var text strings.Builder
+		text.WriteString(m.Content.Text)
+		for j, p := range m.Content.Parts {
+			param := fmt.Sprintf("messages[%d].content[%d]", i, j)
+			switch p.Type {
+			case "text", "input_text":
+				text.WriteString(p.Text)
+			case "image_url":
+				u, err := p.imageURL()
+				if err != nil {
+					return nil, badRequest(param, "%s: image_url must be {\"url\": \"data:...\"}", param)
+				}
+				images++
+				if images > s.lim.MaxImages {
+					return nil, badRequest(param, "more than %d images in one request", s.lim.MaxImages)
+				}
+				img, err := s.imageFromURL(u, param)
+				if err != nil {
+					return nil, err
+				}
+				msg.Images = append(msg.Images, img)
+			default:
+				return nil, badRequest(param, "%s: content part type %q is not supported (want text or image_url)", param, truncate(p.Type, 40))
+			}
+		}
+		msg.Content = text.String()
+		out = append(out, msg)
+	}
+	return out, nil
+}
+
+func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) error {
+	if err := requireContentType(r, "application/json", ""); err != nil {
+		return err
+	}
+	var req chatCompletionRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	m, err := s.models.textModel(req.Model)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(req.Tools)) > 0 && string(bytes.TrimSpace(req.Tools)) != "null" && string(bytes.TrimSpace(req.Tools)) != "[]" {
+		return badRequest("tools", "tools (function calling) are not supported")
+	}
+	maxTokens := req.MaxTokens
+	if req.MaxCompletionTokens != nil {
+		maxTokens = req.MaxCompletionTokens
+	}
+	opts, err := samplingParams{maxTokens, req.Temperature, req.TopP, req.Seed, req.Stop, req.N}.generateOptions()
+	if err != nil {
+		return err
+	}
+	if opts.JSONSchema, err = req.ResponseFormat.schema(); err != nil {
+		return err
+	}
+	msgs, err := s.chatMessages(req.Messages)
+	if err != nil {
+		return err
+	}
+	opts.Priority = engine.PriorityInteractive
+	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts}
+	id, created := newID("chatcmpl-"), time.Now().Unix()
+	if !req.Stream {
+		res, err := s.be.Chat(r.Context(), creq, nil)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"id": id, "object": "chat.completion", "created": created, "model": req.Model, "system_fingerprint": s.fingerprint(),
+			"choices": []any{map[string]any{"index": 0, "message": map[string]any{"role": "assistant", "content": res.Text},
+				"finish_reason": res.FinishReason, "logprobs": nil}},
+			"usage": usage(res),
+		})
+		return nil
+	}
+	ev := newSSE(w)
+	chunk := func(delta map[string]any, finish any) map[string]any {
+		return map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": req.Model,
+			"system_fingerprint": s.fingerprint(),
+			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": nil}}}
+	}
+	res, err := s.be.Chat(r.Context(), creq, func(c engine.Chunk) error {
+		if !ev.started {
+			if err := ev.send(chunk(map[string]any{"role": "assistant", "content": ""}, nil)); err != nil {
+				return err
+			}
+		}
+		if c.Text == "" {
+			return nil
+		}
+		return ev.send(chunk(map[string]any{"content": c.Text}, nil))
+	})
+	if err != nil {
+		return s.streamError(ev, apiOpenAI, err)
+	}
+	if !ev.started {
+		ev.send(chunk(map[string]any{"role": "assistant", "content": ""}, nil))
+	}
+	ev.send(chunk(map[string]any{}, res.FinishReason))
+	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
+		ev.send(map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": req.Model,
+			"choices": []any{}, "usage": usage(res)})
+	}
+	ev.done()
+	return nil
+}
+
+func usage(res engine.Result) map[string]any {
+	return map[string]any{
+		"prompt_tokens": res.PromptTokens, "completion_tokens": len(res.Tokens), "total_tokens": res.PromptTokens + len(res.Tokens),
+		"prompt_tokens_details": map[string]any{"cached_tokens": res.CachedTokens},
+	}
+}
+
+// fingerprint names the server build in OpenAI's system_fingerprint.
+func (s *Server) fingerprint() string {
+	if s.cfg.Version == "" {
+		return "owl"
+	}
+	return "owl-" + s.cfg.Version
+}
+
+// completionRequest is the body of POST /v1/completions.
+type completionRequest struct {
+	Model         string          `json:"model"`
+	Prompt        json.RawMessage `json:"prompt"`
+	Stream        bool            `json:"stream"`
+	StreamOptions *streamOptions  `json:"stream_options"`
+	MaxTokens     *int            `json:"max_tokens"`
+	Temperature   *float64        `json:"temperature"`
+	TopP          *float64        `json:"top_p"`
+	Seed          *int64          `json:"seed"`
+	Stop          stopList        `json:"stop"`
+	N             *int            `json:"n"`
+	Echo          bool            `json:"echo"`
+	Suffix        *string         `json:"suffix"`
+}
+
+// prompt returns the one prompt: a string, or an array of one string.
+func (c completionRequest) prompt() (string, error) {
+	b := bytes.TrimSpace(c.Prompt)
+	if len(b) == 0 || string(b) == "null" {
+		return "", badRequest("prompt", "no prompt")
+	}
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		return s, nil
+	}
+	var many []string
+	if json.Unmarshal(b, &many) == nil {
+		if len(many) != 1 {
+			return "", badRequest("prompt", "%d prompts: owl completes one prompt per request", len(many))
+		}
+		return many[0], nil
+	}
+	return "", badRequest("prompt", "prompt must be a string (token arrays are not supported)")
+}
+
+func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) error {
+	if err := requireContentType(r, "application/json", ""); err != nil {
+		return err
+	}
+	var req completionRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	m, err := s.models.textModel(req.Model)
+	if err != nil {
+		return err
+	}
+	prompt, err := req.prompt()
+	if err != nil {
+		return err
+	}
+	if req.Echo {
+		return badRequest("echo", "echo is not supported")
+	}
+	if req.Suffix != nil && *req.Suffix != "" {
+		return badRequest("suffix", "suffix (fill in the middle) is not supported")
+	}
+	opts, err := samplingParams{req.MaxTokens, req.Temperature, req.TopP, req.Seed, req.Stop, req.N}.generateOptions()
+	if err != nil {
+		return err
+	}
+	greq := engine.GenerateRequest{Model: m.Path, Prompt: prompt, GenerateOptions: opts}
+	id, created := newID("cmpl-"), time.Now().Unix()
+	choice := func(text string, finish any) map[string]any {
+		return map[string]any{"id": id, "object": "text_completion", "created": created, "model": req.Model,
+			"system_fingerprint": s.fingerprint(),
+			"choices": []any{map[string]any{"index": 0, "text": text, "finish_reason": finish, "logprobs": nil}}}
+	}
+	if !req.Stream {
+		res, err := s.be.Generate(r.Context(), greq, nil)
+		if err != nil {
+			return err
+		}
+		out := choice(res.Text, res.FinishReason)
+		out["usage"] = usage(res)
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+	ev := newSSE(w)
+	res, err := s.be.Generate(r.Context(), greq, func(c engine.Chunk) error {
+		if c.Text == "" {
+			return nil
+		}
+		return ev.send(choice(c.Text, nil))
+	})
+	if err != nil {
+		return s.streamError(ev, apiOpenAI, err)
+	}
+	ev.send(choice("", res.FinishReason))
+	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
+		ev.send(map[string]any{"id": id, "object": "text_completion", "created": created, "model": req.Model,
+			"choices": []any{}, "usage": usage(res)})
+	}
+	ev.done()
+	return nil
+}
+
+// openAIModel is a model in OpenAI's listing shape.
+func openAIModel(m model) map[string]any {
+	return map[string]any{"id": m.Name, "object": "model", "created": m.Modified.Unix(), "owned_by": "owl",
+		"kind": string(m.Kind), "size": m.Size}
+}
+
+// servable says whether a model is listed: text and speech models are;
+// projectors and voice activity models are used through them.
+func servable(m model) bool { return m.Kind == store.KindLLM || m.Kind == store.KindWhisper }
+
+func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) error {
+	all, err := s.models.list()
+	if err != nil {
+		s.log.Warn("server: model store", "err", err)
+	}
+	data := []any{}
+	for _, m := range all {
+		if servable(m) {
+			data = append(data, openAIModel(m))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+	return nil
+}
+
+func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		return &apiError{Status: http.StatusMethodNotAllowed, Type: typeInvalidRequest, Message: r.Method + " " + r.URL.Path + ": method not allowed (use GET)"}
+	}
+	m, err := s.models.resolve(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, openAIModel(m))
+	return nil
+}
