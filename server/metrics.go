@@ -13,10 +13,10 @@ import (
 type metricsCollector struct {
 	be Backend
 
-	budget, used, loads, unloads                                     *prometheus.Desc
-	bytes, inUse, queue, running, slots                              *prometheus.Desc
+	budget, used, loads, unloads                                    *prometheus.Desc
+	bytes, inUse, queue, running, slots                             *prometheus.Desc
 	requests, steps, stepTokens, decodeTokens, promptTokens, cached *prometheus.Desc
-	tps, loadSeconds, loading                                        *prometheus.Desc
+	tps, loadSeconds, loading                                       *prometheus.Desc
 }
 
 func newMetricsCollector(be Backend) *metricsCollector {

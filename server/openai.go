@@ -304,7 +304,7 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 	chunk := func(delta map[string]any, finish any) map[string]any {
 		return map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": req.Model,
 			"system_fingerprint": s.fingerprint(),
-			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": nil}}}
+			"choices":            []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": nil}}}
 	}
 	res, err := s.be.Chat(r.Context(), creq, func(c engine.Chunk) error {
 		if !ev.started {
@@ -414,7 +414,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) error
 	choice := func(text string, finish any) map[string]any {
 		return map[string]any{"id": id, "object": "text_completion", "created": created, "model": req.Model,
 			"system_fingerprint": s.fingerprint(),
-			"choices": []any{map[string]any{"index": 0, "text": text, "finish_reason": finish, "logprobs": nil}}}
+			"choices":            []any{map[string]any{"index": 0, "text": text, "finish_reason": finish, "logprobs": nil}}}
 	}
 	if !req.Stream {
 		res, err := s.be.Generate(r.Context(), greq, nil)
