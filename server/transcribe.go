@@ -239,7 +239,7 @@ func writeTranscript(w http.ResponseWriter, tr *engine.Transcript, f *transcript
 		writeJSON(w, http.StatusOK, map[string]any{"text": tr.Text(), "usage": use})
 	case "text":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, tr.Text())
+		fmt.Fprintln(w, strings.ToValidUTF8(tr.Text(), "\uFFFD"))
 	case "srt", "vtt":
 		var b bytes.Buffer
 		if err := engine.WriteTranscript(&b, tr, f.ResponseFormat); err != nil {
@@ -250,7 +250,7 @@ func writeTranscript(w http.ResponseWriter, tr *engine.Transcript, f *transcript
 			ct = "text/vtt"
 		}
 		w.Header().Set("Content-Type", ct+"; charset=utf-8")
-		w.Write(b.Bytes())
+		w.Write(bytes.ToValidUTF8(b.Bytes(), []byte("\uFFFD")))
 	case "verbose_json":
 		segs := []any{}
 		var words []any
