@@ -195,7 +195,7 @@ func TestOpenAIChatImage(t *testing.T) {
 	img := pngImage(t, 32, 24)
 	uri := "data:image/png;base64," + base64.StdEncoding.EncodeToString(img)
 	params := func(model string) openai.ChatCompletionNewParams {
-		return openai.ChatCompletionNewParams{Model: model, MaxTokens: openai.Int(4), Messages: []openai.ChatCompletionMessageParamUnion{
+		return openai.ChatCompletionNewParams{Model: model, MaxTokens: openai.Int(4), Temperature: openai.Float(0), Messages: []openai.ChatCompletionMessageParamUnion{
 			openai.UserMessage([]openai.ChatCompletionContentPartUnionParam{
 				openai.TextContentPart("What is in this picture?"),
 				openai.ImageContentPart(openai.ChatCompletionContentPartImageImageURLParam{URL: uri}),
@@ -214,20 +214,24 @@ func TestOpenAIChatImage(t *testing.T) {
 		!bytes.Equal(got.Messages[0].Images[0], img) || got.Messages[0].Content != "What is in this picture?" {
 		t.Fatalf("the engine got %+v", got)
 	}
-	// What comes back is the engine's answer: a completion, or its error
-	// in OpenAI's shape (the test projector has no weights).
-	switch {
-	case engineErr == nil && err == nil:
-		if len(res.Choices) != 1 {
-			t.Fatalf("response %+v", res)
-		}
-	case engineErr != nil:
-		if !errors.As(err, &apiErr) || apiErr.Message == "" {
-			t.Fatalf("engine error %v reached the client as %v", engineErr, err)
-		}
-		t.Logf("the engine answers an image with: %v", engineErr)
-	default:
-		t.Fatalf("engine succeeded, client got %v", err)
+	if err != nil || engineErr != nil {
+		t.Fatalf("chat with an image: %v (engine: %v)", err, engineErr)
+	}
+	if len(res.Choices) != 1 || res.Usage.CompletionTokens == 0 || res.Usage.PromptTokens <= 20 {
+		t.Fatalf("response %+v", res)
+	}
+	// The image's cells count as prompt tokens; the same request again is
+	// answered the same (greedy) without encoding the image again.
+	before := imagesEncoded()
+	again, err := c.Chat.Completions.New(context.Background(), params("seer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Choices[0].Message.Content != res.Choices[0].Message.Content {
+		t.Fatalf("same image, different answers: %q, %q", res.Choices[0].Message.Content, again.Choices[0].Message.Content)
+	}
+	if n := imagesEncoded() - before; n != 0 {
+		t.Fatalf("the same image was encoded %d more times", n)
 	}
 }
 
@@ -372,4 +376,13 @@ func TestOpenAITranslations(t *testing.T) {
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest {
 		t.Fatalf("translating with an English-only model: %v", err)
 	}
+}
+
+// imagesEncoded is the shared engine's count of image encodings.
+func imagesEncoded() int64 {
+	var n int64
+	for _, m := range sharedEngine.Metrics().Models {
+		n += m.ImagesEncoded
+	}
+	return n
 }

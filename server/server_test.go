@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 	}
 	must(testmodel.WriteLlamaFile(filepath.Join(dir, "tiny.gguf"), testmodel.TinyLlama()))
 	must(testmodel.WriteLlamaFile(filepath.Join(dir, "seer.gguf"), testmodel.TinyLlama()))
-	must(os.WriteFile(filepath.Join(dir, "mmproj-seer.gguf"), clipGGUF(), 0o644))
+	must(testmodel.WriteProjectorFile(filepath.Join(dir, "mmproj-seer.gguf"), testmodel.TinyLlavaProjector()))
 	must(testmodel.WriteWhisperFile(filepath.Join(dir, "ggml-micro.en.bin"), testmodel.WhisperMicro(testmodel.VocabEnglish, 1)))
 	must(testmodel.WriteWhisperFile(filepath.Join(dir, "ggml-micro.bin"), testmodel.WhisperMicro(testmodel.VocabMultilingual, 1)))
 	jfk, err := testmodel.Sample("jfk.wav")
@@ -81,28 +81,6 @@ func wav16(samples []float32) []byte {
 	b = le.AppendUint32(b, uint32(2*len(samples)))
 	for _, s := range samples {
 		b = le.AppendUint16(b, uint16(int16(max(-1, min(1, s))*32767)))
-	}
-	return b
-}
-
-// clipGGUF is the smallest GGUF whose architecture is "clip": what model
-// folders hold as a projector. It has no tensors, so nothing can run it.
-func clipGGUF() []byte {
-	le := binary.LittleEndian
-	var b []byte
-	str := func(s string) {
-		b = le.AppendUint64(b, uint64(len(s)))
-		b = append(b, s...)
-	}
-	b = append(b, "GGUF"...)
-	b = le.AppendUint32(b, 3)
-	b = le.AppendUint64(b, 0) // tensors
-	b = le.AppendUint64(b, 1) // metadata
-	str("general.architecture")
-	b = le.AppendUint32(b, 8) // string
-	str("clip")
-	for len(b)%32 != 0 {
-		b = append(b, 0)
 	}
 	return b
 }
