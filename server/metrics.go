@@ -17,6 +17,7 @@ type metricsCollector struct {
 	bytes, inUse, queue, running, slots                             *prometheus.Desc
 	requests, steps, stepTokens, decodeTokens, promptTokens, cached *prometheus.Desc
 	tps, loadSeconds, loading                                       *prometheus.Desc
+	images, imageHits, imageBytes                                   *prometheus.Desc
 }
 
 func newMetricsCollector(be Backend) *metricsCollector {
@@ -44,13 +45,17 @@ func newMetricsCollector(be Backend) *metricsCollector {
 		cached:       d("model_cached_prompt_tokens_total", "Prompt tokens reused from the prefix cache since the model loaded.", model),
 		tps:          d("model_generation_tokens_per_second", "Generated tokens per second of decode steps that generated any.", model),
 		loadSeconds:  d("model_load_seconds", "How long the model took to load.", model),
+		images:       d("model_images_encoded_total", "Images the model's projector encoded (cache hits excluded) since the model loaded.", model),
+		imageHits:    d("model_image_cache_hits_total", "Images found in the model's embedding cache instead of encoded.", model),
+		imageBytes:   d("model_image_cache_bytes", "Bytes of image embeddings the model's cache holds.", model),
 	}
 }
 
 // Describe sends the descriptors of every metric.
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.budget, c.used, c.loads, c.unloads, c.bytes, c.loading, c.inUse, c.queue, c.running, c.slots,
-		c.requests, c.steps, c.stepTokens, c.decodeTokens, c.promptTokens, c.cached, c.tps, c.loadSeconds} {
+		c.requests, c.steps, c.stepTokens, c.decodeTokens, c.promptTokens, c.cached, c.tps, c.loadSeconds,
+		c.images, c.imageHits, c.imageBytes} {
 		ch <- d
 	}
 }
@@ -97,6 +102,11 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.decodeTokens, mm.DecodeTokens)
 		counter(c.promptTokens, mm.PromptTokens)
 		counter(c.cached, mm.CachedTokens)
+		if mm.Projector != "" {
+			counter(c.images, mm.ImagesEncoded)
+			counter(c.imageHits, int64(mm.ImageCache.Hits))
+			gauge(c.imageBytes, float64(mm.ImageCache.Bytes))
+		}
 	}
 }
 
