@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -84,6 +85,13 @@ func (s *Server) classify(err error) *apiError {
 		return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: "context_length_exceeded", Param: "messages", Message: msg}
 	case errors.Is(err, engine.ErrNoVision):
 		return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: "model_cannot_see", Param: "messages", Message: msg}
+	case errors.Is(err, engine.ErrBadImage):
+		// The header was fine (checkImage read it), the pixels are not.
+		return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: "invalid_image", Param: "messages", Message: msg}
+	case errors.Is(err, engine.ErrBadRequest):
+		// The request's own content, such as image markers in a message's
+		// text that do not match its images.
+		return badRequest("", "%s", msg)
 	case errors.Is(err, engine.ErrBadGrammar):
 		return badRequest("response_format", "%s", msg)
 	case errors.Is(err, engine.ErrBadOption):
@@ -170,8 +178,23 @@ func decodeJSON(r *http.Request, v any) error {
 		}
 		return badRequest("", "malformed JSON: %v", err)
 	}
-	if dec.More() {
-		return badRequest("", "malformed JSON: data after the JSON value")
+	// Only white space may follow the value, up to the end of the body,
+	// which is read to its end so that a body over the limit is refused
+	// however it was sent.
+	rest := bufio.NewReader(io.MultiReader(dec.Buffered(), r.Body))
+	for {
+		c, err := rest.ReadByte()
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case err != nil:
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return err
+			}
+			return badRequest("", "reading the request body: %v", err)
+		case c != ' ' && c != '\t' && c != '\r' && c != '\n':
+			return badRequest("", "malformed JSON: data after the JSON value")
+		}
 	}
-	return nil
 }

@@ -1,0 +1,198 @@
+package server
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	pmodel "github.com/prometheus/common/model"
+)
+
+// scrape fetches /metrics and parses it as Prometheus' text format.
+func scrape(t testing.TB, ts string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(ts + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("/metrics: %d %s", resp.StatusCode, b)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") || !strings.Contains(ct, "version=0.0.4") {
+		t.Fatalf("/metrics Content-Type %q, want Prometheus' text format", ct)
+	}
+	p := expfmt.NewTextParser(pmodel.UTF8Validation)
+	families, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	return families
+}
+
+// sample returns the value of the series of family name whose labels
+// include labels, checking the family's type; ok is false without one.
+func sample(t testing.TB, families map[string]*dto.MetricFamily, name string, typ dto.MetricType, labels map[string]string) (v float64, ok bool) {
+	t.Helper()
+	f := families[name]
+	if f == nil {
+		return 0, false
+	}
+	if f.GetType() != typ {
+		t.Fatalf("%s is a %v, want a %v", name, f.GetType(), typ)
+	}
+	if f.GetHelp() == "" {
+		t.Errorf("%s has no help text", name)
+	}
+next:
+	for _, m := range f.GetMetric() {
+		have := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			have[lp.GetName()] = lp.GetValue()
+		}
+		for k, want := range labels {
+			if have[k] != want {
+				continue next
+			}
+		}
+		switch typ {
+		case dto.MetricType_COUNTER:
+			return m.GetCounter().GetValue(), true
+		case dto.MetricType_GAUGE:
+			return m.GetGauge().GetValue(), true
+		}
+		t.Fatalf("%s: unexpected type %v", name, typ)
+	}
+	return 0, false
+}
+
+func TestMetrics(t *testing.T) {
+	ts := testServer(t, Config{})
+	counter, gauge := dto.MetricType_COUNTER, dto.MetricType_GAUGE
+	tiny := map[string]string{"model": "tiny.gguf", "kind": "text"}
+	chat := func(prompt string) {
+		t.Helper()
+		code, _, b := post(t, ts.URL+"/v1/chat/completions", "application/json",
+			[]byte(`{"model":"tiny","max_tokens":6,"temperature":0,"messages":[{"role":"user","content":"`+prompt+`"}]}`))
+		if code != http.StatusOK {
+			t.Fatalf("chat: %d %s", code, b)
+		}
+	}
+	chat("What do owls eat?")
+	m := scrape(t, ts.URL)
+
+	// The engine's memory and loads.
+	for _, name := range []string{"owl_memory_budget_bytes", "owl_memory_used_bytes"} {
+		if v, ok := sample(t, m, name, gauge, nil); !ok || v <= 0 {
+			t.Errorf("%s = %v (present %v), want > 0", name, v, ok)
+		}
+	}
+	if v, ok := sample(t, m, "owl_model_loads_total", counter, nil); !ok || v < 1 {
+		t.Errorf("owl_model_loads_total = %v (present %v)", v, ok)
+	}
+	if _, ok := sample(t, m, "owl_model_unloads_total", counter, nil); !ok {
+		t.Error("no owl_model_unloads_total")
+	}
+	// The loaded text model's series.
+	if v, ok := sample(t, m, "owl_model_memory_bytes", gauge, tiny); !ok || v <= 0 {
+		t.Errorf("owl_model_memory_bytes of tiny = %v (present %v)", v, ok)
+	}
+	if v, ok := sample(t, m, "owl_model_loading", gauge, tiny); !ok || v != 0 {
+		t.Errorf("owl_model_loading of tiny = %v (present %v), want 0", v, ok)
+	}
+	if v, ok := sample(t, m, "owl_model_slots", gauge, tiny); !ok || v < 1 {
+		t.Errorf("owl_model_slots of tiny = %v (present %v)", v, ok)
+	}
+	for _, name := range []string{"owl_model_requests_total", "owl_model_decode_steps_total", "owl_model_step_tokens_total",
+		"owl_model_generated_tokens_total", "owl_model_prompt_tokens_total"} {
+		if v, ok := sample(t, m, name, counter, tiny); !ok || v <= 0 {
+			t.Errorf("%s of tiny = %v (present %v), want > 0", name, v, ok)
+		}
+	}
+	if v, ok := sample(t, m, "owl_model_generation_tokens_per_second", gauge, tiny); !ok || v <= 0 {
+		t.Errorf("owl_model_generation_tokens_per_second of tiny = %v (present %v)", v, ok)
+	}
+	// Go's runtime metrics come along.
+	if _, ok := sample(t, m, "go_goroutines", gauge, nil); !ok {
+		t.Error("no go_goroutines")
+	}
+
+	// The counters grow with each request.
+	before := func(name string) float64 { v, _ := sample(t, m, name, counter, tiny); return v }
+	gen, prompt, reqs := before("owl_model_generated_tokens_total"), before("owl_model_prompt_tokens_total"), before("owl_model_requests_total")
+	chat("And what do they not eat?")
+	m = scrape(t, ts.URL)
+	if v, _ := sample(t, m, "owl_model_generated_tokens_total", counter, tiny); v <= gen {
+		t.Errorf("generated tokens %v, then %v", gen, v)
+	}
+	if v, _ := sample(t, m, "owl_model_prompt_tokens_total", counter, tiny); v <= prompt {
+		t.Errorf("prompt tokens %v, then %v", prompt, v)
+	}
+	if v, _ := sample(t, m, "owl_model_requests_total", counter, tiny); v <= reqs {
+		t.Errorf("requests %v, then %v", reqs, v)
+	}
+}
+
+// A live transcription shows in owl_live_streams while it runs, and its
+// speech model among the loaded models, without the text models' counters.
+func TestMetricsLive(t *testing.T) {
+	ts := testServer(t, Config{})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	gauge := dto.MetricType_GAUGE
+	if v, ok := sample(t, scrape(t, ts.URL), "owl_live_streams", gauge, nil); !ok || v != 0 {
+		t.Fatalf("owl_live_streams before any stream = %v (present %v)", v, ok)
+	}
+	c, _, err := websocket.Dial(ctx, liveURL(ts.URL, url.Values{"model": {"ggml-micro.en"}}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if _, b, err := c.Read(ctx); err != nil || !strings.Contains(string(b), `"ready"`) {
+		t.Fatalf("stream: %s %v", b, err)
+	}
+	// The stream holds its speech model once it is loaded.
+	speech := map[string]string{"model": "ggml-micro.en.bin", "kind": "speech"}
+	var m map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		m = scrape(t, ts.URL)
+		loading, _ := sample(t, m, "owl_model_loading", gauge, speech)
+		if v, ok := sample(t, m, "owl_model_requests_in_use", gauge, speech); ok && v == 1 && loading == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stream holds no loaded speech model")
+		}
+	}
+	if v, _ := sample(t, m, "owl_live_streams", gauge, nil); v != 1 {
+		t.Fatalf("owl_live_streams during a stream = %v", v)
+	}
+	if v, ok := sample(t, m, "owl_model_memory_bytes", gauge, speech); !ok || v <= 0 {
+		t.Fatalf("owl_model_memory_bytes of the speech model = %v (present %v)", v, ok)
+	}
+	if _, ok := sample(t, m, "owl_model_requests_total", dto.MetricType_COUNTER, speech); ok {
+		t.Fatal("a speech model has text model counters")
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"end"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readEvents(ctx, t, c); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		t.Fatalf("stream ended with %v", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if v, _ := sample(t, scrape(t, ts.URL), "owl_live_streams", gauge, nil); v == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("owl_live_streams stays above 0 after the stream ended")
+		}
+	}
+}
