@@ -114,7 +114,7 @@ func TestLoad(t *testing.T) {
 		text := steadyMix()
 		pick := func(c, i int) loadKind {
 			if c < loadTranscribers {
-				return transcription
+				return transcriptionKind
 			}
 			return text[(c+i)%len(text)]
 		}
@@ -126,7 +126,7 @@ func TestLoad(t *testing.T) {
 		if st.busy != 0 {
 			t.Errorf("%d requests turned away busy with a queue that holds every client", st.busy)
 		}
-		waitIdle(t, steadyEngine)
+		waitEngineIdle(t, steadyEngine)
 	})
 
 	t.Run("overload", func(t *testing.T) {
@@ -145,7 +145,7 @@ func TestLoad(t *testing.T) {
 		if st.busy == 0 || st.ok == 0 {
 			t.Errorf("want both answers and 503s: %s", st)
 		}
-		waitIdle(t, overloadEngine)
+		waitEngineIdle(t, overloadEngine)
 	})
 
 	t.Run("disconnect", func(t *testing.T) {
@@ -317,7 +317,7 @@ func (k loadKind) do(ctx context.Context, client *http.Client, base string, rng 
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusServiceUnavailable:
-		return true, checkBusy(resp, k.api)
+		return true, checkLoadBusy(resp, k.api)
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		return false, fmt.Errorf("status %d: %s", resp.StatusCode, b)
@@ -337,9 +337,9 @@ func (k loadKind) do(ctx context.Context, client *http.Client, base string, rng 
 	return false, nil
 }
 
-// checkBusy checks a 503: a Retry-After header and an error body in the
+// checkLoadBusy checks a 503: a Retry-After header and an error body in the
 // route's shape that says the server is busy.
-func checkBusy(resp *http.Response, a api) error {
+func checkLoadBusy(resp *http.Response, a api) error {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return err
@@ -377,9 +377,9 @@ func requestMaxTokens(body []byte) int {
 	return max(v.MaxTokens, v.Options.NumPredict)
 }
 
-// sampling varies the requests: greedy or sampled with a seed, and a
+// loadSampling varies the requests: greedy or sampled with a seed, and a
 // short limit.
-func sampling(rng *rand.Rand, maxTokens int) map[string]any {
+func loadSampling(rng *rand.Rand, maxTokens int) map[string]any {
 	m := map[string]any{"max_tokens": 2 + rng.IntN(maxTokens-1), "seed": rng.IntN(1000)}
 	if rng.IntN(2) == 0 {
 		m["temperature"] = 0
@@ -389,7 +389,7 @@ func sampling(rng *rand.Rand, maxTokens int) map[string]any {
 	return m
 }
 
-func jsonBody(v map[string]any) []byte {
+func loadJSON(v map[string]any) []byte {
 	b, err := json.Marshal(v)
 	if err != nil {
 		panic(err)
@@ -397,50 +397,50 @@ func jsonBody(v map[string]any) []byte {
 	return b
 }
 
-func prompt(c, i int) string {
+func loadPrompt(c, i int) string {
 	topics := []string{"owls", "rivers", "the moon", "bread", "trains", "snow", "clocks", "maps"}
 	return fmt.Sprintf("Client %d, question %d: tell me about %s.", c, i, topics[(c+i)%len(topics)])
 }
 
-// openAIChat is a chat completion request, streamed or not.
-func openAIChat(stream bool, maxTokens int) func(*rand.Rand, int, int) (string, string, []byte) {
+// loadOpenAIChat is a chat completion request, streamed or not.
+func loadOpenAIChat(stream bool, maxTokens int) func(*rand.Rand, int, int) (string, string, []byte) {
 	return func(rng *rand.Rand, c, i int) (string, string, []byte) {
-		m := sampling(rng, maxTokens)
+		m := loadSampling(rng, maxTokens)
 		m["model"] = "tiny"
-		m["messages"] = []map[string]string{{"role": "system", "content": "You are brief."}, {"role": "user", "content": prompt(c, i)}}
+		m["messages"] = []map[string]string{{"role": "system", "content": "You are brief."}, {"role": "user", "content": loadPrompt(c, i)}}
 		if stream {
 			m["stream"] = true
 			m["stream_options"] = map[string]bool{"include_usage": true}
 		}
-		return "/v1/chat/completions", "application/json", jsonBody(m)
+		return "/v1/chat/completions", "application/json", loadJSON(m)
 	}
 }
 
-func openAICompletion(stream bool, maxTokens int) func(*rand.Rand, int, int) (string, string, []byte) {
+func loadOpenAICompletion(stream bool, maxTokens int) func(*rand.Rand, int, int) (string, string, []byte) {
 	return func(rng *rand.Rand, c, i int) (string, string, []byte) {
-		m := sampling(rng, maxTokens)
+		m := loadSampling(rng, maxTokens)
 		m["model"] = "tiny"
-		m["prompt"] = prompt(c, i)
+		m["prompt"] = loadPrompt(c, i)
 		m["stream"] = stream
-		return "/v1/completions", "application/json", jsonBody(m)
+		return "/v1/completions", "application/json", loadJSON(m)
 	}
 }
 
-func ollamaRequest(path string, stream bool, maxTokens int) func(*rand.Rand, int, int) (string, string, []byte) {
+func loadOllama(path string, stream bool, maxTokens int) func(*rand.Rand, int, int) (string, string, []byte) {
 	return func(rng *rand.Rand, c, i int) (string, string, []byte) {
-		s := sampling(rng, maxTokens)
+		s := loadSampling(rng, maxTokens)
 		m := map[string]any{"model": "tiny", "stream": stream,
 			"options": map[string]any{"num_predict": s["max_tokens"], "temperature": s["temperature"], "seed": s["seed"]}}
 		if path == "/api/chat" {
-			m["messages"] = []map[string]string{{"role": "user", "content": prompt(c, i)}}
+			m["messages"] = []map[string]string{{"role": "user", "content": loadPrompt(c, i)}}
 		} else {
-			m["prompt"] = prompt(c, i)
+			m["prompt"] = loadPrompt(c, i)
 		}
-		return path, "application/json", jsonBody(m)
+		return path, "application/json", loadJSON(m)
 	}
 }
 
-func transcriptionRequest(*rand.Rand, int, int) (string, string, []byte) {
+func loadTranscription(*rand.Rand, int, int) (string, string, []byte) {
 	var b bytes.Buffer
 	w := multipart.NewWriter(&b)
 	f, _ := w.CreateFormFile("file", "jfk.wav")
@@ -453,25 +453,25 @@ func transcriptionRequest(*rand.Rand, int, int) (string, string, []byte) {
 	return "/v1/audio/transcriptions", w.FormDataContentType(), b.Bytes()
 }
 
-// transcription transcribes jfkShort.
-var transcription = loadKind{name: "transcription", build: transcriptionRequest, check: checkTranscription}
+// transcriptionKind transcribes jfkShort.
+var transcriptionKind = loadKind{name: "transcription", build: loadTranscription, check: checkTranscription}
 
 // steadyMix is every kind of text request, an abandoned stream among
 // eight.
 func steadyMix() []loadKind {
 	return []loadKind{
-		{name: "openai chat", build: openAIChat(false, 16), check: checkChatCompletion},
-		{name: "openai chat stream", build: openAIChat(true, 16), check: checkChatStream},
-		{name: "openai completion", build: openAICompletion(false, 16), check: checkCompletion},
-		{name: "openai completion stream", build: openAICompletion(true, 16), check: checkCompletionStream},
-		{name: "ollama chat", api: apiOllama, build: ollamaRequest("/api/chat", false, 16), check: checkOllama(false, "message")},
-		{name: "ollama chat stream", api: apiOllama, build: ollamaRequest("/api/chat", true, 16), check: checkOllama(true, "message")},
-		{name: "ollama generate stream", api: apiOllama, build: ollamaRequest("/api/generate", true, 16), check: checkOllama(true, "response")},
+		{name: "openai chat", build: loadOpenAIChat(false, 16), check: checkChatCompletion},
+		{name: "openai chat stream", build: loadOpenAIChat(true, 16), check: checkChatStream},
+		{name: "openai completion", build: loadOpenAICompletion(false, 16), check: checkCompletion},
+		{name: "openai completion stream", build: loadOpenAICompletion(true, 16), check: checkCompletionStream},
+		{name: "ollama chat", api: apiOllama, build: loadOllama("/api/chat", false, 16), check: checkOllama(false, "message")},
+		{name: "ollama chat stream", api: apiOllama, build: loadOllama("/api/chat", true, 16), check: checkOllama(true, "message")},
+		{name: "ollama generate stream", api: apiOllama, build: loadOllama("/api/generate", true, 16), check: checkOllama(true, "response")},
 		// max_tokens 0: until the context is full, unless the client
 		// leaves first, which it does.
 		{name: "disconnect", build: func(rng *rand.Rand, c, i int) (string, string, []byte) {
-			m := map[string]any{"model": "tiny", "stream": true, "messages": []map[string]string{{"role": "user", "content": prompt(c, i)}}}
-			return "/v1/chat/completions", "application/json", jsonBody(m)
+			m := map[string]any{"model": "tiny", "stream": true, "messages": []map[string]string{{"role": "user", "content": loadPrompt(c, i)}}}
+			return "/v1/chat/completions", "application/json", loadJSON(m)
 		}, abort: true},
 	}
 }
@@ -479,23 +479,23 @@ func steadyMix() []loadKind {
 // overloadMix is text requests long enough to keep the one slot busy.
 func overloadMix() []loadKind {
 	return []loadKind{
-		{name: "openai chat", build: openAIChat(false, 48), check: checkChatCompletion},
-		{name: "openai chat stream", build: openAIChat(true, 48), check: checkChatStream},
-		{name: "openai completion stream", build: openAICompletion(true, 48), check: checkCompletionStream},
-		{name: "ollama chat", api: apiOllama, build: ollamaRequest("/api/chat", false, 48), check: checkOllama(false, "message")},
-		{name: "ollama generate stream", api: apiOllama, build: ollamaRequest("/api/generate", true, 48), check: checkOllama(true, "response")},
+		{name: "openai chat", build: loadOpenAIChat(false, 48), check: checkChatCompletion},
+		{name: "openai chat stream", build: loadOpenAIChat(true, 48), check: checkChatStream},
+		{name: "openai completion stream", build: loadOpenAICompletion(true, 48), check: checkCompletionStream},
+		{name: "ollama chat", api: apiOllama, build: loadOllama("/api/chat", false, 48), check: checkOllama(false, "message")},
+		{name: "ollama generate stream", api: apiOllama, build: loadOllama("/api/generate", true, 48), check: checkOllama(true, "response")},
 	}
 }
 
-// usageBody is OpenAI's usage object.
-type usageBody struct {
+// loadUsage is OpenAI's usage object.
+type loadUsage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
 }
 
-// checkFinish checks a finish reason and token counts against the limit.
-func checkFinish(reason string, u usageBody, maxTokens int) error {
+// checkLoadFinish checks a finish reason and token counts against the limit.
+func checkLoadFinish(reason string, u loadUsage, maxTokens int) error {
 	switch {
 	case reason != "stop" && reason != "length":
 		return fmt.Errorf("finish reason %q", reason)
@@ -518,16 +518,16 @@ func checkChatCompletion(body io.Reader, maxTokens int) error {
 			} `json:"message"`
 			FinishReason string `json:"finish_reason"`
 		} `json:"choices"`
-		Usage usageBody `json:"usage"`
+		Usage loadUsage `json:"usage"`
 	}
-	if err := strictDecode(body, &v); err != nil {
+	if err := decodeOne(body, &v); err != nil {
 		return err
 	}
 	if v.Object != "chat.completion" || !strings.HasPrefix(v.ID, "chatcmpl-") || len(v.Choices) != 1 ||
 		v.Choices[0].Message.Role != "assistant" || v.Choices[0].Message.Content == nil {
 		return fmt.Errorf("chat completion %+v", v)
 	}
-	return checkFinish(v.Choices[0].FinishReason, v.Usage, maxTokens)
+	return checkLoadFinish(v.Choices[0].FinishReason, v.Usage, maxTokens)
 }
 
 func checkCompletion(body io.Reader, maxTokens int) error {
@@ -537,19 +537,19 @@ func checkCompletion(body io.Reader, maxTokens int) error {
 			Text         *string `json:"text"`
 			FinishReason string  `json:"finish_reason"`
 		} `json:"choices"`
-		Usage usageBody `json:"usage"`
+		Usage loadUsage `json:"usage"`
 	}
-	if err := strictDecode(body, &v); err != nil {
+	if err := decodeOne(body, &v); err != nil {
 		return err
 	}
 	if v.Object != "text_completion" || len(v.Choices) != 1 || v.Choices[0].Text == nil {
 		return fmt.Errorf("completion %+v", v)
 	}
-	return checkFinish(v.Choices[0].FinishReason, v.Usage, maxTokens)
+	return checkLoadFinish(v.Choices[0].FinishReason, v.Usage, maxTokens)
 }
 
-// strictDecode decodes one JSON value and requires nothing after it.
-func strictDecode(r io.Reader, v any) error {
+// decodeOne decodes one JSON value and requires nothing after it.
+func decodeOne(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("body: %w", err)
@@ -560,9 +560,9 @@ func strictDecode(r io.Reader, v any) error {
 	return nil
 }
 
-// sseEvents reads a Server-Sent Events stream that must end with
+// readSSE reads a Server-Sent Events stream that must end with
 // "data: [DONE]", returning the events' JSON.
-func sseEvents(body io.Reader) ([][]byte, error) {
+func readSSE(body io.Reader) ([][]byte, error) {
 	sc := bufio.NewScanner(body)
 	var events [][]byte
 	done := false
@@ -590,12 +590,12 @@ func sseEvents(body io.Reader) ([][]byte, error) {
 }
 
 func checkChatStream(body io.Reader, maxTokens int) error {
-	events, err := sseEvents(body)
+	events, err := readSSE(body)
 	if err != nil {
 		return err
 	}
 	finish, sawUsage := "", false
-	var u usageBody
+	var u loadUsage
 	for n, ev := range events {
 		var v struct {
 			Object  string `json:"object"`
@@ -606,7 +606,7 @@ func checkChatStream(body io.Reader, maxTokens int) error {
 				} `json:"delta"`
 				FinishReason *string `json:"finish_reason"`
 			} `json:"choices"`
-			Usage *usageBody `json:"usage"`
+			Usage *loadUsage `json:"usage"`
 			Error any        `json:"error"`
 		}
 		if err := json.Unmarshal(ev, &v); err != nil || v.Object != "chat.completion.chunk" || v.Error != nil {
@@ -629,11 +629,11 @@ func checkChatStream(body io.Reader, maxTokens int) error {
 	if !sawUsage {
 		return fmt.Errorf("no usage event among %d", len(events))
 	}
-	return checkFinish(finish, u, maxTokens)
+	return checkLoadFinish(finish, u, maxTokens)
 }
 
 func checkCompletionStream(body io.Reader, maxTokens int) error {
-	events, err := sseEvents(body)
+	events, err := readSSE(body)
 	if err != nil {
 		return err
 	}
@@ -706,7 +706,7 @@ func checkTranscription(body io.Reader, _ int) error {
 			Seconds float64 `json:"seconds"`
 		} `json:"usage"`
 	}
-	if err := strictDecode(body, &v); err != nil {
+	if err := decodeOne(body, &v); err != nil {
 		return err
 	}
 	if v.Text == nil || v.Usage.Type != "duration" || v.Usage.Seconds != 3 {
@@ -752,8 +752,8 @@ func watchEngines(ctx context.Context, engines ...*engine.Engine) engineWatch {
 	}
 }
 
-// waitIdle waits until no request runs or waits on e's models.
-func waitIdle(t *testing.T, e *engine.Engine) {
+// waitEngineIdle waits until no request runs or waits on e's models.
+func waitEngineIdle(t *testing.T, e *engine.Engine) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
