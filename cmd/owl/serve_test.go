@@ -155,8 +155,8 @@ func (p *serveProc) stop(t *testing.T, sig os.Signal) {
 	}
 }
 
-// get fetches url, with an API key when key is not empty.
-func get(t *testing.T, url, key string) (int, string) {
+// httpGet fetches url, with an API key when key is not empty.
+func httpGet(t *testing.T, url, key string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
@@ -179,11 +179,11 @@ func TestServeSignalStops(t *testing.T) {
 	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			p := startServe(t, serveEnv(), "--host", "127.0.0.1:0", "--models-dir", modelsFolder(t))
-			code, body := get(t, p.url+"/health", "")
+			code, body := httpGet(t, p.url+"/health", "")
 			if code != 200 || !strings.Contains(body, `"status":"ok"`) {
 				t.Fatalf("/health: %d %s", code, body)
 			}
-			code, body = get(t, p.url+"/v1/models", "")
+			code, body = httpGet(t, p.url+"/v1/models", "")
 			if code != 200 || !strings.Contains(body, `"id":"tiny"`) {
 				t.Fatalf("/v1/models: %d %s", code, body)
 			}
@@ -216,7 +216,7 @@ func TestServeNonLoopback(t *testing.T) {
 	dir := modelsFolder(t)
 	t.Run("insecure", func(t *testing.T) {
 		p := startServe(t, serveEnv(), "--host", "0.0.0.0:0", "--insecure", "--models-dir", dir)
-		if code, body := get(t, p.url+"/v1/models", ""); code != 200 || !strings.Contains(body, `"id":"tiny"`) {
+		if code, body := httpGet(t, p.url+"/v1/models", ""); code != 200 || !strings.Contains(body, `"id":"tiny"`) {
 			t.Fatalf("/v1/models without a key: %d %s", code, body)
 		}
 		p.stop(t, syscall.SIGTERM)
@@ -224,16 +224,16 @@ func TestServeNonLoopback(t *testing.T) {
 	t.Run("api key", func(t *testing.T) {
 		// The key may come from the environment.
 		p := startServe(t, serveEnv("OWL_API_KEY=s3cret"), "--host", "0.0.0.0:0", "--models-dir", dir)
-		if code, _ := get(t, p.url+"/health", ""); code != 200 {
+		if code, _ := httpGet(t, p.url+"/health", ""); code != 200 {
 			t.Fatalf("/health without a key: %d", code)
 		}
-		if code, body := get(t, p.url+"/v1/models", ""); code != 401 {
+		if code, body := httpGet(t, p.url+"/v1/models", ""); code != 401 {
 			t.Fatalf("/v1/models without a key: %d %s", code, body)
 		}
-		if code, body := get(t, p.url+"/v1/models", "wrong"); code != 401 {
+		if code, body := httpGet(t, p.url+"/v1/models", "wrong"); code != 401 {
 			t.Fatalf("/v1/models with a wrong key: %d %s", code, body)
 		}
-		if code, body := get(t, p.url+"/v1/models", "s3cret"); code != 200 || !strings.Contains(body, `"id":"tiny"`) {
+		if code, body := httpGet(t, p.url+"/v1/models", "s3cret"); code != 200 || !strings.Contains(body, `"id":"tiny"`) {
 			t.Fatalf("/v1/models with the key: %d %s", code, body)
 		}
 		p.stop(t, os.Interrupt)
@@ -285,7 +285,7 @@ func TestServeCommandStopsOnCancel(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
 	addr := stderr.waitFor(t, servingRe, 30*time.Second)[1]
-	if code, body := get(t, "http://"+addr+"/health", ""); code != 200 {
+	if code, body := httpGet(t, "http://"+addr+"/health", ""); code != 200 {
 		t.Fatalf("/health: %d %s", code, body)
 	}
 	cancel()
