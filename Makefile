@@ -61,15 +61,22 @@ test: deps
 	$(GO) test -p 1 ./...
 	$(GO) test -race -p 1 ./engine
 
-# Until the server exists, `make run` builds owl, writes the tiny test model
-# and generates from it, showing the whole stack working end to end.
+# `make run` builds owl, writes the generated test models to build/models and
+# serves that folder with `owl serve` (http://127.0.0.1:11435, OpenAI and
+# ollama APIs) until Ctrl-C. SERVE_ARGS adds flags, e.g.
+# SERVE_ARGS="--host 127.0.0.1:8080". The models have random weights, so
+# their answers are gibberish; any other model files put in build/models are
+# served too.
+SERVE_ARGS ?=
 run: build models
-	$(BIN)/owl version
-	$(BIN)/owl generate -m $(BUILD)/models/tiny.gguf -p "Hello, owl" -n 32
+	exec $(BIN)/owl serve --models-dir $(BUILD)/models $(SERVE_ARGS)
 
+# The generated test models: a tiny text model ("tiny") and a micro English
+# whisper model ("ggml-micro.en").
 models: deps
 	@mkdir -p $(BUILD)/models
 	@[ -f $(BUILD)/models/tiny.gguf ] || $(GO) run ./models/testmodel/gen -kind llm -size tiny -o $(BUILD)/models/tiny.gguf
+	@[ -f $(BUILD)/models/ggml-micro.en.bin ] || $(GO) run ./models/testmodel/gen -kind whisper -size micro -vocab en -o $(BUILD)/models/ggml-micro.en.bin
 
 BENCH_MODELS := $(BUILD)/models/1b-f16.gguf $(BUILD)/models/1b-q8_0.gguf
 

@@ -203,44 +203,62 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 		e.Close()
 		return err
 	}
+	fmt.Fprintf(stderr, "owl %s serving on http://%s (models: %s)\n", version, ln.Addr(), f.modelsDir)
+	slog.Info("serving", "addr", ln.Addr().String(), "models", f.modelsDir, "features", strings.Join(engine.SystemFeatures(), " "))
+	// Once shutdown begins, a second signal kills the process the usual way.
+	stopReset := context.AfterFunc(ctx, func() { signal.Reset(os.Interrupt, syscall.SIGTERM) })
+	defer stopReset()
+	err = serveHTTP(ctx, ln, srv, f.shutdownGrace, stderr)
+	// The requests are over, or cancelled; the engine waits for those
+	// still unwinding, which takes a decode step.
+	e.Close()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stderr, "owl: stopped")
+	return nil
+}
+
+// serveHTTP serves h on ln until ctx ends, then shuts down: it stops
+// accepting connections, lets the requests in flight finish for grace,
+// and cancels those still running (and live streams on hijacked
+// connections), whose contexts all derive from one it cancels. It returns
+// nil after a shutdown, or the error that stopped serving before one.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration, stderr io.Writer) error {
 	// Requests' contexts derive from base: cancelling it cancels them all.
 	base, cancelAll := context.WithCancel(context.Background())
 	defer cancelAll()
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           h,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
 	}
-	fmt.Fprintf(stderr, "owl %s serving on http://%s (models: %s)\n", version, ln.Addr(), f.modelsDir)
-	slog.Info("serving", "addr", ln.Addr().String(), "models", f.modelsDir, "features", strings.Join(engine.SystemFeatures(), " "))
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
 	case err := <-errc:
-		e.Close()
 		return err
 	case <-ctx.Done():
 	}
-	// A second signal kills the process the usual way.
-	signal.Reset(os.Interrupt, syscall.SIGTERM)
-	fmt.Fprintf(stderr, "owl: shutting down: waiting up to %s for requests in flight\n", f.shutdownGrace)
-	graceCtx, cancel := context.WithTimeout(context.Background(), f.shutdownGrace)
-	err = hs.Shutdown(graceCtx)
+	fmt.Fprintf(stderr, "owl: shutting down: waiting up to %s for requests in flight\n", grace)
+	graceCtx, cancel := context.WithTimeout(context.Background(), grace)
+	err := hs.Shutdown(graceCtx)
 	cancel()
-	// Whatever still runs (requests past the grace period, live streams on
-	// hijacked connections) is cancelled; the engine then waits for them to
-	// unwind, which takes a decode step.
 	cancelAll()
 	if err != nil {
+		// The grace period is over: the requests still running were just
+		// cancelled and end at their next step. Those that do not (a
+		// handler stuck writing to a client that stopped reading) lose
+		// their connections.
 		fmt.Fprintln(stderr, "owl: cancelled the requests still running")
 		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		hs.Shutdown(closeCtx)
+		if hs.Shutdown(closeCtx) != nil {
+			hs.Close()
+		}
 		cancel()
-		hs.Close()
 	}
-	e.Close()
-	fmt.Fprintln(stderr, "owl: stopped")
+	<-errc // Serve has returned ErrServerClosed
 	return nil
 }
