@@ -71,11 +71,13 @@ SERVE_ARGS ?=
 run: build models
 	exec $(BIN)/owl serve --models-dir $(BUILD)/models $(SERVE_ARGS)
 
-# The generated test models: a tiny text model ("tiny") and a micro English
+# The generated test models: a tiny text model ("tiny") with its vision
+# projector (tiny-mmproj.gguf, so "tiny" takes images), and a micro English
 # whisper model ("ggml-micro.en").
 models: deps
 	@mkdir -p $(BUILD)/models
 	@[ -f $(BUILD)/models/tiny.gguf ] || $(GO) run ./models/testmodel/gen -kind llm -size tiny -o $(BUILD)/models/tiny.gguf
+	@[ -f $(BUILD)/models/tiny-mmproj.gguf ] || $(GO) run ./models/testmodel/gen -kind mmproj -size tiny -o $(BUILD)/models/tiny-mmproj.gguf
 	@[ -f $(BUILD)/models/ggml-micro.en.bin ] || $(GO) run ./models/testmodel/gen -kind whisper -size micro -vocab en -o $(BUILD)/models/ggml-micro.en.bin
 
 BENCH_MODELS := $(BUILD)/models/1b-f16.gguf $(BUILD)/models/1b-q8_0.gguf
