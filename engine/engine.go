@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/owlengine/owl/compute"
 	"github.com/owlengine/owl/llm"
 	"github.com/owlengine/owl/models"
 	"github.com/owlengine/owl/vision"
@@ -79,6 +80,9 @@ type Engine struct {
 	opts      Options
 	budget    uint64
 	keepAlive time.Duration
+	// gate shares the CPU cores among the models computing at once (see
+	// package compute).
+	gate *compute.Gate
 
 	mu      sync.Mutex // guards loaded, used, freed, closed, loads, unloads and every loaded's bookkeeping
 	loaded  map[string]*loaded
@@ -116,7 +120,7 @@ func New(opts Options) *Engine {
 	if opts.MaxQueue <= 0 {
 		opts.MaxQueue = 64
 	}
-	e := &Engine{opts: opts, budget: opts.MaxMemory, loaded: map[string]*loaded{}, freed: make(chan struct{})}
+	e := &Engine{opts: opts, budget: opts.MaxMemory, loaded: map[string]*loaded{}, freed: make(chan struct{}), gate: compute.NewGate(0)}
 	if e.budget == 0 {
 		e.budget = defaultBudget()
 	}
@@ -176,7 +180,8 @@ func (e *Engine) textModel(ctx context.Context, path, projector string) (*textMo
 		}
 		perSeq, parallel, batch := e.textShape(model.File())
 		r, err := newTextRunner(model, runnerOptions{perSeq: perSeq, parallel: parallel, budget: batch, joinBudget: max(batch/4, 32),
-			maxQueue: e.opts.MaxQueue, threads: e.opts.Threads, kvType: e.opts.KVType, flashAttn: e.opts.FlashAttn})
+			maxQueue: e.opts.MaxQueue, threads: e.opts.Threads, kvType: e.opts.KVType, flashAttn: e.opts.FlashAttn,
+			gate: e.gate, units: e.threads()})
 		if err != nil {
 			if proj != nil {
 				proj.Close()
@@ -260,7 +265,10 @@ func (e *Engine) Generate(ctx context.Context, req GenerateRequest, onChunk func
 		if err != nil {
 			return Result{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 		}
-		parts, err := m.proj.Prepare(ctx, text, images, m.images, true, false)
+		var parts []llm.PromptPart
+		e.gate.Do(int(req.Priority), e.threads(), func() {
+			parts, err = m.proj.Prepare(ctx, text, images, m.images, true, false)
+		})
 		if err != nil {
 			return Result{}, err
 		}
@@ -319,7 +327,10 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 	}
 	// The template supplies any BOS it wants, so none is added here.
 	if m.proj != nil {
-		parts, err := m.proj.Prepare(ctx, prompt, images, m.images, false, true)
+		var parts []llm.PromptPart
+		e.gate.Do(int(req.Priority), e.threads(), func() {
+			parts, err = m.proj.Prepare(ctx, prompt, images, m.images, false, true)
+		})
 		if err != nil {
 			return Result{}, err
 		}

@@ -92,7 +92,7 @@ func (energyVAD) Close() error { return nil }
 // when needed.
 func (e *Engine) speechModel(ctx context.Context, path string) (speech.Recognizer, *lease, error) {
 	l, err := e.acquire(ctx, modelRef{path: path, kind: kindSpeech}, func() (closer, error) {
-		return speech.Open(ctx, e.opts.SpeechBackend, path, speech.LoadOptions{Threads: e.opts.Threads, FlashAttn: e.opts.FlashAttn, CacheDir: e.opts.CacheDir})
+		return speech.Open(ctx, e.opts.SpeechBackend, path, speech.LoadOptions{Threads: e.opts.Threads, FlashAttn: e.opts.FlashAttn, CacheDir: e.opts.CacheDir, Gate: e.gate})
 	})
 	if err != nil {
 		return nil, nil, err

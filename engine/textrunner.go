@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/owlengine/owl/compute"
 	"github.com/owlengine/owl/llm"
 )
 
@@ -46,6 +47,11 @@ type textRunner struct {
 	// requests generate.
 	joinBudget int
 	maxQueue   int
+	// gate shares the cores with the engine's other models: each decode
+	// takes units from it, at the priority of the step's most urgent
+	// request.
+	gate  *compute.Gate
+	units int
 
 	mu      sync.Mutex // guards waiting, closed and nextID
 	waiting []*textJob
@@ -158,6 +164,8 @@ type runnerOptions struct {
 	perSeq, parallel, budget, joinBudget, maxQueue, threads int
 	kvType                                                  string
 	flashAttn                                               bool
+	gate                                                    *compute.Gate // shared with the engine's other models
+	units                                                   int           // what a step takes from gate: the threads
 }
 
 func newTextRunner(m *llm.Model, o runnerOptions) (*textRunner, error) {
@@ -167,7 +175,7 @@ func newTextRunner(m *llm.Model, o runnerOptions) (*textRunner, error) {
 		return nil, err
 	}
 	r := &textRunner{model: m, lctx: lctx, perSeq: o.perSeq, budget: lctx.NumBatch(), joinBudget: max(o.joinBudget, 1), maxQueue: o.maxQueue,
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+		gate: o.gate, units: o.units, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	for i := range o.parallel {
 		r.slots = append(r.slots, &slot{id: int32(i)})
 	}
@@ -472,7 +480,11 @@ func (r *textRunner) step() {
 		// An image is decoded on its own, and only when nothing of the
 		// request before it waits in this step's batch.
 		if im := j.images[j.next]; im != nil {
-			next, err := r.lctx.DecodeImage(r.proj, im, j.slot.nextPos(), j.slot.id)
+			var next int32
+			var err error
+			r.gate.Do(int(j.priority), r.units, func() {
+				next, err = r.lctx.DecodeImage(r.proj, im, j.slot.nextPos(), j.slot.id)
+			})
 			if err != nil {
 				r.active = slices.DeleteFunc(r.active, func(a *textJob) bool { return a == j })
 				r.finish(j, fmt.Errorf("image: %w", err))
@@ -507,11 +519,17 @@ func (r *textRunner) step() {
 		r.stats.running.Store(int64(len(r.active)))
 		return // only images this step
 	}
+	prio := PriorityBatch
+	for _, s := range spans {
+		prio = max(prio, s.j.priority)
+	}
+	held := r.gate.Acquire(int(prio), r.units)
 	start := time.Now()
 	logits, err := r.lctx.Decode(&r.batch)
 	if errors.Is(err, llm.ErrKVFull) && r.dropIdleCaches() {
 		logits, err = r.lctx.Decode(&r.batch)
 	}
+	r.gate.Release(held)
 	if err != nil {
 		r.fail(spans, err)
 		return

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/owlengine/owl/bindings/ggml"
+	"github.com/owlengine/owl/compute"
 	"github.com/owlengine/owl/models"
 )
 
@@ -18,6 +19,9 @@ type LoadOptions struct {
 	Threads   int    // CPU threads; 0 means all CPUs
 	FlashAttn bool   // fused attention kernels
 	CacheDir  string // where the converted weights are kept; "" means DefaultCacheDir()
+	// Gate, when set, is shared with the other models computing on the
+	// same cores: each graph evaluation takes the model's threads from it.
+	Gate *compute.Gate
 }
 
 // DefaultCacheDir is $OWL_CACHE_DIR, or owl's folder in the user cache.
@@ -43,7 +47,8 @@ type Model struct {
 	kvType  ggml.Type // element type of the KV caches
 	vTrans  bool      // values are cached transposed (no flash attention)
 
-	compute priorityLock // serializes graph evaluation on the backend
+	compute priorityLock  // serializes graph evaluation on the backend
+	gate    *compute.Gate // shares the cores with other models (nil: none)
 
 	stepMu  sync.Mutex  // guards pending
 	pending []*stepCall // decoder steps waiting for the backend
@@ -97,7 +102,7 @@ func Load(ctx context.Context, path string, o LoadOptions) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	m := &Model{path: path, file: f, hp: f.HParams, vocab: newVocab(f), backend: b, kvType: ggml.F16, vTrans: !b.FlashAttention()}
+	m := &Model{path: path, file: f, hp: f.HParams, vocab: newVocab(f), backend: b, kvType: ggml.F16, vTrans: !b.FlashAttention(), gate: o.Gate}
 	if f.HParams.WeightType() == models.TypeF32 {
 		m.kvType = ggml.F32 // keep an f32 model exact end to end
 	}

@@ -275,12 +275,15 @@ type stepCall struct {
 
 // graph takes the backend for one evaluation; done frees the graph and
 // the backend. Graphs on one backend are evaluated one at a time, those of
-// higher priority first.
+// higher priority first, each once the model's threads are free in the
+// gate shared with other models.
 func (m *Model) graph(prio int) (*ggml.Graph, func()) {
 	m.compute.lock(prio)
+	held := m.gate.Acquire(prio, m.backend.Threads())
 	g := m.backend.NewGraph()
 	return g, func() {
 		g.Close()
+		m.gate.Release(held)
 		m.compute.unlock()
 	}
 }

@@ -1,0 +1,140 @@
+// Package compute shares the machine's CPU cores among the models that
+// compute on them.
+//
+// ggml's CPU backend runs a graph on a pool of worker threads that spin
+// while they wait for each other between operations. Two graphs computing
+// at once with as many threads as there are cores (a transcription and a
+// text model's decode step, say) therefore do not share the cores: each
+// spins on cores the other needs, and both slow down by one to two orders
+// of magnitude. A Gate prevents that: every graph evaluation takes as many
+// units as it has threads, out of as many units as the machine has cores,
+// and waits while they are not free. Waiters are served highest priority
+// first, and in arrival order among equals.
+package compute
+
+import (
+	"runtime"
+	"sync"
+)
+
+// Gate is a priority semaphore over CPU cores. The zero value is not
+// usable; a nil *Gate admits everything at once.
+type Gate struct {
+	mu       sync.Mutex
+	capacity int
+	used     int
+	next     uint64
+	waiters  []*waiter
+	stats    Stats
+}
+
+type waiter struct {
+	prio  int
+	order uint64
+	n     int
+	ready chan struct{} // closed when the units are granted
+}
+
+// Stats count a Gate's use since it was made.
+type Stats struct {
+	Acquired int64 // evaluations admitted
+	Waited   int64 // of them, those that had to wait
+	MaxUsed  int   // the most units held at one time
+}
+
+// NewGate returns a Gate of capacity units; capacity ≤ 0 means the number
+// of CPUs.
+func NewGate(capacity int) *Gate {
+	if capacity <= 0 {
+		capacity = runtime.NumCPU()
+	}
+	return &Gate{capacity: capacity}
+}
+
+// Capacity is the number of units the Gate shares.
+func (g *Gate) Capacity() int {
+	if g == nil {
+		return 0
+	}
+	return g.capacity
+}
+
+// Acquire takes n units (n ≤ 0, or more than the capacity, takes all of
+// them) at priority prio, waiting until they are free and no waiter of
+// higher priority, or of the same priority but earlier, is still waiting.
+// It returns the units taken, to give back with Release.
+func (g *Gate) Acquire(prio, n int) int {
+	if g == nil {
+		return 0
+	}
+	if n <= 0 || n > g.capacity {
+		n = g.capacity
+	}
+	g.mu.Lock()
+	g.stats.Acquired++
+	if len(g.waiters) == 0 && g.used+n <= g.capacity {
+		g.take(n)
+		g.mu.Unlock()
+		return n
+	}
+	g.stats.Waited++
+	w := &waiter{prio: prio, order: g.next, n: n, ready: make(chan struct{})}
+	g.next++
+	g.waiters = append(g.waiters, w)
+	g.mu.Unlock()
+	<-w.ready
+	return n
+}
+
+// Release gives back n units taken by Acquire and admits the waiters that
+// now fit, in order. The first waiter in order that does not fit blocks
+// those after it, so that an evaluation needing every core is not starved
+// by smaller ones.
+func (g *Gate) Release(n int) {
+	if g == nil || n == 0 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.used -= n
+	if g.used < 0 {
+		panic("compute: Release of units not acquired")
+	}
+	for len(g.waiters) > 0 {
+		best := 0
+		for i, w := range g.waiters {
+			if b := g.waiters[best]; w.prio > b.prio || w.prio == b.prio && w.order < b.order {
+				best = i
+			}
+		}
+		w := g.waiters[best]
+		if g.used+w.n > g.capacity {
+			return
+		}
+		g.waiters = append(g.waiters[:best], g.waiters[best+1:]...)
+		g.take(w.n)
+		close(w.ready)
+	}
+}
+
+func (g *Gate) take(n int) {
+	g.used += n
+	g.stats.MaxUsed = max(g.stats.MaxUsed, g.used)
+}
+
+// Do runs f holding n units at priority prio.
+func (g *Gate) Do(prio, n int, f func()) {
+	held := g.Acquire(prio, n)
+	defer g.Release(held)
+	f()
+}
+
+// Stats returns the Gate's counters.
+func (g *Gate) Stats() Stats {
+	if g == nil {
+		return Stats{}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stats
+}
