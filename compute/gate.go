@@ -51,6 +51,13 @@ func NewGate(capacity int) *Gate {
 	return &Gate{capacity: capacity}
 }
 
+var shared = NewGate(0)
+
+// Shared is the process's Gate over all of the machine's CPUs, which every
+// engine uses unless told otherwise: the cores are the machine's, however
+// many engines a program makes.
+func Shared() *Gate { return shared }
+
 // Capacity is the number of units the Gate shares.
 func (g *Gate) Capacity() int {
 	if g == nil {

@@ -120,7 +120,7 @@ func New(opts Options) *Engine {
 	if opts.MaxQueue <= 0 {
 		opts.MaxQueue = 64
 	}
-	e := &Engine{opts: opts, budget: opts.MaxMemory, loaded: map[string]*loaded{}, freed: make(chan struct{}), gate: compute.NewGate(0)}
+	e := &Engine{opts: opts, budget: opts.MaxMemory, loaded: map[string]*loaded{}, freed: make(chan struct{}), gate: compute.Shared()}
 	if e.budget == 0 {
 		e.budget = defaultBudget()
 	}

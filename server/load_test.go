@@ -80,10 +80,9 @@ func TestLoad(t *testing.T) {
 	goroutinesBefore := runtime.NumGoroutine()
 	heapBefore := heapAfterGC()
 
-	// One thread per model: the text and the speech model compute at the
-	// same time, and ggml's workers spin while they wait, so two models
-	// with as many threads as a small machine has CPUs slow each other
-	// down many times over.
+	// One thread per model, so that the text and the speech model compute
+	// side by side on two cores (with all the cores each, the engine's
+	// compute gate makes them take turns).
 	steadyEngine := engine.New(engine.Options{Threads: 1, NumCtx: 1024, Parallel: 4, MaxQueue: 64, MaxMemory: loadBudget,
 		CacheDir: filepath.Join(modelsDir, "cache")})
 	steadyServer := loadServer(t, steadyEngine, Limits{})
