@@ -37,11 +37,11 @@
 //
 // Every computation (a text model's decode step, a speech graph, an image
 // encoding) takes its threads from the process's compute gate of as many
-// units as the machine has CPUs, most urgent request first (package compute). Models
-// with all the cores each therefore take turns instead of running their
-// spinning thread pools over each other, which slows both by one to two
-// orders of magnitude; models given fewer threads (Options.Threads) still
-// run side by side.
+// units as the machine has CPUs, most urgent request first (package
+// compute). Models with all the cores each therefore take turns instead of
+// running their spinning thread pools over each other, which slows both by
+// one to two orders of magnitude; models given fewer threads
+// (Options.Threads) still run side by side.
 //
 // # Memory
 //
