@@ -406,3 +406,63 @@ func formatBytes(b uint64) string {
 	}
 	return fmt.Sprintf("%d KiB", b>>10)
 }
+
+// LoadRequest names a model to load ahead of requests.
+type LoadRequest struct {
+	Model     string // path of the model file
+	Projector string // a text model's vision projector, if any
+	Speech    bool   // the file is a whisper.cpp speech model
+	// KeepAlive, when set, replaces the model's keep-alive (0: unload at
+	// once, which makes the call a check that the model loads; negative:
+	// keep loaded).
+	KeepAlive *time.Duration
+}
+
+// Load loads a model (within the memory budget, as a request would) and
+// leaves it idle under its keep-alive, so that the next request finds it
+// ready. A model already loaded has its keep-alive renewed.
+func (e *Engine) Load(ctx context.Context, req LoadRequest) error {
+	var l *lease
+	var err error
+	if req.Speech {
+		_, l, err = e.speechModel(ctx, req.Model)
+	} else {
+		_, l, err = e.textModel(ctx, req.Model, req.Projector)
+	}
+	if err != nil {
+		return err
+	}
+	l.release(req.KeepAlive)
+	return nil
+}
+
+// Unload unloads every loaded model whose file is path (with any
+// projector): at once when idle, else as soon as its last request ends.
+// It reports whether such a model was loaded.
+func (e *Engine) Unload(path string) bool {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	e.mu.Lock()
+	var victims []*loaded
+	found := false
+	for _, m := range e.loaded {
+		p, err := filepath.Abs(m.path)
+		if err != nil {
+			p = m.path
+		}
+		if p != abs {
+			continue
+		}
+		found = true
+		m.keepAlive = 0
+		if m.refs == 0 {
+			e.detach(m)
+			victims = append(victims, m)
+		}
+	}
+	e.mu.Unlock()
+	closeAll(victims)
+	return found
+}

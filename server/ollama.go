@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -238,9 +239,14 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 	opts.KeepAlive = req.KeepAlive.duration()
 	opts.Priority = engine.PriorityInteractive
 	if len(req.Messages) == 0 {
-		// ollama's way to load a model: answer done without generating.
+		// ollama's way to load a model (or, with keep_alive 0, to unload
+		// it): answer done without generating.
+		reason, err := s.loadOrUnload(r.Context(), m, opts.KeepAlive)
+		if err != nil {
+			return err
+		}
 		writeJSON(w, http.StatusOK, map[string]any{"model": req.Model, "created_at": nowRFC3339(),
-			"message": map[string]any{"role": "assistant", "content": ""}, "done": true, "done_reason": "load"})
+			"message": map[string]any{"role": "assistant", "content": ""}, "done": true, "done_reason": reason})
 		return nil
 	}
 	msgs := make([]engine.Message, 0, len(req.Messages))
@@ -321,7 +327,11 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 		return err
 	}
 	if req.Prompt == "" && len(imgs) == 0 {
-		writeJSON(w, http.StatusOK, map[string]any{"model": req.Model, "created_at": nowRFC3339(), "response": "", "done": true, "done_reason": "load"})
+		reason, err := s.loadOrUnload(r.Context(), m, opts.KeepAlive)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"model": req.Model, "created_at": nowRFC3339(), "response": "", "done": true, "done_reason": reason})
 		return nil
 	}
 	// Without raw, ollama formats the prompt with the model's template, as
@@ -512,4 +522,15 @@ func (s *Server) handleOllamaVersion(w http.ResponseWriter, r *http.Request) err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"version": v})
 	return nil
+}
+
+// loadOrUnload answers a request without a prompt, ollama's way to load a
+// model ahead of use or, with keep_alive 0 (what ollama stop sends), to
+// unload it. It returns the done_reason ollama gives.
+func (s *Server) loadOrUnload(ctx context.Context, m model, keepAlive *time.Duration) (string, error) {
+	if keepAlive != nil && *keepAlive == 0 {
+		s.be.Unload(m.Path)
+		return "unload", nil
+	}
+	return "load", s.be.Load(ctx, engine.LoadRequest{Model: m.Path, Projector: m.ProjectorPath, KeepAlive: keepAlive})
 }

@@ -336,4 +336,26 @@ func TestOllamaRunningAndKeepAlive(t *testing.T) {
 	if met := e.Metrics(); met.Unloads != 1 || len(met.Models) != 0 {
 		t.Fatalf("engine after keep_alive 0: %+v", met)
 	}
+
+	// A chat without messages loads the model ahead of use (ollama run
+	// does this), and one with keep_alive 0 unloads it (ollama stop).
+	var load ollama.ChatResponse
+	if err := c.Chat(ctx, &ollama.ChatRequest{Model: "tiny", KeepAlive: &ollama.Duration{Duration: time.Hour}},
+		func(r ollama.ChatResponse) error { load = r; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if m := running(); load.DoneReason != "load" || m == nil || m.ExpiresAt.Before(time.Now().Add(59*time.Minute)) {
+		t.Fatalf("load: %+v, running %+v", load, m)
+	}
+	var stop ollama.GenerateResponse
+	if err := c.Generate(ctx, &ollama.GenerateRequest{Model: "tiny", KeepAlive: &ollama.Duration{Duration: 0}},
+		func(r ollama.GenerateResponse) error { stop = r; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if m := running(); stop.DoneReason != "unload" || m != nil {
+		t.Fatalf("stop: %+v, running %+v", stop, m)
+	}
+	if met := e.Metrics(); met.Loads != 2 || met.Unloads != 2 {
+		t.Fatalf("engine after load and stop: %+v", met)
+	}
 }

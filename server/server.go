@@ -29,6 +29,8 @@ type Backend interface {
 	Transcribe(ctx context.Context, req engine.TranscribeRequest) (*engine.Transcript, error)
 	Listen(ctx context.Context, req engine.ListenRequest, onEvent func(engine.ListenEvent) error) (engine.ListenStats, error)
 	Metrics() engine.Metrics
+	Load(ctx context.Context, req engine.LoadRequest) error
+	Unload(path string) bool
 }
 
 // Defaults of Limits.
