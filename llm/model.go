@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"unicode/utf8"
 
 	"github.com/owlengine/owl/bindings/llama"
 	"github.com/owlengine/owl/models"
@@ -26,6 +28,9 @@ type Model struct {
 	tmpl  string
 	bos   Token
 	addBS bool
+
+	defuseOnce sync.Once
+	defuse     *strings.Replacer // control token texts → broken ones (nil: none)
 }
 
 // LoadOptions says how to load a model.
@@ -115,7 +120,9 @@ type Message struct {
 
 // FormatChat renders msgs with the model's chat template; addAssistant ends
 // the prompt with the opening of the assistant's reply. Models without a
-// template get ChatML. NUL bytes in contents are dropped.
+// template get ChatML. NUL bytes in contents are dropped, and control
+// token texts defused (see Defuse), so that the prompt's turns are those of
+// msgs whatever their contents say.
 func (m *Model) FormatChat(msgs []Message, addAssistant bool) (string, error) {
 	tmpl := m.tmpl
 	if tmpl == "" {
@@ -130,7 +137,7 @@ func (m *Model) FormatChat(msgs []Message, addAssistant bool) (string, error) {
 		}
 		// llama.cpp takes C strings; a NUL byte (which a random or broken
 		// model can emit) would cut the message short, so it is dropped.
-		lm[i] = llama.ChatMessage{Role: msg.Role, Content: strings.ReplaceAll(msg.Content, "\x00", "")}
+		lm[i] = llama.ChatMessage{Role: msg.Role, Content: m.Defuse(strings.ReplaceAll(msg.Content, "\x00", ""))}
 	}
 	out, err := llama.ApplyChatTemplate(tmpl, lm, addAssistant)
 	if err != nil {
@@ -152,4 +159,26 @@ func SystemFeatures() []string {
 		}
 	}
 	return out
+}
+
+// Defuse returns text with the text of every control token in it broken by
+// a zero-width space after its first character, so that a prompt holding
+// it, tokenized with special-token parsing, gets plain text there and not
+// the control token: a chat message cannot open a turn of another role or
+// end its own. FormatChat defuses every message's content.
+func (m *Model) Defuse(text string) string {
+	m.defuseOnce.Do(func() {
+		var pairs []string
+		for _, c := range m.m.ControlTexts() {
+			_, n := utf8.DecodeRuneInString(c)
+			pairs = append(pairs, c, c[:n]+"\u200b"+c[n:])
+		}
+		if len(pairs) > 0 {
+			m.defuse = strings.NewReplacer(pairs...)
+		}
+	})
+	if m.defuse == nil {
+		return text
+	}
+	return m.defuse.Replace(text)
 }

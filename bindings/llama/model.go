@@ -178,6 +178,21 @@ func (m *Model) IsControl(t Token) bool {
 	return t >= 0 && int(t) < m.nVocab && m.flags[t]&C.OWL_TOKEN_CONTROL != 0
 }
 
+// ControlTexts returns the text of every control token: what tokenizing
+// with special-token parsing turns into that token ("<|im_start|>").
+func (m *Model) ControlTexts() []string {
+	var out []string
+	for t := range m.nVocab {
+		if m.flags[t]&C.OWL_TOKEN_CONTROL == 0 {
+			continue
+		}
+		if s := C.GoString(C.llama_vocab_get_text(m.vocab, C.llama_token(t))); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // Piece returns the bytes token t renders as in output; control tokens and
 // tokens out of range render as "".
 func (m *Model) Piece(t Token) string {
