@@ -55,11 +55,13 @@ build: deps
 
 # One test binary at a time: ggml's worker threads spin while they wait, so
 # binaries run side by side on few cores slow each other down many times over.
-# The scheduler's package also runs under the race detector.
+# The scheduler's package, and the server in its short form (the load test
+# shortened), also run under the race detector.
 test: deps
 	$(GO) vet ./...
 	$(GO) test -p 1 ./...
 	$(GO) test -race -p 1 ./engine
+	$(GO) test -race -short -p 1 ./server
 
 # `make run` builds owl, writes the generated test models to build/models and
 # serves that folder with `owl serve` (http://127.0.0.1:11435, OpenAI and
