@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 )
 
 // ErrNotWAV is returned for data that is not a RIFF/WAVE file.
@@ -53,30 +52,6 @@ const (
 	formatFloat      = 3
 	formatExtensible = 0xFFFE
 )
-
-// ReadWAVFile decodes the WAV file at path.
-func ReadWAVFile(path string, l Limits) (Audio, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return Audio{}, fmt.Errorf("%s: no such file", path)
-		}
-		return Audio{}, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return Audio{}, err
-	}
-	if st.IsDir() {
-		return Audio{}, fmt.Errorf("%s: is a directory", path)
-	}
-	a, err := DecodeWAV(f, st.Size(), l)
-	if err != nil {
-		return Audio{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return a, nil
-}
 
 // DecodeWAV decodes a RIFF/WAVE stream of size bytes: PCM of 8, 16, 24 or 32
 // bits, IEEE float of 32 or 64 bits, plain or WAVE_FORMAT_EXTENSIBLE, any

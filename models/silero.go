@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 )
 
@@ -92,24 +91,9 @@ func SileroTensorNames(f *SileroFile) []string {
 
 // ReadSilero parses and checks the Silero VAD model file at path.
 func ReadSilero(path string) (*SileroFile, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%s: no such file", path)
-		}
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
+	sf, st, err := readFile(path, ParseSilero)
 	if err != nil {
 		return nil, err
-	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory", path)
-	}
-	sf, err := ParseSilero(f, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	sf.ModTime = st.ModTime()
 	return sf, nil

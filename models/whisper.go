@@ -147,27 +147,38 @@ func (f *WhisperFile) Tensor(name string) (FileTensor, bool) {
 // mel filters, vocabulary and every tensor's name, shape, type and extent.
 // Errors name the file.
 func ReadWhisper(path string) (*WhisperFile, error) {
+	wf, st, err := readFile(path, ParseWhisper)
+	if err != nil {
+		return nil, err
+	}
+	wf.ModTime = st.ModTime()
+	return wf, nil
+}
+
+// readFile opens the file at path and parses it with parse. Errors name
+// the file.
+func readFile[T any](path string, parse func(io.ReaderAt, int64) (T, error)) (T, os.FileInfo, error) {
+	var zero T
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%s: no such file", path)
+			return zero, nil, fmt.Errorf("%s: no such file", path)
 		}
-		return nil, err
+		return zero, nil, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return zero, nil, err
 	}
 	if st.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory", path)
+		return zero, nil, fmt.Errorf("%s: is a directory", path)
 	}
-	wf, err := ParseWhisper(f, st.Size())
+	v, err := parse(f, st.Size())
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return zero, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	wf.ModTime = st.ModTime()
-	return wf, nil
+	return v, st, nil
 }
 
 // ParseWhisper parses a whisper.cpp model file of the given size from r.

@@ -226,7 +226,7 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	if t := bytes.TrimSpace(req.Tools); len(t) > 0 && string(t) != "null" && string(t) != "[]" {
+	if hasTools(req.Tools) {
 		return badRequest("tools", "tools are not supported")
 	}
 	opts, err := req.Options.generateOptions()

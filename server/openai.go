@@ -266,7 +266,7 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	if len(bytes.TrimSpace(req.Tools)) > 0 && string(bytes.TrimSpace(req.Tools)) != "null" && string(bytes.TrimSpace(req.Tools)) != "[]" {
+	if hasTools(req.Tools) {
 		return badRequest("tools", "tools (function calling) are not supported")
 	}
 	maxTokens := req.MaxTokens
@@ -481,4 +481,10 @@ func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, openAIModel(m))
 	return nil
+}
+
+// hasTools reports whether a request's tools field lists any tool.
+func hasTools(raw json.RawMessage) bool {
+	t := string(bytes.TrimSpace(raw))
+	return t != "" && t != "null" && t != "[]"
 }

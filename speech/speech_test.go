@@ -62,7 +62,7 @@ func jfk(t testing.TB) []float32 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := audio.ReadWAVFile(p, audio.Limits{})
+	a, err := audio.DecodeFile(p, audio.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestGreedyParity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := audio.ReadWAVFile(sample, audio.Limits{})
+	a, err := audio.DecodeFile(sample, audio.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

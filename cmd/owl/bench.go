@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/store"
 )
 
 func newBenchCmd() *cobra.Command {
@@ -67,7 +68,7 @@ audio duration) and peak memory.`,
 				fmt.Printf("decode:  %8.2f ms per step (%d steps, %d tokens)\n", ms(t.Decode)/float64(t.DecodeSteps), t.DecodeSteps, t.Tokens)
 			}
 			fmt.Printf("RTF:     %8.3f (%.2f s for %.1f s of audio)\n", r.Wall.Seconds()/r.Audio.Seconds(), r.Wall.Seconds(), r.Audio.Seconds())
-			fmt.Printf("peak RSS: %s\n", humanBytes(peakRSS()))
+			fmt.Printf("peak RSS: %s\n", store.FormatBytes(peakRSS()))
 			return nil
 		},
 	}
@@ -121,7 +122,7 @@ func newBenchLLMCmd() *cobra.Command {
 			fmt.Printf("threads: %d, load: %.0f ms\n", threads, ms(res.LoadDuration))
 			fmt.Printf("pp%-5d %8.2f ± %.2f tokens/s\n", res.PromptTokens, mean(res.PromptTPS), stddev(res.PromptTPS))
 			fmt.Printf("tg%-5d %8.2f ± %.2f tokens/s\n", res.GenTokens, mean(res.GenTPS), stddev(res.GenTPS))
-			fmt.Printf("peak RSS: %s\n", humanBytes(peakRSS()))
+			fmt.Printf("peak RSS: %s\n", store.FormatBytes(peakRSS()))
 			return nil
 		},
 	}
@@ -180,7 +181,7 @@ one after another and then --count times at once on one speech model.`,
 				fmt.Printf("speech: %s (%s)\n", speechModel, r.Description)
 				fmt.Printf("%d transcriptions one after another: %.2f s; at once: %.2f s (%.2fx)\n", r.Count, r.Sequential.Seconds(), r.Concurrent.Seconds(), r.Sequential.Seconds()/r.Concurrent.Seconds())
 			}
-			fmt.Printf("peak RSS: %s\n", humanBytes(peakRSS()))
+			fmt.Printf("peak RSS: %s\n", store.FormatBytes(peakRSS()))
 			return nil
 		},
 	}

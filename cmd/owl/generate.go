@@ -53,18 +53,7 @@ streaming the continuation to standard output. The prompt comes from -p, from
 				}
 			}
 			res, err := e.Generate(cmd.Context(), engine.GenerateRequest{Model: ef.model, Prompt: text, GenerateOptions: opts}, onChunk)
-			if err != nil {
-				if !asJSON && len(res.Tokens) > 0 {
-					fmt.Fprintln(out)
-				}
-				return err
-			}
-			if asJSON {
-				return writeJSONResult(out, ef.model, res)
-			}
-			fmt.Fprintln(out)
-			logTimings(res)
-			return nil
+			return finishResult(out, ef.model, res, err, asJSON)
 		},
 	}
 	ef.register(cmd)
@@ -110,6 +99,23 @@ type jsonResult struct {
 	CompletionTokens int     `json:"completion_tokens"`
 	PromptMS         float64 `json:"prompt_ms"`
 	GenerateMS       float64 `json:"generate_ms"`
+}
+
+// finishResult ends the output of a generation streamed to out (or, with
+// asJSON, prints it as one JSON object) and returns the generation's error.
+func finishResult(out io.Writer, model string, res engine.Result, err error, asJSON bool) error {
+	if err != nil {
+		if !asJSON && len(res.Tokens) > 0 {
+			fmt.Fprintln(out)
+		}
+		return err
+	}
+	if asJSON {
+		return writeJSONResult(out, model, res)
+	}
+	fmt.Fprintln(out)
+	logTimings(res)
+	return nil
 }
 
 func writeJSONResult(w io.Writer, model string, r engine.Result) error {

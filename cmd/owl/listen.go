@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/store"
 )
 
 type listenFlags struct {
@@ -207,7 +208,7 @@ median and 95th percentile. The audio needs pauses between phrases.`,
 			slices.Sort(lat)
 			p95 := lat[min(len(lat)-1, (len(lat)*95+99)/100-1)]
 			fmt.Printf("end of phrase → final text: median %.0f ms, p95 %.0f ms\n", ms(lat[len(lat)/2]), ms(p95))
-			fmt.Printf("peak RSS: %s\n", humanBytes(peakRSS()))
+			fmt.Printf("peak RSS: %s\n", store.FormatBytes(peakRSS()))
 			return nil
 		},
 	}

@@ -105,14 +105,14 @@ its size and layers.`,
 			}
 			fmt.Fprintf(w, "file\t%s\n", path)
 			fmt.Fprintf(w, "kind\t%s\n", in.Kind)
-			fmt.Fprintf(w, "size\t%s\n", humanBytes(uint64(in.Size)))
+			fmt.Fprintf(w, "size\t%s\n", store.FormatBytes(uint64(in.Size)))
 			m := in.Memory
 			if m.Context > 0 && in.Kind == store.KindLLM {
 				fmt.Fprintf(w, "memory\tabout %s at %d tokens of context (weights %s, KV cache %s, compute %s)\n",
-					humanBytes(m.Total()), m.Context, humanBytes(m.Weights), humanBytes(m.KVCache), humanBytes(m.Compute))
+					store.FormatBytes(m.Total()), m.Context, store.FormatBytes(m.Weights), store.FormatBytes(m.KVCache), store.FormatBytes(m.Compute))
 			} else {
 				fmt.Fprintf(w, "memory\tabout %s (weights %s, caches %s, compute %s)\n",
-					humanBytes(m.Total()), humanBytes(m.Weights), humanBytes(m.KVCache), humanBytes(m.Compute))
+					store.FormatBytes(m.Total()), store.FormatBytes(m.Weights), store.FormatBytes(m.KVCache), store.FormatBytes(m.Compute))
 			}
 			if entry != nil {
 				check := "verified against the hub"
@@ -155,9 +155,9 @@ func printGGUFSummary(w io.Writer, s *engine.ModelInfo) {
 	}
 	fmt.Fprintf(w, "parameters\t%s\n", humanCount(s.Params))
 	fmt.Fprintf(w, "context length\t%d\n", s.ContextLength)
-	fmt.Fprintf(w, "weights\t%s (%s in %d tensors)\n", s.FileType, humanBytes(s.TensorBytes), s.TensorCount)
+	fmt.Fprintf(w, "weights\t%s (%s in %d tensors)\n", s.FileType, store.FormatBytes(s.TensorBytes), s.TensorCount)
 	for _, tb := range s.ByType {
-		fmt.Fprintf(w, "  %s\t%d tensors, %s\n", tb.Type, tb.Tensors, humanBytes(tb.Bytes))
+		fmt.Fprintf(w, "  %s\t%d tensors, %s\n", tb.Type, tb.Tensors, store.FormatBytes(tb.Bytes))
 	}
 	if s.Tokenizer != "" {
 		fmt.Fprintf(w, "tokenizer\t%s, %d tokens\n", s.Tokenizer, s.VocabSize)
@@ -223,7 +223,7 @@ func newModelsListCmd() *cobra.Command {
 				if proj == "" {
 					proj = "-"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Kind, humanBytes(uint64(e.Size)), e.Modified.Local().Format("2006-01-02 15:04"), e.SHA256[:12], proj)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Kind, store.FormatBytes(uint64(e.Size)), e.Modified.Local().Format("2006-01-02 15:04"), e.SHA256[:12], proj)
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -302,26 +302,13 @@ func newModelsCatalogCmd() *cobra.Command {
 				if installed(c.Name) {
 					yes = "yes"
 				}
-				fmt.Fprintf(w, "%s\t%s\t~%s\t%s\t%s\t%s\n", c.Name, c.Kind, humanBytes(uint64(c.Size)), yes, c.Description, src)
+				fmt.Fprintf(w, "%s\t%s\t~%s\t%s\t%s\t%s\n", c.Name, c.Kind, store.FormatBytes(uint64(c.Size)), yes, c.Description, src)
 			}
 			return w.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func humanCount(n uint64) string {

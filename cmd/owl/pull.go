@@ -121,7 +121,7 @@ func printPulled(pulled []store.Pulled, asJSON bool) error {
 		if p.Projector != "" {
 			extra = ", projector " + p.Projector
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s from %s%s\n", p.Name, p.Kind, humanBytes(uint64(p.Size)), p.Action, check, p.Source.Ref(), extra)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s from %s%s\n", p.Name, p.Kind, store.FormatBytes(uint64(p.Size)), p.Action, check, p.Source.Ref(), extra)
 	}
 	return w.Flush()
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/store"
 )
 
 func newSeeCmd() *cobra.Command {
@@ -58,18 +59,7 @@ message formatted by the model's chat template.`,
 			req := engine.ChatRequest{Model: ef.model, Projector: ef.mmproj, GenerateOptions: opts,
 				Messages: []engine.Message{{Role: "user", Content: prompt, Images: images}}}
 			res, err := e.Chat(cmd.Context(), req, onChunk)
-			if err != nil {
-				if !asJSON && len(res.Tokens) > 0 {
-					fmt.Fprintln(out)
-				}
-				return err
-			}
-			if asJSON {
-				return writeJSONResult(out, ef.model, res)
-			}
-			fmt.Fprintln(out)
-			logTimings(res)
-			return nil
+			return finishResult(out, ef.model, res, err, asJSON)
 		},
 	}
 	ef.register(cmd)
@@ -117,7 +107,7 @@ fresh context, reporting the encoder's time per image, the KV cells
 			fmt.Printf("image: %d×%d, %d tokens over %d positions\n", r.Width, r.Height, r.ImageTokens, r.ImagePositions)
 			fmt.Printf("encode:  %8.1f ± %.1f ms per image\n", mean(r.EncodeMS), stddev(r.EncodeMS))
 			fmt.Printf("prefill: %8.1f ± %.1f tokens/s\n", mean(r.PrefillTPS), stddev(r.PrefillTPS))
-			fmt.Printf("peak RSS: %s\n", humanBytes(peakRSS()))
+			fmt.Printf("peak RSS: %s\n", store.FormatBytes(peakRSS()))
 			return nil
 		},
 	}

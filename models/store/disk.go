@@ -41,13 +41,13 @@ func (s *Store) checkSpace(label string, need int64) error {
 	}
 	if uint64(need) > free {
 		return fmt.Errorf("%w for %s: it needs %d more bytes (%s), %s has %d free (%s)",
-			ErrNoSpace, label, need, humanBytes(uint64(need)), s.dir, free, humanBytes(free))
+			ErrNoSpace, label, need, FormatBytes(uint64(need)), s.dir, free, FormatBytes(free))
 	}
 	return nil
 }
 
-// humanBytes writes n in binary units: "512 B", "1.5 KiB", "3.2 GiB".
-func humanBytes(n uint64) string {
+// FormatBytes writes n in binary units: "512 B", "1.5 KiB", "3.2 GiB".
+func FormatBytes(n uint64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
