@@ -473,6 +473,7 @@ func (r *textRunner) step() {
 		budget = min(budget, r.joinBudget)
 	}
 	imageCells := 0
+	var failed []*textJob // requests whose image could not be decoded
 	for _, j := range r.active {
 		if j.next == len(j.keys) || budget <= 0 {
 			continue
@@ -484,9 +485,16 @@ func (r *textRunner) step() {
 			var err error
 			r.gate.Do(int(j.priority), r.units, func() {
 				next, err = r.lctx.DecodeImage(r.proj, im, j.slot.nextPos(), j.slot.id)
+				if errors.Is(err, llm.ErrKVFull) && r.dropIdleCaches() {
+					next, err = r.lctx.DecodeImage(r.proj, im, j.slot.nextPos(), j.slot.id)
+				}
 			})
 			if err != nil {
-				r.active = slices.DeleteFunc(r.active, func(a *textJob) bool { return a == j })
+				// Not removed from r.active while ranging over it.
+				failed = append(failed, j)
+				if errors.Is(err, llm.ErrKVFull) {
+					err = fmt.Errorf("%w: the KV cache (%d cells for %d slots) has no room for this image", ErrContextFull, r.lctx.NumCtx(), len(r.slots))
+				}
 				r.finish(j, fmt.Errorf("image: %w", err))
 				continue
 			}
@@ -513,6 +521,9 @@ func (r *textRunner) step() {
 		}
 		spans = append(spans, stepSpan{j, j.keys[j.next:end]})
 		budget -= end - j.next
+	}
+	if len(failed) > 0 {
+		r.active = slices.DeleteFunc(r.active, func(a *textJob) bool { return slices.Contains(failed, a) })
 	}
 	if r.batch.Len() == 0 {
 		r.stats.promptTokens.Add(int64(imageCells))
