@@ -38,7 +38,7 @@ var ErrContextFull = llm.ErrContextFull
 
 // ErrNoVision is returned for images sent to a model without a vision
 // projector.
-var ErrNoVision = errors.New("the model cannot see images")
+var ErrNoVision = llm.ErrNoVision
 
 // ErrClosed is returned by requests made after Close.
 var ErrClosed = errors.New("engine closed")
