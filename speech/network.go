@@ -226,13 +226,15 @@ func (m *Model) step(st *state, tokens []int32) ([][]float32, error) {
 	m.pending = append(m.pending, c)
 	m.stepMu.Unlock()
 
-	g, done := m.graph(st.priority)
-	defer done()
+	m.compute.lock(st.priority)
+	defer m.compute.unlock()
 	select {
 	case <-c.done: // evaluated with another transcription's step
 		return c.logits, c.err
 	default:
 	}
+	g, done := m.gatedGraph(st.priority)
+	defer done()
 	m.stepMu.Lock()
 	calls := m.pending
 	m.pending = nil
@@ -279,12 +281,21 @@ type stepCall struct {
 // gate shared with other models.
 func (m *Model) graph(prio int) (*ggml.Graph, func()) {
 	m.compute.lock(prio)
+	g, done := m.gatedGraph(prio)
+	return g, func() {
+		done()
+		m.compute.unlock()
+	}
+}
+
+// gatedGraph, with the backend held, waits for the model's threads in the
+// gate shared with other models and makes a graph; done frees both.
+func (m *Model) gatedGraph(prio int) (*ggml.Graph, func()) {
 	held := m.gate.Acquire(prio, m.backend.Threads())
 	g := m.backend.NewGraph()
 	return g, func() {
 		g.Close()
 		m.gate.Release(held)
-		m.compute.unlock()
 	}
 }
 
