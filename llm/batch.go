@@ -90,24 +90,11 @@ func (m *Model) checkKVType(kvType string) error {
 // Close frees the context. It is idempotent.
 func (c *Context) Close() error { return c.c.Close() }
 
-// Model is the model the context runs.
-func (c *Context) Model() *Model { return c.model }
-
 // NumCtx is the number of KV cells.
 func (c *Context) NumCtx() int { return c.c.NumCtx() }
 
 // NumBatch is the most tokens one Decode takes.
 func (c *Context) NumBatch() int { return c.c.NumBatch() }
-
-// NumSeq is the number of sequences.
-func (c *Context) NumSeq() int { return c.nSeq }
-
-// Abort makes a running or the next Decode return ErrAborted; any goroutine
-// may call it. ClearAbort re-arms the context.
-func (c *Context) Abort() { c.c.Abort() }
-
-// ClearAbort undoes Abort.
-func (c *Context) ClearAbort() { c.c.ClearAbort() }
 
 // Batch is the tokens of one decode step: parallel slices of token,
 // position, sequence and whether the row's logits are wanted.
@@ -158,9 +145,6 @@ func (c *Context) SeqRemove(seq int32, p0, p1 int32) bool { return c.c.SeqRemove
 // SeqCopy makes the cells of src at [p0, p1) also belong to dst, sharing
 // them (no keys or values are recomputed or copied).
 func (c *Context) SeqCopy(src, dst int32, p0, p1 int32) { c.c.SeqCopy(src, dst, p0, p1) }
-
-// SeqPosMax is the largest position stored for seq, or −1 when it is empty.
-func (c *Context) SeqPosMax(seq int32) int32 { return c.c.SeqPosMax(seq) }
 
 // Clear empties every sequence.
 func (c *Context) Clear() { c.c.ClearKV() }

@@ -54,9 +54,6 @@ func (m *Model) NewGeneration(req Request) (*Generation, error) {
 // Request is what the generation was started with.
 func (g *Generation) Request() Request { return g.req }
 
-// Done reports whether the generation has finished.
-func (g *Generation) Done() bool { return g.done }
-
 // Step samples the next token from logits. It returns the text that became
 // safe to show (possibly empty), the token when one was produced, and
 // whether the generation is now finished; a finished generation's last

@@ -56,20 +56,12 @@ func (m *Model) OpenProjector(path string, threads int) (*Projector, error) {
 // Close frees the projector. It is idempotent.
 func (p *Projector) Close() error { return p.p.Close() }
 
-// Path is the projector's file.
-func (p *Projector) Path() string { return p.path }
-
 // Marker is the text that stands for an image in a prompt given to Prepare.
 func (p *Projector) Marker() string { return p.p.MediaMarker() }
 
 // Encodes is how many image chunks the projector has encoded (cache hits
 // encode nothing).
 func (p *Projector) Encodes() int64 { return p.p.Encodes() }
-
-// UsesMRoPE reports whether the model places image tokens in two
-// dimensions, so that an image advances the position by less than its
-// token count.
-func (p *Projector) UsesMRoPE() bool { return p.p.UsesMRoPE() }
 
 // ImageCache keeps image embeddings by content hash, bounded in bytes.
 type ImageCache = vision.EmbeddingCache[*llama.ImageEmbedding]
