@@ -1,21 +1,17 @@
 package server
 
 import (
-	"bytes"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"image"
-	_ "image/gif" // decoders for image.DecodeConfig
-	_ "image/jpeg"
-	_ "image/png"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/owlengine/owl/vision"
 )
 
 // imageFromURL returns the bytes of an OpenAI image_url: a data URI, or a
@@ -120,71 +116,22 @@ func (s *Server) imageFromFile(raw, param string) ([]byte, error) {
 	return b, s.checkImage(b, param)
 }
 
-// errNotImage is wrapped by errors about bytes that are no image owl reads.
-var errNotImage = errors.New("not a PNG, JPEG, GIF or WebP image")
-
-// imageSize reads the dimensions from an image's header, without decoding
-// its pixels.
-func imageSize(b []byte) (w, h int, format string, err error) {
-	if len(b) >= 12 && string(b[:4]) == "RIFF" && string(b[8:12]) == "WEBP" {
-		w, h, err = webpSize(b)
-		return w, h, "webp", err
-	}
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
-	if err != nil {
-		if errors.Is(err, image.ErrFormat) {
-			return 0, 0, "", errNotImage
-		}
-		return 0, 0, format, fmt.Errorf("damaged %s image: %v", format, err)
-	}
-	return cfg.Width, cfg.Height, format, nil
-}
-
-// webpSize reads the canvas size of a WebP file (lossy, lossless or
-// extended).
-func webpSize(b []byte) (w, h int, err error) {
-	bad := fmt.Errorf("damaged webp image: header too short or malformed")
-	if len(b) < 30 {
-		return 0, 0, bad
-	}
-	switch string(b[12:16]) {
-	case "VP8X":
-		w = 1 + int(uint32(b[24])|uint32(b[25])<<8|uint32(b[26])<<16)
-		h = 1 + int(uint32(b[27])|uint32(b[28])<<8|uint32(b[29])<<16)
-	case "VP8L":
-		if b[20] != 0x2f {
-			return 0, 0, bad
-		}
-		v := binary.LittleEndian.Uint32(b[21:25])
-		w, h = 1+int(v&0x3fff), 1+int(v>>14&0x3fff)
-	case "VP8 ":
-		if b[23] != 0x9d || b[24] != 0x01 || b[25] != 0x2a {
-			return 0, 0, bad
-		}
-		w = int(binary.LittleEndian.Uint16(b[26:28]) & 0x3fff)
-		h = int(binary.LittleEndian.Uint16(b[28:30]) & 0x3fff)
-	default:
-		return 0, 0, bad
-	}
-	if w == 0 || h == 0 {
-		return 0, 0, bad
-	}
-	return w, h, nil
-}
-
 // checkImage makes sure b is an image within the pixel limit.
 func (s *Server) checkImage(b []byte, param string) error {
 	if len(b) == 0 {
 		return badRequest(param, "%s: empty image", param)
 	}
-	w, h, format, err := imageSize(b)
-	if errors.Is(err, errNotImage) {
+	cfg, format, err := vision.Config(b)
+	switch {
+	case errors.Is(err, vision.ErrUnknownFormat), errors.Is(err, vision.ErrUnsupported):
 		return &apiError{Status: http.StatusUnsupportedMediaType, Type: typeInvalidRequest, Param: param, Code: "unsupported_image",
-			Message: fmt.Sprintf("%s: %v", param, err)}
-	}
-	if err != nil {
+			Message: fmt.Sprintf("%s: not a PNG, JPEG, GIF, WebP, BMP or TIFF image (%v)", param, err)}
+	case errors.Is(err, vision.ErrCorrupt):
+		return badRequest(param, "%s: damaged %s image: %v", param, format, err)
+	case err != nil:
 		return badRequest(param, "%s: %v", param, err)
 	}
+	w, h := cfg.Width, cfg.Height
 	if px := int64(w) * int64(h); px > s.lim.MaxImagePixels {
 		return &apiError{Status: http.StatusRequestEntityTooLarge, Type: typeInvalidRequest, Param: param, Code: "image_too_large",
 			Message: fmt.Sprintf("%s: %s image of %d×%d pixels is over the limit of %d pixels", param, format, w, h, s.lim.MaxImagePixels)}

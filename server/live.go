@@ -74,7 +74,7 @@ func (s *Server) parseLiveQuery(r *http.Request) (liveConfig, error) {
 	switch c.vad = q.Get("vad"); c.vad {
 	case "", "energy":
 	case "silero":
-		vm, err := s.models.resolve(q.Get("vad_model"))
+		vm, err := s.models.vadModel(q.Get("vad_model"), "vad_model")
 		if err != nil {
 			return c, err
 		}

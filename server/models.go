@@ -305,24 +305,32 @@ func realDir(dir string) (string, error) {
 
 // textModel resolves name and checks that it generates text.
 func (c *catalog) textModel(name string) (model, error) {
-	m, err := c.resolve(name)
-	if err != nil {
-		return m, err
-	}
-	if m.Kind != store.KindLLM {
-		return m, badRequest("model", "model %q is a %s, not a text model; use it with %s", name, m.Kind.Describe(), useFor(m.Kind))
-	}
-	return m, nil
+	return c.modelOfKind(name, "model", store.KindLLM, "a text model")
 }
 
 // speechModel resolves name and checks that it recognizes speech.
 func (c *catalog) speechModel(name string) (model, error) {
+	return c.modelOfKind(name, "model", store.KindWhisper, "a speech model")
+}
+
+// vadModel resolves name, the request's param, and checks that it is a
+// voice activity model.
+func (c *catalog) vadModel(name, param string) (model, error) {
+	if name == "" {
+		return model{}, badRequest(param, "%s is missing: name a Silero VAD model (owl pull silero-vad)", param)
+	}
+	return c.modelOfKind(name, param, store.KindVAD, "a voice activity model")
+}
+
+// modelOfKind resolves name and checks that it is of kind (described by
+// what); param is the request field that named it.
+func (c *catalog) modelOfKind(name, param string, kind store.Kind, what string) (model, error) {
 	m, err := c.resolve(name)
 	if err != nil {
 		return m, err
 	}
-	if m.Kind != store.KindWhisper {
-		return m, badRequest("model", "model %q is a %s, not a speech model; use it with %s", name, m.Kind.Describe(), useFor(m.Kind))
+	if m.Kind != kind {
+		return m, badRequest(param, "model %q is a %s, not %s; use it with %s", name, m.Kind.Describe(), what, useFor(m.Kind))
 	}
 	return m, nil
 }

@@ -229,14 +229,10 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 	if hasTools(req.Tools) {
 		return badRequest("tools", "tools are not supported")
 	}
-	opts, err := req.Options.generateOptions()
+	opts, err := requestOptions(req.Options, req.Format, req.KeepAlive)
 	if err != nil {
 		return err
 	}
-	if opts.JSONSchema, err = formatSchema(req.Format); err != nil {
-		return err
-	}
-	opts.KeepAlive = req.KeepAlive.duration()
 	opts.Priority = engine.PriorityInteractive
 	if len(req.Messages) == 0 {
 		// ollama's way to load a model (or, with keep_alive 0, to unload
@@ -313,14 +309,10 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 	if req.Template != "" {
 		return badRequest("template", "template is not supported: owl formats prompts with the model's own chat template (or use raw)")
 	}
-	opts, err := req.Options.generateOptions()
+	opts, err := requestOptions(req.Options, req.Format, req.KeepAlive)
 	if err != nil {
 		return err
 	}
-	if opts.JSONSchema, err = formatSchema(req.Format); err != nil {
-		return err
-	}
-	opts.KeepAlive = req.KeepAlive.duration()
 	images := 0
 	imgs, err := s.ollamaImages(req.Images, "images", &images)
 	if err != nil {
@@ -533,4 +525,18 @@ func (s *Server) loadOrUnload(ctx context.Context, m model, keepAlive *time.Dura
 		return "unload", nil
 	}
 	return "load", s.be.Load(ctx, engine.LoadRequest{Model: m.Path, Projector: m.ProjectorPath, KeepAlive: keepAlive})
+}
+
+// requestOptions turns the options, format and keep_alive of an ollama
+// request into the engine's generation options.
+func requestOptions(o *ollamaOptions, format json.RawMessage, keep *keepAlive) (engine.GenerateOptions, error) {
+	opts, err := o.generateOptions()
+	if err != nil {
+		return opts, err
+	}
+	if opts.JSONSchema, err = formatSchema(format); err != nil {
+		return opts, err
+	}
+	opts.KeepAlive = keep.duration()
+	return opts, nil
 }

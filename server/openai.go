@@ -471,10 +471,6 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		return &apiError{Status: http.StatusMethodNotAllowed, Type: typeInvalidRequest, Message: r.Method + " " + r.URL.Path + ": method not allowed (use GET)"}
-	}
 	m, err := s.models.resolve(r.PathValue("id"))
 	if err != nil {
 		return err

@@ -168,11 +168,7 @@ func (s *Server) routes() {
 	add("/v1/audio/translations", route{http.MethodPost, apiOpenAI, s.handleTranslations})
 	add("/v1/audio/stream", route{http.MethodGet, apiOpenAI, s.handleAudioStream})
 	add("/v1/models", route{http.MethodGet, apiOpenAI, s.handleModels})
-	s.mux.HandleFunc("/v1/models/{id...}", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.handleModel(w, r); err != nil {
-			s.writeError(w, r, apiOpenAI, err)
-		}
-	})
+	add("/v1/models/{id...}", route{http.MethodGet, apiOpenAI, s.handleModel})
 	add("/api/chat", route{http.MethodPost, apiOllama, s.handleOllamaChat})
 	add("/api/generate", route{http.MethodPost, apiOllama, s.handleOllamaGenerate})
 	add("/api/tags", route{http.MethodGet, apiOllama, s.handleOllamaTags})

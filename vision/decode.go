@@ -187,6 +187,31 @@ func Decode(r io.Reader, l Limits) (*Image, error) {
 	return DecodeBytes(data, l)
 }
 
+// Config reads an image's format and size from its header, without
+// decoding its pixels. Errors wrap ErrUnknownFormat, ErrUnsupported,
+// ErrCorrupt or ErrEmpty.
+func Config(data []byte) (image.Config, Format, error) {
+	if len(data) == 0 {
+		return image.Config{}, FormatUnknown, fmt.Errorf("%w: the file is empty", ErrUnknownFormat)
+	}
+	f := Sniff(data)
+	dec, ok := decoders[f]
+	if !ok {
+		if f != FormatUnknown {
+			return image.Config{}, f, fmt.Errorf("%w: %s (convert it to JPEG or PNG first)", ErrUnsupported, f)
+		}
+		return image.Config{}, f, ErrUnknownFormat
+	}
+	cfg, err := guard(func() (image.Config, error) { return dec.config(bytes.NewReader(data)) })
+	if err != nil {
+		return cfg, f, fmt.Errorf("%w: %s header: %v", ErrCorrupt, f, err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return cfg, f, fmt.Errorf("%w: %s of %d×%d", ErrEmpty, f, cfg.Width, cfg.Height)
+	}
+	return cfg, f, nil
+}
+
 // DecodeFile decodes the image file at path. Errors name the file.
 func DecodeFile(path string, l Limits) (*Image, error) {
 	f, err := os.Open(path)
@@ -229,24 +254,11 @@ func DecodeBytes(data []byte, l Limits) (*Image, error) {
 	if int64(len(data)) > l.maxBytes() {
 		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(data), l.maxBytes())
 	}
-	if len(data) == 0 {
-		return nil, fmt.Errorf("%w: the file is empty", ErrUnknownFormat)
-	}
-	f := Sniff(data)
-	dec, ok := decoders[f]
-	if !ok {
-		if f != FormatUnknown {
-			return nil, fmt.Errorf("%w: %s (convert it to JPEG or PNG first)", ErrUnsupported, f)
-		}
-		return nil, ErrUnknownFormat
-	}
-	cfg, err := guard(func() (image.Config, error) { return dec.config(bytes.NewReader(data)) })
+	cfg, f, err := Config(data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s header: %v", ErrCorrupt, f, err)
+		return nil, err
 	}
-	if cfg.Width <= 0 || cfg.Height <= 0 {
-		return nil, fmt.Errorf("%w: %s of %d×%d", ErrEmpty, f, cfg.Width, cfg.Height)
-	}
+	dec := decoders[f]
 	if px := int64(cfg.Width) * int64(cfg.Height); px > l.maxPixels() {
 		return nil, fmt.Errorf("%w: %s of %d×%d is %d pixels, the limit is %d", ErrTooLarge, f, cfg.Width, cfg.Height, px, l.maxPixels())
 	}
