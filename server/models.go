@@ -26,7 +26,7 @@ type model struct {
 	Path          string // the model file
 	Size          int64
 	Modified      time.Time
-	Digest        string // "sha256:HEX"
+	Digest        string // "sha256:HEX" of a store entry; catalog.digest for any model
 	Projector     string // name of the paired projector, "" for none
 	ProjectorPath string
 	Source        string // hub reference it was pulled from, "" for a plain file
@@ -74,13 +74,14 @@ func (c *catalog) info(path string) (engine.ModelInfo, error) {
 }
 
 // fileFacts are what reading a plain file told, valid while its size and
-// modification time stay the same.
+// modification time stay the same. The digest is computed only when a
+// listing shows it (hashing reads the whole file), never to resolve a name.
 type fileFacts struct {
 	size   int64
 	mod    time.Time
 	kind   store.Kind
-	digest string
 	err    error
+	digest string // "" until digest is asked for it
 }
 
 func newCatalog(dir string) *catalog {
@@ -93,7 +94,7 @@ func modelFileExt(name string) bool {
 	return strings.HasSuffix(l, ".gguf") || strings.HasSuffix(l, ".bin")
 }
 
-// facts reads (or recalls) the kind and digest of the plain file at path.
+// facts reads (or recalls) the kind of the plain file at path.
 func (c *catalog) facts(path string, st fs.FileInfo) fileFacts {
 	c.mu.Lock()
 	f, ok := c.files[path]
@@ -102,13 +103,39 @@ func (c *catalog) facts(path string, st fs.FileInfo) fileFacts {
 		return f
 	}
 	f = fileFacts{size: st.Size(), mod: st.ModTime()}
-	if f.kind, f.err = store.DetectKind(path); f.err == nil {
-		f.digest, f.err = fileDigest(path)
-	}
+	f.kind, f.err = store.DetectKind(path)
 	c.mu.Lock()
 	c.files[path] = f
 	c.mu.Unlock()
 	return f
+}
+
+// digest returns m's "sha256:HEX": the store's, or, for a plain file, its
+// hash computed once per size and modification time ("" when it cannot be
+// read).
+func (c *catalog) digest(m model) string {
+	if m.Digest != "" {
+		return m.Digest
+	}
+	c.mu.Lock()
+	f, ok := c.files[m.Path]
+	c.mu.Unlock()
+	if !ok || f.size != m.Size || !f.mod.Equal(m.Modified) {
+		return ""
+	}
+	if f.digest == "" {
+		d, err := fileDigest(m.Path)
+		if err != nil {
+			return ""
+		}
+		f.digest = d
+		c.mu.Lock()
+		if cur, ok := c.files[m.Path]; ok && cur.size == f.size && cur.mod.Equal(f.mod) {
+			c.files[m.Path] = f
+		}
+		c.mu.Unlock()
+	}
+	return f.digest
 }
 
 func fileDigest(path string) (string, error) {
@@ -144,7 +171,7 @@ func (c *catalog) plainFiles() []model {
 		if f.err != nil {
 			continue
 		}
-		out = append(out, model{Name: store.NameFromFile(de.Name()), Kind: f.kind, Path: path, Size: st.Size(), Modified: st.ModTime(), Digest: f.digest})
+		out = append(out, model{Name: store.NameFromFile(de.Name()), Kind: f.kind, Path: path, Size: st.Size(), Modified: st.ModTime()})
 	}
 	// Pair each text model with a projector named after it.
 	for i := range out {
@@ -215,7 +242,11 @@ func (c *catalog) resolve(name string) (model, error) {
 	if strings.ContainsAny(name, `/\`) || strings.Contains(name, "..") || filepath.IsAbs(name) {
 		return c.resolvePath(name)
 	}
-	for _, n := range []string{name, strings.TrimSuffix(name, ":latest")} {
+	names := []string{name}
+	if n := strings.TrimSuffix(name, ":latest"); n != name {
+		names = append(names, n)
+	}
+	for _, n := range names {
 		if store.ValidName(n) == nil {
 			e, err := c.store.Get(n)
 			if err == nil {
@@ -266,7 +297,7 @@ func (c *catalog) resolvePath(name string) (model, error) {
 	if f.err != nil {
 		return model{}, badRequest("model", "%s is not a model file owl recognizes", truncate(name, 200))
 	}
-	m := model{Name: name, Kind: f.kind, Path: real, Size: st.Size(), Modified: st.ModTime(), Digest: f.digest}
+	m := model{Name: name, Kind: f.kind, Path: real, Size: st.Size(), Modified: st.ModTime()}
 	if m.Kind == store.KindLLM {
 		for _, pf := range c.plainFiles() {
 			if pf.Path == real {

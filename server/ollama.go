@@ -412,7 +412,7 @@ func (s *Server) handleOllamaTags(w http.ResponseWriter, r *http.Request) error 
 			continue
 		}
 		out = append(out, map[string]any{"name": m.Name, "model": m.Name, "modified_at": m.Modified.UTC().Format(time.RFC3339Nano),
-			"size": m.Size, "digest": strings.TrimPrefix(m.Digest, "sha256:"), "details": s.details(m)})
+			"size": m.Size, "digest": strings.TrimPrefix(s.models.digest(m), "sha256:"), "details": s.details(m)})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"models": out})
 	return nil
@@ -449,7 +449,7 @@ func (s *Server) handleOllamaPS(w http.ResponseWriter, r *http.Request) error {
 		default:
 			expires = mm.LastUsed.Add(mm.KeepAlive)
 		}
-		out = append(out, map[string]any{"name": m.Name, "model": m.Name, "size": mm.Bytes, "digest": strings.TrimPrefix(m.Digest, "sha256:"),
+		out = append(out, map[string]any{"name": m.Name, "model": m.Name, "size": mm.Bytes, "digest": strings.TrimPrefix(s.models.digest(m), "sha256:"),
 			"details": s.details(m), "expires_at": expires.UTC().Format(time.RFC3339Nano), "size_vram": 0})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"models": out})
