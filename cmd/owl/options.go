@@ -50,14 +50,14 @@ func (f *engineFlags) check() error {
 	default:
 		return usageError{fmt.Errorf("--kv-type %q: want f16, q8_0 or q4_0", f.kvType)}
 	}
-	if f.mmproj == "" {
-		f.mmproj = pairedProjector(f.model)
-	}
-	model, err := resolveModel(f.model)
+	model, paired, err := resolveWithProjector(f.model)
 	if err != nil {
 		return err
 	}
 	f.model = model
+	if f.mmproj == "" {
+		f.mmproj = paired
+	}
 	if f.mmproj, err = resolveModel(f.mmproj); err != nil {
 		return err
 	}

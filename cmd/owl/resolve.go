@@ -17,42 +17,49 @@ import (
 // was pulled from (hf.co/ORG/REPO:QUANT). A value that looks like a file
 // path is returned as it is, for the command to report as missing.
 func resolveModel(arg string) (string, error) {
+	path, _, err := resolveWithProjector(arg)
+	return path, err
+}
+
+// resolveWithProjector is resolveModel, also returning the projector the
+// store paired with the model ("" for a file, or a model without one).
+func resolveWithProjector(arg string) (path, projector string, err error) {
 	if arg == "" {
-		return "", nil
+		return "", "", nil
 	}
 	if _, err := os.Stat(arg); err == nil {
-		return arg, nil
+		return arg, "", nil
 	}
 	isRef := hub.IsRef(arg)
 	if !isRef && (store.ValidName(arg) != nil || looksLikeFile(arg)) {
-		return arg, nil
+		return arg, "", nil
 	}
 	st, err := store.OpenDefault()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if isRef {
 		pulled, err := st.Pull(context.Background(), nil, arg, store.PullOptions{Offline: true})
 		if err != nil {
 			if errors.Is(err, store.ErrOffline) {
-				return "", fmt.Errorf("%s: not in the model store (%s); owl pull %s downloads it", arg, st.Dir(), arg)
+				return "", "", fmt.Errorf("%s: not in the model store (%s); owl pull %s downloads it", arg, st.Dir(), arg)
 			}
-			return "", err
+			return "", "", err
 		}
-		return pulled[0].Path, nil
+		return pulled[0].Path, pulled[0].ProjectorPath, nil
 	}
 	e, err := st.Get(arg)
 	switch {
 	case err == nil:
-		return e.Path, nil
+		return e.Path, e.ProjectorPath, nil
 	case errors.Is(err, store.ErrNotFound):
 		hint := "owl models ls lists the installed models, owl models catalog the ones owl pull knows by name"
 		if _, ok := store.LookupCatalog(arg); ok {
 			hint = "owl pull " + arg + " downloads it"
 		}
-		return "", fmt.Errorf("%s: no such file, and no model of that name in the store (%s); %s", arg, st.Dir(), hint)
+		return "", "", fmt.Errorf("%s: no such file, and no model of that name in the store (%s); %s", arg, st.Dir(), hint)
 	}
-	return "", err
+	return "", "", err
 }
 
 func looksLikeFile(arg string) bool {
@@ -70,21 +77,4 @@ func resolveModels(args ...*string) error {
 		*a = p
 	}
 	return nil
-}
-
-// pairedProjector is the projector the store paired with the model named
-// arg, or "" (arg is a file, or the model has none).
-func pairedProjector(arg string) string {
-	if _, err := os.Stat(arg); err == nil || store.ValidName(arg) != nil {
-		return ""
-	}
-	st, err := store.OpenDefault()
-	if err != nil {
-		return ""
-	}
-	e, err := st.Get(arg)
-	if err != nil {
-		return ""
-	}
-	return e.ProjectorPath
 }
