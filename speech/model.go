@@ -47,8 +47,8 @@ type Model struct {
 	kvType  ggml.Type // element type of the KV caches
 	vTrans  bool      // values are cached transposed (no flash attention)
 
-	compute priorityLock  // serializes graph evaluation on the backend
-	gate    *compute.Gate // shares the cores with other models (nil: none)
+	turn *compute.Gate // one graph evaluation at a time on the backend, most urgent first
+	gate *compute.Gate // shares the cores with other models (nil: none)
 
 	stepMu  sync.Mutex  // guards pending
 	pending []*stepCall // decoder steps waiting for the backend
@@ -102,7 +102,8 @@ func Load(ctx context.Context, path string, o LoadOptions) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	m := &Model{path: path, file: f, hp: f.HParams, vocab: newVocab(f), backend: b, kvType: ggml.F16, vTrans: !b.FlashAttention(), gate: o.Gate}
+	m := &Model{path: path, file: f, hp: f.HParams, vocab: newVocab(f), backend: b, kvType: ggml.F16, vTrans: !b.FlashAttention(), gate: o.Gate,
+		turn: compute.NewGate(1)}
 	if f.HParams.WeightType() == models.TypeF32 {
 		m.kvType = ggml.F32 // keep an f32 model exact end to end
 	}
@@ -155,8 +156,8 @@ func (m *Model) bindWeights() error {
 
 // Close frees the model's weights. It is idempotent.
 func (m *Model) Close() error {
-	m.compute.lock(0)
-	defer m.compute.unlock()
+	m.turn.Acquire(0, 1)
+	defer m.turn.Release(1)
 	m.backend.Close()
 	return nil
 }

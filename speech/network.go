@@ -226,8 +226,8 @@ func (m *Model) step(st *state, tokens []int32) ([][]float32, error) {
 	m.pending = append(m.pending, c)
 	m.stepMu.Unlock()
 
-	m.compute.lock(st.priority)
-	defer m.compute.unlock()
+	m.turn.Acquire(st.priority, 1)
+	defer m.turn.Release(1)
 	select {
 	case <-c.done: // evaluated with another transcription's step
 		return c.logits, c.err
@@ -280,11 +280,11 @@ type stepCall struct {
 // higher priority first, each once the model's threads are free in the
 // gate shared with other models.
 func (m *Model) graph(prio int) (*ggml.Graph, func()) {
-	m.compute.lock(prio)
+	m.turn.Acquire(prio, 1)
 	g, done := m.gatedGraph(prio)
 	return g, func() {
 		done()
-		m.compute.unlock()
+		m.turn.Release(1)
 	}
 }
 
