@@ -6,6 +6,23 @@
 // Compute it, read the results, Close it. A Store holds tensors that outlive
 // graphs (KV caches). Methods of one Graph or Store must not be called
 // concurrently; one Backend computes one graph at a time.
+//
+// # No native aborts
+//
+// ggml asserts its preconditions and aborts the process when one fails: a
+// graph context with no room for another tensor, operands whose shapes do
+// not fit the op, a view past the end of its tensor. This package checks
+// every one of them in Go before it calls ggml, so that no input can bring
+// the process down. A Graph holds at most Capacity nodes (ggml objects and
+// the weights and stored tensors it reads, which bounds what the graph and
+// ggml's scheduler hold); an op that would go past it, or whose operands do
+// not fit, is not made: it returns the zero Tensor, every later op on the
+// graph does nothing, and Compute and Reserve return the first error
+// (ErrGraphFull, or ErrShape naming the op and the shapes). Builders
+// that put a variable amount of work into one graph (the decoder steps of
+// concurrent transcriptions) read Used after building a graph of known
+// shape to learn what each share costs, and split the work so that it
+// fits.
 package ggml
 
 import (
@@ -14,6 +31,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"sync/atomic"
 
 	"github.com/ollama/ollama/ml"
 	mlggml "github.com/ollama/ollama/ml/backend/ggml"
@@ -23,6 +41,14 @@ import (
 
 // ErrCompute wraps failures of the native backend (allocation, computation).
 var ErrCompute = errors.New("ggml backend")
+
+// ErrGraphFull is returned for a graph built past its Capacity.
+var ErrGraphFull = errors.New("ggml graph full")
+
+// ErrShape is returned for an op whose operands ggml would refuse (shapes
+// that do not fit, a view past the end of its tensor, a non-contiguous
+// operand where one must be contiguous).
+var ErrShape = errors.New("ggml tensor shapes")
 
 // Type is a tensor element type for inputs and stored tensors.
 type Type int
@@ -52,10 +78,11 @@ type Options struct {
 
 // Backend holds the weights of one model.
 type Backend struct {
-	b       ml.Backend
-	threads int
-	fa      bool
-	closed  bool
+	b        ml.Backend
+	threads  int
+	fa       bool
+	closed   bool
+	capacity int // nodes a graph may hold (see Graph.Capacity)
 }
 
 // Load reads the weights of the GGUF file at path.
@@ -77,7 +104,12 @@ func Load(ctx context.Context, path string, o Options) (b *Backend, err error) {
 		mb.Close()
 		return nil, fmt.Errorf("%w: loading %s: %v", ErrCompute, path, err)
 	}
-	return &Backend{b: mb, threads: o.Threads, fa: o.FlashAttn}, nil
+	// A graph context and the backend's scheduler are both made for the
+	// same number of nodes; probe it from an empty context.
+	probe := mb.NewContext()
+	capacity := probe.MaxGraphNodes()
+	probe.Close()
+	return &Backend{b: mb, threads: o.Threads, fa: o.FlashAttn, capacity: capacity}, nil
 }
 
 // recoverInto turns a panic of the ml package (which panics on allocation
@@ -103,76 +135,212 @@ func (b *Backend) Close() {
 // Threads is the number of CPU threads the backend computes with.
 func (b *Backend) Threads() int { return b.threads }
 
+// GraphCapacity is the number of nodes each of the backend's graphs holds.
+func (b *Backend) GraphCapacity() int { return b.capacity }
+
 // Weight returns the weight tensor named name.
 func (b *Backend) Weight(name string) (Tensor, error) {
 	t := b.b.Get(name)
 	if t == nil {
 		return Tensor{}, fmt.Errorf("weight %q is missing", name)
 	}
-	return Tensor{t}, nil
+	return Tensor{t: t, leaf: new(leaf)}, nil
 }
 
-// Tensor is a node of a graph, a weight, or a stored tensor.
-type Tensor struct{ t ml.Tensor }
+// Tensor is a node of a graph, a weight, or a stored tensor. The zero
+// Tensor is what an op returns when it could not be made.
+type Tensor struct {
+	t ml.Tensor
+	// leaf is set for weights and stored tensors, which a graph reads
+	// without holding them: each counts once against the capacity of
+	// every graph that reads it.
+	leaf *leaf
+}
+
+// leaf marks the last graph that counted a weight or stored tensor.
+type leaf struct{ graph atomic.Uint64 }
 
 // Shape is the tensor's dimensions, innermost first.
-func (t Tensor) Shape() []int { return t.t.Shape() }
+func (t Tensor) Shape() []int {
+	if t.t == nil {
+		return nil
+	}
+	return t.t.Shape()
+}
 
-// Dim is the size of dimension n.
-func (t Tensor) Dim(n int) int { return t.t.Dim(n) }
+// Dim is the size of dimension n (0 for the zero Tensor).
+func (t Tensor) Dim(n int) int {
+	if t.t == nil {
+		return 0
+	}
+	return t.t.Dim(n)
+}
 
-// Stride is the byte stride of dimension n.
-func (t Tensor) Stride(n int) int { return t.t.Stride(n) }
+// Stride is the byte stride of dimension n (0 for the zero Tensor).
+func (t Tensor) Stride(n int) int {
+	if t.t == nil {
+		return 0
+	}
+	return t.t.Stride(n)
+}
 
 // Valid reports whether t holds a tensor.
 func (t Tensor) Valid() bool { return t.t != nil }
 
 // Floats returns the values of a computed f32 tensor (nil before Compute).
-func (t Tensor) Floats() []float32 { return t.t.Floats() }
+func (t Tensor) Floats() []float32 {
+	if t.t == nil {
+		return nil
+	}
+	return t.t.Floats()
+}
 
 // Graph is the scratch space of one evaluation.
 type Graph struct {
-	b   *Backend
-	ctx ml.Context
+	b        *Backend
+	ctx      ml.Context
+	id       uint64
+	capacity int
+	used     int   // nodes taken: objects, and the weights and stored tensors read
+	objects  int   // ggml objects made in the graph's context
+	err      error // the first op that could not be made
 }
+
+var graphIDs atomic.Uint64
 
 // NewGraph starts a graph.
 func (b *Backend) NewGraph() *Graph {
-	return &Graph{b: b, ctx: b.b.NewContext()}
+	return &Graph{b: b, ctx: b.b.NewContext(), id: graphIDs.Add(1), capacity: b.capacity}
 }
 
 // Close frees the graph's tensors.
 func (g *Graph) Close() { g.ctx.Close() }
 
+// Capacity is the number of nodes the graph may hold: ggml objects made in
+// it, and the weights and stored tensors it reads.
+func (g *Graph) Capacity() int { return g.capacity }
+
+// Used is the number of nodes the graph holds so far.
+func (g *Graph) Used() int { return g.used }
+
+// Err is the error of the first op that could not be made, if any.
+func (g *Graph) Err() error { return g.err }
+
+// fail records the first error of the graph's ops.
+func (g *Graph) fail(err error) {
+	if g.err == nil {
+		g.err = err
+	}
+}
+
+// ready reports whether an op may read operands: the graph has not
+// failed and every operand was made.
+func (g *Graph) ready(name string, operands ...Tensor) bool {
+	if g.err != nil {
+		return false
+	}
+	for _, o := range operands {
+		if o.t == nil {
+			g.fail(fmt.Errorf("%w: %s: an operand was not made", ErrShape, name))
+			return false
+		}
+	}
+	return true
+}
+
+// op reserves room for an op that makes objects ggml tensors from
+// operands (which ready has accepted), and reports whether the graph has
+// it. Each weight or stored tensor among the operands takes one node the
+// first time the graph reads it.
+func (g *Graph) op(name string, objects int, operands ...Tensor) bool {
+	if g.err != nil {
+		return false
+	}
+	need := objects
+	for _, o := range operands {
+		if o.leaf != nil && o.leaf.graph.Load() != g.id {
+			need++
+		}
+	}
+	if g.used+need > g.capacity {
+		g.fail(fmt.Errorf("%w: %s needs %d more nodes; %d of %d are taken", ErrGraphFull, name, need, g.used, g.capacity))
+		return false
+	}
+	for _, o := range operands {
+		if o.leaf != nil {
+			o.leaf.graph.Store(g.id)
+		}
+	}
+	g.used += need
+	g.objects += objects
+	return true
+}
+
+// check fails the graph with an ErrShape error unless ok.
+func (g *Graph) check(ok bool, format string, args ...any) bool {
+	if !ok {
+		g.fail(fmt.Errorf("%w: "+format, append([]any{ErrShape}, args...)...))
+	}
+	return ok
+}
+
+// input makes an input tensor of values, after checking its shape.
+func (g *Graph) input(n int, shape []int, make func() ml.Tensor) (out Tensor) {
+	if !g.check(validShape(shape) && elements(shape) == n, "input of %d values as %v", n, shape) || !g.op("input", 1) {
+		return Tensor{}
+	}
+	defer func() {
+		if r := recover(); r != nil { // the buffer could not be allocated
+			g.fail(fmt.Errorf("%w: allocating an input: %v", ErrCompute, r))
+			out = Tensor{}
+		}
+	}()
+	return Tensor{t: make()}
+}
+
 // Input makes an f32 input tensor holding values.
 func (g *Graph) Input(values []float32, shape ...int) Tensor {
-	return Tensor{g.ctx.Input().FromFloats(values, shape...)}
+	return g.input(len(values), shape, func() ml.Tensor { return g.ctx.Input().FromFloats(values, shape...) })
 }
 
 // InputInts makes an i32 input tensor holding values.
 func (g *Graph) InputInts(values []int32, shape ...int) Tensor {
-	return Tensor{g.ctx.Input().FromInts(values, shape...)}
+	return g.input(len(values), shape, func() ml.Tensor { return g.ctx.Input().FromInts(values, shape...) })
 }
 
 // InputF16 makes an f16 input tensor from values (converted).
 func (g *Graph) InputF16(values []float32, shape ...int) Tensor {
-	f32 := g.ctx.Input().FromFloats(values, shape...)
-	return Tensor{f32.Cast(g.ctx, ml.DTypeF16)}
+	return g.Input(values, shape...).Cast(g, F16)
 }
 
 // Forward adds side-effect nodes (copies into stored tensors) to the graph
 // now, so that later nodes see their result.
 func (g *Graph) Forward(ts ...Tensor) {
+	if g.err != nil {
+		return
+	}
 	for _, t := range ts {
+		if t.t == nil {
+			g.fail(fmt.Errorf("%w: forward: a tensor was not made", ErrShape))
+			return
+		}
 		g.ctx.Forward(t.t)
 	}
 }
 
 // Compute evaluates the graph up to outs; their Floats are then available.
+// A graph whose building failed is not evaluated: Compute returns the
+// first error.
 func (g *Graph) Compute(outs ...Tensor) (err error) {
+	if g.err != nil {
+		return g.err
+	}
 	defer recoverInto(&err, "compute")
 	mts := make([]ml.Tensor, len(outs))
 	for i, t := range outs {
+		if t.t == nil {
+			return fmt.Errorf("%w: compute: an output was not made", ErrShape)
+		}
 		mts[i] = t.t
 	}
 	g.ctx.Forward(mts...).Compute(mts...)
@@ -183,208 +351,69 @@ func (g *Graph) Compute(outs ...Tensor) (err error) {
 // computing it. Reserving the largest graphs a model will run at load time
 // spares reallocations (and page faults) while it runs.
 func (g *Graph) Reserve(outs ...Tensor) (err error) {
+	if g.err != nil {
+		return g.err
+	}
 	defer recoverInto(&err, "reserving compute memory")
 	for _, t := range outs {
+		if t.t == nil {
+			return fmt.Errorf("%w: reserve: an output was not made", ErrShape)
+		}
 		g.ctx.Forward(t.t)
 	}
 	g.ctx.Reserve()
 	return nil
 }
 
+// storeCapacity is the number of tensors a Store holds.
+const storeCapacity = 1024
+
 // Store holds tensors that outlive graphs, such as KV caches.
-type Store struct{ ctx ml.Context }
+type Store struct {
+	ctx ml.Context
+	n   int
+}
 
 // NewStore makes an empty store.
-func (b *Backend) NewStore() *Store { return &Store{ctx: b.b.NewContextSize(1024)} }
+func (b *Backend) NewStore() *Store { return &Store{ctx: b.b.NewContextSize(storeCapacity)} }
 
 // Zeros allocates a stored tensor of zeros.
 func (s *Store) Zeros(t Type, shape ...int) (out Tensor, err error) {
+	switch {
+	case !validShape(shape):
+		return Tensor{}, fmt.Errorf("%w: stored tensor of shape %v", ErrShape, shape)
+	case s.n >= storeCapacity:
+		return Tensor{}, fmt.Errorf("%w: a store holds at most %d tensors", ErrGraphFull, storeCapacity)
+	}
 	defer recoverInto(&err, "allocating a stored tensor")
-	return Tensor{s.ctx.Input().Zeros(t.ml(), shape...)}, nil
+	s.n++
+	return Tensor{t: s.ctx.Input().Zeros(t.ml(), shape...), leaf: new(leaf)}, nil
 }
 
 // Close frees the stored tensors.
 func (s *Store) Close() { s.ctx.Close() }
 
-// Ops. Each adds a node to g and returns it; shapes follow ggml.
-
-// Add is t + u, broadcasting u's rows.
-func (t Tensor) Add(g *Graph, u Tensor) Tensor { return Tensor{t.t.Add(g.ctx, u.t)} }
-
-// Mul is t × u elementwise, broadcasting u's rows.
-func (t Tensor) Mul(g *Graph, u Tensor) Tensor { return Tensor{t.t.Mul(g.ctx, u.t)} }
-
-// Mulmat is ggml_mul_mat(t, u): t [k, m] times u [k, n] gives [m, n].
-func (t Tensor) Mulmat(g *Graph, u Tensor) Tensor { return Tensor{t.t.Mulmat(g.ctx, u.t)} }
-
-// Scale multiplies by s.
-func (t Tensor) Scale(g *Graph, s float64) Tensor { return Tensor{t.t.Scale(g.ctx, s)} }
-
-// LayerNorm normalizes rows to zero mean and unit variance, then applies
-// weight and bias.
-func (t Tensor) LayerNorm(g *Graph, w, b Tensor, eps float32) Tensor {
-	return Tensor{t.t.LayerNorm(g.ctx, w.t, b.t, eps)}
-}
-
-// GELUInPlace is the exact (erf) GELU, computed in place: t itself is
-// overwritten, so use it only on a result nothing else reads.
-func (t Tensor) GELUInPlace(g *Graph) Tensor { return Tensor{t.t.GELU_ERF(g.ctx)} }
-
-// Sigmoid is 1/(1+e^-t), into a new tensor.
-func (t Tensor) Sigmoid(g *Graph) Tensor { return Tensor{t.t.SigmoidOut(g.ctx)} }
-
-// Tanh is the hyperbolic tangent, into a new tensor. (The ml package's
-// Tanh, like its ReLU, works in place; here a copy is made first.)
-func (t Tensor) Tanh(g *Graph) Tensor { return Tensor{t.t.Duplicate(g.ctx).Tanh(g.ctx)} }
-
-// ReLUInPlace is max(t, 0) computed in place: t itself is overwritten.
-func (t Tensor) ReLUInPlace(g *Graph) Tensor { return Tensor{t.t.RELU(g.ctx)} }
-
-// Sqrt is the square root.
-func (t Tensor) Sqrt(g *Graph) Tensor { return Tensor{t.t.Sqrt(g.ctx)} }
-
-// Concat joins t and u along dimension dim.
-func (t Tensor) Concat(g *Graph, u Tensor, dim int) Tensor {
-	return Tensor{t.t.Concat(g.ctx, u.t, dim)}
-}
-
-// Softmax is a softmax over rows.
-func (t Tensor) Softmax(g *Graph) Tensor { return Tensor{t.t.Softmax(g.ctx)} }
-
-// Rows gathers the rows of t at the indexes in ids (i32).
-func (t Tensor) Rows(g *Graph, ids Tensor) Tensor { return Tensor{t.t.Rows(g.ctx, ids.t)} }
-
-// Reshape gives t a new shape with the same element count.
-func (t Tensor) Reshape(g *Graph, shape ...int) Tensor { return Tensor{t.t.Reshape(g.ctx, shape...)} }
-
-// Permute reorders dimensions as ggml_permute does.
-func (t Tensor) Permute(g *Graph, order ...int) Tensor { return Tensor{t.t.Permute(g.ctx, order...)} }
-
-// Contiguous copies t into contiguous memory.
-func (t Tensor) Contiguous(g *Graph) Tensor { return Tensor{t.t.Contiguous(g.ctx)} }
-
-// View is a view of t at a byte offset; shape alternates sizes and byte
-// strides: [n0], [n0, nb1, n1], [n0, nb1, n1, nb2, n2].
-func (t Tensor) View(g *Graph, offset int, shape ...int) Tensor {
-	return Tensor{t.t.View(g.ctx, offset, shape...)}
-}
-
-// CopyTo copies t into dst (converting types) and returns the copy node,
-// which must be Forwarded.
-func (t Tensor) CopyTo(g *Graph, dst Tensor) Tensor { return Tensor{t.t.Copy(g.ctx, dst.t)} }
-
-// Cast converts t to another type.
-func (t Tensor) Cast(g *Graph, to Type) Tensor { return Tensor{t.t.Cast(g.ctx, to.ml())} }
-
-// IM2Col unfolds t (the data, [W, H, C, N]) into columns for a convolution
-// with kernel ([KW, KH, C, OC]) at strides s, paddings p and dilations d.
-func (t Tensor) IM2Col(g *Graph, kernel Tensor, s0, s1, p0, p1, d0, d1 int) Tensor {
-	return Tensor{kernel.t.IM2Col(g.ctx, t.t, s0, s1, p0, p1, d0, d1)}
-}
-
-// Attention is softmax(scale·KᵀQ + mask)·V for q [d, heads, nq] and k
-// [d, heads, nkv]. v is [d, heads, nkv] too, or, when vTransposed (which
-// only a backend without flash attention takes), already [nkv, d, heads],
-// which spares a copy per evaluation for cached values. mask [nkv, nq] (f32,
-// 0 or -Inf) may be the zero Tensor. It returns [d, heads, nq], contiguous.
-func (q Tensor) Attention(g *Graph, k, v, mask Tensor, scale float64, vTransposed bool) Tensor {
-	if g.b.fa {
-		sdpa := q.t.(ml.ScaledDotProductAttention)
-		var m ml.Tensor
-		if mask.t != nil {
-			m = mask.t
-		}
-		// The fused CPU kernel is fastest on f16 keys and values.
-		kt, vt := k.t, v.t
-		if kt.DType() == ml.DTypeF32 {
-			kt = kt.Cast(g.ctx, ml.DTypeF16)
-		}
-		if vt.DType() == ml.DTypeF32 {
-			vt = vt.Cast(g.ctx, ml.DTypeF16)
-		}
-		return Tensor{sdpa.ScaledDotProductAttention(g.ctx, kt, vt, m, nil, nil, scale, false)}
+// validShape reports whether shape has 1 to 4 dimensions, each at least 1.
+func validShape(shape []int) bool {
+	if len(shape) < 1 || len(shape) > 4 {
+		return false
 	}
-	// Without fused kernels the scores of all queries would be held at once
-	// (with a padded copy); large attentions run in chunks of queries.
-	nq, nkv, heads := q.Dim(2), k.Dim(2), q.Dim(1)
-	chunk := max(1, attnChunkBytes/(4*nkv*heads))
-	if nq <= chunk || q.Dim(3) > 1 {
-		return Tensor{plainAttention(g.ctx, q.t, k.t, v.t, mask.t, scale, vTransposed)}
-	}
-	var out ml.Tensor
-	for c0 := 0; c0 < nq; c0 += chunk {
-		n := min(chunk, nq-c0)
-		qc := q.t.View(g.ctx, c0*q.Stride(2), q.Dim(0), q.Stride(1), heads, q.Stride(2), n)
-		var mc ml.Tensor
-		if mask.t != nil {
-			mc = mask.t.View(g.ctx, c0*mask.Stride(1), nkv, mask.Stride(1), n)
-		}
-		part := plainAttention(g.ctx, qc, k.t, v.t, mc, scale, vTransposed)
-		if out == nil {
-			out = part
-		} else {
-			out = out.Concat(g.ctx, part, 2)
+	for _, d := range shape {
+		if d < 1 || d > math.MaxInt32 {
+			return false
 		}
 	}
-	return Tensor{out}
+	return true
 }
 
-// AttentionWeights is like Attention (without the fused kernel) and also
-// returns the attention weights softmax(scale·KᵀQ), [nkv, nq, heads].
-func (q Tensor) AttentionWeights(g *Graph, k, v Tensor, scale float64, vTransposed bool) (out, weights Tensor) {
-	ctx := g.ctx
-	qp := q.t.Scale(ctx, scale).Permute(ctx, 0, 2, 1, 3).Contiguous(ctx)
-	w := k.t.Permute(ctx, 0, 2, 1, 3).MulmatFullPrec(ctx, qp).Softmax(ctx)
-	vt := v.t
-	if !vTransposed {
-		vt = vt.Permute(ctx, 1, 2, 0, 3).Contiguous(ctx)
-	}
-	o := vt.Mulmat(ctx, w).Permute(ctx, 0, 2, 1, 3).Contiguous(ctx)
-	return Tensor{o}, Tensor{w}
-}
-
-// attnChunkBytes bounds the scores one chunk of plain attention holds.
-var attnChunkBytes = 16 << 20
-
-// plainAttention is attention from matrix products and a softmax; with the
-// queries made contiguous, both products run on the blocked GEMM kernels
-// instead of row dot products.
-func plainAttention(ctx ml.Context, q, k, v, mask ml.Tensor, scale float64, vTransposed bool) ml.Tensor {
-	nq, nkv := q.Dim(2), k.Dim(2)
-	// The scale is applied to the queries, which are far smaller than the
-	// scores when there are many of both.
-	qp := q.Scale(ctx, scale).Permute(ctx, 0, 2, 1, 3).Contiguous(ctx) // [d, nq, heads]
-	kp := k.Permute(ctx, 0, 2, 1, 3)                                   // [d, nkv, heads]
-	vt := v
-	if !vTransposed {
-		vt = vt.Permute(ctx, 1, 2, 0, 3).Contiguous(ctx) // [nkv, d, heads]
-	}
-	// The blocked kernels need the inner dimension of the second product
-	// (the keys) to be a multiple of 16. Keys and values are padded with
-	// zeros and the padding keys masked out of the softmax, which is cheaper
-	// than padding the scores. (ggml pads f32 only.)
-	var keyMask ml.Tensor
-	if pad := (16 - nkv%16) % 16; pad > 0 && nq > 1 && mask == nil && k.DType() == ml.DTypeF32 && vt.DType() == ml.DTypeF32 {
-		kp = kp.Pad(ctx, 0, pad, 0, 0)
-		vt = vt.Pad(ctx, pad, 0, 0, 0)
-		m := make([]float32, nkv+pad)
-		for i := nkv; i < len(m); i++ {
-			m[i] = float32(math.Inf(-1))
+// elements is the number of elements of shape, or -1 past MaxInt64.
+func elements(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		if d != 0 && n > math.MaxInt64/d {
+			return -1
 		}
-		keyMask = ctx.Input().FromFloats(m, len(m))
+		n *= d
 	}
-	kq := kp.MulmatFullPrec(ctx, qp) // [nkv, nq, heads]
-	if mask != nil {
-		kq = kq.Add(ctx, mask)
-	}
-	if keyMask != nil {
-		kq = kq.Add(ctx, keyMask)
-	}
-	kq = kq.Softmax(ctx)
-	out := vt.Mulmat(ctx, kq) // [d, nq, heads]
-	return out.Permute(ctx, 0, 2, 1, 3).Contiguous(ctx)
+	return n
 }
-
-// FlashAttention reports whether the backend uses fused attention kernels;
-// then Attention takes v untransposed.
-func (b *Backend) FlashAttention() bool { return b.fa }
