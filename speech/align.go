@@ -93,6 +93,9 @@ func (m *Model) align(st *state, lang int, o Options, segs []Segment, offset flo
 	st.n = 0
 	var weights []ggml.Tensor
 	m.buildDecoder(g, st, tokens, 0, 1, []int{0}, &weights)
+	if err := g.Err(); err != nil {
+		return err
+	}
 	var need []ggml.Tensor
 	for _, h := range heads {
 		need = append(need, weights[h.layer])

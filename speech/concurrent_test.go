@@ -54,3 +54,72 @@ func TestConcurrentTranscriptions(t *testing.T) {
 		}
 	}
 }
+
+// Many more beam-search transcriptions at once than one decoder graph can
+// hold: their shared steps are split over several graphs instead of
+// overflowing one, and each transcription still gives what it gives alone.
+func TestManyConcurrentBeamSearches(t *testing.T) {
+	m := loadModel(t, "micro-f16", testmodel.WhisperMicro(testmodel.VocabMultilingual, 1), LoadOptions{})
+	samples := jfk(t)[:16000*4]
+	const n = 48
+	o := Options{BeamSize: 5, Temperatures: []float64{0}, MaxTokens: 12, Language: "en"}
+	alone, err := m.Transcribe(context.Background(), samples, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	graphs, calls := m.stepGraphs.Load(), m.stepCalls.Load()
+	var wg sync.WaitGroup
+	results := make([]*Transcript, n)
+	for i := range n {
+		wg.Go(func() {
+			var err error
+			if results[i], err = m.Transcribe(context.Background(), samples, o); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	graphs, calls = m.stepGraphs.Load()-graphs, m.stepCalls.Load()-calls
+	t.Logf("%d transcriptions at once: %d decoder steps in %d graphs (at most %d transcriptions and %d sequences a graph)", n, calls, graphs, m.stepParts, maxStepRows)
+	if n <= m.stepParts {
+		t.Fatalf("%d transcriptions fit one graph (%d): the test does not reach the limit", n, m.stepParts)
+	}
+	for i, r := range results {
+		if r != nil && !slices.Equal(tokenIDs(r), tokenIDs(alone)) {
+			t.Errorf("transcription %d: %v, alone %v", i, tokenIDs(r), tokenIDs(alone))
+		}
+	}
+}
+
+// A step graph of as many transcriptions as stepParts allows, each with a
+// state of its own, fits the graph; the plan leaves no room for much more.
+func TestStepPartsFillAGraph(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  testmodel.WhisperConfig
+	}{{"micro-f16", testmodel.WhisperMicro(testmodel.VocabMultilingual, 1)}, {"micro-f32", testmodel.WhisperMicro(testmodel.VocabMultilingual, 0)}} {
+		m := loadModel(t, c.name, c.cfg, LoadOptions{})
+		parts := make([]decoderPart, m.stepParts)
+		for i := range parts {
+			st, err := m.newState(2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.close()
+			parts[i] = decoderPart{st: st, tokens: []int32{1, 2}, p0: m.hp.NTextCtx - 1, nSeq: 2}
+		}
+		g := m.backend.NewGraph()
+		m.buildDecoderParts(g, parts, nil)
+		used, capacity := g.Used(), g.Capacity()
+		err := g.Err()
+		g.Close()
+		if err != nil {
+			t.Fatalf("%s: %d transcriptions in one step: %v", c.name, m.stepParts, err)
+		}
+		perPart := used / m.stepParts
+		t.Logf("%s: %d transcriptions take %d of %d nodes", c.name, m.stepParts, used, capacity)
+		if capacity-used > 2*perPart {
+			t.Errorf("%s: %d nodes of %d left after %d transcriptions of about %d each", c.name, capacity-used, capacity, m.stepParts, perPart)
+		}
+	}
+}

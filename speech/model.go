@@ -52,6 +52,9 @@ type Model struct {
 
 	stepMu  sync.Mutex  // guards pending
 	pending []*stepCall // decoder steps waiting for the backend
+	// stepParts is the most transcriptions whose decoder steps one graph
+	// holds (set at load, from the graph's capacity).
+	stepParts int
 
 	// stepGraphs counts the graphs that evaluated decoder steps and
 	// stepCalls the steps they evaluated (more calls than graphs: steps of

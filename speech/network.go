@@ -54,6 +54,12 @@ func (m *Model) newState(nSeq int) (*state, error) {
 
 func (st *state) close() { st.store.Close() }
 
+// tensors is the number of stored tensors in st, which a graph reading
+// all of st's caches holds as leaves.
+func (st *state) tensors() int {
+	return len(st.crossK) + len(st.crossV) + len(st.selfK) + len(st.selfV)
+}
+
 func (m *Model) elemSize() int {
 	if m.kvType == ggml.F32 {
 		return 4
@@ -212,8 +218,9 @@ func (m *Model) prompt(st *state, tokens []int32, rows []int) ([][]float32, erro
 // step evaluates one token for each sequence (len(tokens) of them, at most
 // st.nSeq) and returns each one's logits. Steps of concurrent
 // transcriptions on the model run together: a step that finds the backend
-// busy waits, and whoever takes the backend next evaluates every step
-// waiting by then in one graph.
+// busy waits, and whoever takes the backend next evaluates its own step
+// and as many of those waiting by then as one graph holds (see stepParts),
+// oldest first; the rest wait for the next graph.
 func (m *Model) step(st *state, tokens []int32) ([][]float32, error) {
 	if len(tokens) == 0 || len(tokens) > st.nSeq {
 		return nil, fmt.Errorf("decode: %d sequences in a state for %d", len(tokens), st.nSeq)
@@ -235,16 +242,16 @@ func (m *Model) step(st *state, tokens []int32) ([][]float32, error) {
 	}
 	g, done := m.gatedGraph(st.priority)
 	defer done()
-	m.stepMu.Lock()
-	calls := m.pending
-	m.pending = nil
-	m.stepMu.Unlock()
+	calls := m.takeSteps(c)
 	parts := make([]decoderPart, len(calls))
 	for i, c := range calls {
 		parts[i] = c.part
 	}
 	logits := m.buildDecoderParts(g, parts, nil)
 	err := g.Compute(logits)
+	if err != nil {
+		err = fmt.Errorf("decoder step of %d transcriptions: %w", len(calls), err)
+	}
 	m.stepGraphs.Add(1)
 	m.stepCalls.Add(int64(len(calls)))
 	var rows [][]float32
@@ -265,6 +272,30 @@ func (m *Model) step(st *state, tokens []int32) ([][]float32, error) {
 		close(c.done)
 	}
 	return c.logits, c.err
+}
+
+// takeSteps removes from the pending steps own and then, oldest first, as
+// many others as one step graph holds: at most m.stepParts
+// transcriptions and maxStepRows sequences.
+func (m *Model) takeSteps(own *stepCall) []*stepCall {
+	m.stepMu.Lock()
+	defer m.stepMu.Unlock()
+	calls := []*stepCall{own}
+	rows := len(own.part.tokens)
+	rest := m.pending[:0]
+	for _, c := range m.pending {
+		switch {
+		case c == own:
+		case len(calls) < m.stepParts && rows+len(c.part.tokens) <= maxStepRows:
+			calls = append(calls, c)
+			rows += len(c.part.tokens)
+		default:
+			rest = append(rest, c)
+		}
+	}
+	clear(m.pending[len(rest):])
+	m.pending = rest
+	return calls
 }
 
 // stepCall is a transcription's decoder step waiting to be evaluated.
@@ -311,6 +342,9 @@ func splitRows(flat []float32, n int) [][]float32 {
 // reorder makes sequence i continue sequence parents[i]: each sequence's
 // cache is replaced by a copy of its parent's (all read before any is written).
 func (m *Model) reorder(st *state, parents []int) error {
+	if len(parents) > st.nSeq {
+		return fmt.Errorf("reorder: %d parents for %d sequences", len(parents), st.nSeq)
+	}
 	identity := true
 	for i, p := range parents {
 		if p < 0 || p >= st.nSeq {
@@ -321,10 +355,20 @@ func (m *Model) reorder(st *state, parents []int) error {
 	if identity || st.n == 0 {
 		return nil
 	}
-	h, es := m.hp, m.elemSize()
-	slab := h.NTextState * h.NTextCtx // one sequence's cache of one layer
 	g, done := m.graph(st.priority)
 	defer done()
+	copies, err := m.buildReorder(g, st, parents)
+	if err != nil {
+		return err
+	}
+	return g.Compute(copies...)
+}
+
+// buildReorder adds to g the copies that give sequence i the cache of
+// sequence parents[i].
+func (m *Model) buildReorder(g *ggml.Graph, st *state, parents []int) ([]ggml.Tensor, error) {
+	h, es := m.hp, m.elemSize()
+	slab := h.NTextState * h.NTextCtx // one sequence's cache of one layer
 	idx := make([]int32, st.nSeq)
 	for i := range idx {
 		idx[i] = int32(i)
@@ -347,7 +391,7 @@ func (m *Model) reorder(st *state, parents []int) error {
 	for i := range gathered {
 		copies[i] = gathered[i].CopyTo(g, dsts[i])
 	}
-	return g.Compute(copies...)
+	return copies, g.Err()
 }
 
 // buildDecoder adds the decoder to g for nSeq sequences: either one
@@ -512,10 +556,16 @@ func (m *Model) maxPrompt() int { return min(m.hp.NTextCtx, m.hp.NTextCtx/2+4) }
 // maxSeq is the most sequences decoded side by side (beams or samples).
 const maxSeq = 16
 
-// reserve allocates the compute memory of the largest graphs the model
-// runs (the encoder, the longest prompt, a step of maxSeq sequences with a
-// full cache), so that transcriptions neither reallocate nor fault in
-// memory as they go.
+// maxStepRows is the most sequences one step graph decodes, over all the
+// transcriptions in it: it bounds the graph's compute memory (the logits
+// alone are 4·n_vocab bytes a sequence) at what reserve allocates.
+const maxStepRows = 4 * maxSeq
+
+// reserve checks that every graph the model runs fits a graph's capacity,
+// learns how many transcriptions' steps one graph holds (stepParts), and
+// allocates the compute memory of the largest graphs (the encoder, the
+// longest prompt, a step of maxStepRows sequences with full caches), so
+// that transcriptions neither reallocate nor fault in memory as they go.
 func (m *Model) reserve() error {
 	st, err := m.newState(maxSeq)
 	if err != nil {
@@ -523,27 +573,90 @@ func (m *Model) reserve() error {
 	}
 	defer st.close()
 	h := m.hp
-	build := func(f func(g *ggml.Graph) []ggml.Tensor) error {
-		g, done := m.graph(0)
-		defer done()
-		return g.Reserve(f(g)...)
-	}
-	if err := build(func(g *ggml.Graph) []ggml.Tensor {
-		copies, _ := m.buildEncoder(g, make([]float32, h.NMels*2*h.NAudioCtx), st)
-		return copies
-	}); err != nil {
+	if err := m.planSteps(st); err != nil {
 		return err
 	}
-	for _, c := range []struct{ n, p0, nSeq int }{{m.maxPrompt(), 0, 1}, {maxSeq, h.NTextCtx - 1, maxSeq}} {
-		if err := build(func(g *ggml.Graph) []ggml.Tensor {
-			var rows []int
-			if c.nSeq == 1 {
-				rows = []int{c.n - 1}
-			}
-			return []ggml.Tensor{m.buildDecoder(g, st, make([]int32, c.n), c.p0, c.nSeq, rows)}
-		}); err != nil {
-			return err
+	build := func(what string, f func(g *ggml.Graph) []ggml.Tensor, reserve bool) error {
+		g, done := m.graph(0)
+		defer done()
+		outs := f(g)
+		if err := g.Err(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
+		if !reserve {
+			return nil
+		}
+		return g.Reserve(outs...)
+	}
+	if err := build("encoder", func(g *ggml.Graph) []ggml.Tensor {
+		copies, _ := m.buildEncoder(g, make([]float32, h.NMels*2*h.NAudioCtx), st)
+		return copies
+	}, true); err != nil {
+		return err
+	}
+	prompt := m.maxPrompt()
+	if err := build("prompt", func(g *ggml.Graph) []ggml.Tensor {
+		return []ggml.Tensor{m.buildDecoder(g, st, make([]int32, prompt), 0, 1, []int{prompt - 1})}
+	}, true); err != nil {
+		return err
+	}
+	parts := make([]decoderPart, min(m.stepParts, maxStepRows/maxSeq))
+	for i := range parts {
+		parts[i] = decoderPart{st: st, tokens: make([]int32, maxSeq), p0: h.NTextCtx - 1, nSeq: maxSeq}
+	}
+	if err := build("decoder step", func(g *ggml.Graph) []ggml.Tensor {
+		return []ggml.Tensor{m.buildDecoderParts(g, parts, nil)}
+	}, true); err != nil {
+		return err
+	}
+	// The alignment pass of word timestamps (the longest sequence, with
+	// the cross-attention weights kept) and a reordering of beams are
+	// built once to see that they fit; they need little memory.
+	if err := build("alignment", func(g *ggml.Graph) []ggml.Tensor {
+		var weights []ggml.Tensor
+		return []ggml.Tensor{m.buildDecoder(g, st, make([]int32, h.NTextCtx), 0, 1, []int{0}, &weights)}
+	}, false); err != nil {
+		return err
+	}
+	return build("beam reordering", func(g *ggml.Graph) []ggml.Tensor {
+		st.n = 1
+		defer func() { st.n = 0 }()
+		copies, _ := m.buildReorder(g, st, make([]int, maxSeq))
+		return copies
+	}, false)
+}
+
+// planSteps sets stepParts, the most transcriptions whose decoder steps
+// one graph holds. A step graph of n transcriptions takes a + b·n nodes
+// (n ≥ 2): the ops each transcription adds (measured, from graphs of two
+// and three shares of st, built but not computed), and the stored tensors
+// of its own state, which a share of st reads only once.
+func (m *Model) planSteps(st *state) error {
+	h := m.hp
+	used := func(n int) (int, error) {
+		g := m.backend.NewGraph()
+		defer g.Close()
+		parts := make([]decoderPart, n)
+		for i := range parts {
+			// Several sequences at the last position: the costliest shape.
+			parts[i] = decoderPart{st: st, tokens: make([]int32, 2), p0: h.NTextCtx - 1, nSeq: 2}
+		}
+		m.buildDecoderParts(g, parts, nil)
+		return g.Used(), g.Err()
+	}
+	u2, err := used(2)
+	if err != nil {
+		return fmt.Errorf("decoder step: %w", err)
+	}
+	u3, err := used(3)
+	if err != nil {
+		return fmt.Errorf("decoder step: %w", err)
+	}
+	perPart := u3 - u2 + st.tensors()
+	fixed := u2 - 2*(u3-u2)
+	m.stepParts = (m.backend.GraphCapacity() - fixed) / perPart
+	if m.stepParts < 1 {
+		return fmt.Errorf("%w: a decoder step needs %d nodes, over a graph's %d", ggml.ErrGraphFull, fixed+perPart, m.backend.GraphCapacity())
 	}
 	return nil
 }
