@@ -10,12 +10,23 @@
 // units as it has threads, out of as many units as the machine has cores,
 // and waits while they are not free. Waiters are served highest priority
 // first, and in arrival order among equals.
+//
+// The same priority semaphore admits requests to a model (a speech
+// model's transcriptions), with AcquireContext: a bounded number may wait,
+// and a waiter leaves when its context ends.
 package compute
 
 import (
+	"context"
+	"errors"
 	"runtime"
+	"slices"
 	"sync"
 )
+
+// ErrFull is returned by AcquireContext when as many callers as it allows
+// are already waiting.
+var ErrFull = errors.New("too many waiting")
 
 // Gate is a priority semaphore over CPU cores. The zero value is not
 // usable; a nil *Gate admits everything at once.
@@ -25,7 +36,7 @@ type Gate struct {
 	used     int
 	next     uint64
 	waiters  []*waiter
-	stats    Stats
+	stats    Stats // guarded by mu, as are used, next and waiters
 }
 
 type waiter struct {
@@ -37,8 +48,10 @@ type waiter struct {
 
 // Stats count a Gate's use since it was made.
 type Stats struct {
-	Acquired int64 // evaluations admitted
-	Waited   int64 // of them, those that had to wait
+	Acquired int64 // callers admitted
+	Waited   int64 // callers that had to wait (including those that left)
+	Refused  int64 // callers AcquireContext turned away with ErrFull
+	Left     int64 // callers whose context ended while they waited
 	MaxUsed  int   // the most units held at one time
 }
 
@@ -93,6 +106,62 @@ func (g *Gate) Acquire(prio, n int) int {
 	return n
 }
 
+// AcquireContext is Acquire for callers that may give up: it returns
+// ErrFull at once when maxWaiting callers (maxWaiting ≥ 0) are already
+// waiting, and the cause of ctx's end if that comes first (the units are
+// then not held).
+func (g *Gate) AcquireContext(ctx context.Context, prio, n, maxWaiting int) (int, error) {
+	if g == nil {
+		return 0, nil
+	}
+	if n <= 0 || n > g.capacity {
+		n = g.capacity
+	}
+	if err := context.Cause(ctx); err != nil {
+		return 0, err
+	}
+	g.mu.Lock()
+	if len(g.waiters) == 0 && g.used+n <= g.capacity {
+		g.stats.Acquired++
+		g.take(n)
+		g.mu.Unlock()
+		return n, nil
+	}
+	if maxWaiting >= 0 && len(g.waiters) >= maxWaiting {
+		g.stats.Refused++
+		g.mu.Unlock()
+		return 0, ErrFull
+	}
+	g.stats.Acquired++
+	g.stats.Waited++
+	w := &waiter{prio: prio, order: g.next, n: n, ready: make(chan struct{})}
+	g.next++
+	g.waiters = append(g.waiters, w)
+	g.mu.Unlock()
+	select {
+	case <-w.ready:
+		return n, nil
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	if i := slices.Index(g.waiters, w); i >= 0 {
+		g.waiters = slices.Delete(g.waiters, i, i+1)
+		g.stats.Acquired--
+		g.stats.Left++
+		g.grant() // it may have been the one blocking those behind it
+		g.mu.Unlock()
+		return 0, context.Cause(ctx)
+	}
+	g.mu.Unlock()
+	// Granted as the context ended: give the units back.
+	g.Release(n)
+	g.mu.Lock()
+	g.stats.Acquired--
+	g.stats.Left++
+	g.mu.Unlock()
+	return 0, context.Cause(ctx)
+}
+
 // Release gives back n units taken by Acquire and admits the waiters that
 // now fit, in order. The first waiter in order that does not fit blocks
 // those after it, so that an evaluation needing every core is not starved
@@ -107,6 +176,11 @@ func (g *Gate) Release(n int) {
 	if g.used < 0 {
 		panic("compute: Release of units not acquired")
 	}
+	g.grant()
+}
+
+// grant admits waiters in order while the first fits. g.mu is held.
+func (g *Gate) grant() {
 	for len(g.waiters) > 0 {
 		best := 0
 		for i, w := range g.waiters {
@@ -134,6 +208,26 @@ func (g *Gate) Do(prio, n int, f func()) {
 	held := g.Acquire(prio, n)
 	defer g.Release(held)
 	f()
+}
+
+// Waiting is the number of callers waiting.
+func (g *Gate) Waiting() int {
+	if g == nil {
+		return 0
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.waiters)
+}
+
+// Used is the number of units held.
+func (g *Gate) Used() int {
+	if g == nil {
+		return 0
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.used
 }
 
 // Stats returns the Gate's counters.

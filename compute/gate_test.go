@@ -1,6 +1,8 @@
 package compute
 
 import (
+	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -141,4 +143,80 @@ func TestReleaseTooMuchPanics(t *testing.T) {
 		}
 	}()
 	g.Release(1)
+}
+
+// AcquireContext turns callers away when the queue is full, and a caller
+// whose context ends leaves the queue without holding units, letting
+// those behind it in.
+func TestGateAcquireContext(t *testing.T) {
+	g := NewGate(2)
+	ctx := context.Background()
+	held, err := g.AcquireContext(ctx, 0, 2, 1)
+	if err != nil || held != 2 {
+		t.Fatalf("free gate: %d, %v", held, err)
+	}
+	// One waiter may wait; it asks for both units and blocks one asking
+	// for one behind it (arrival order).
+	leave, cancel := context.WithCancelCause(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := g.AcquireContext(leave, 0, 2, 1)
+		errc <- err
+	}()
+	waitWaiters(t, g, 1)
+	if _, err := g.AcquireContext(ctx, 0, 1, 1); !errors.Is(err, ErrFull) {
+		t.Fatalf("a second waiter with room for one: %v", err)
+	}
+	small := make(chan int, 1)
+	go func() {
+		n, _ := g.AcquireContext(ctx, 0, 1, -1) // unbounded
+		small <- n
+	}()
+	waitWaiters(t, g, 2)
+	g.Release(1) // one unit free: the first waiter still does not fit
+	select {
+	case <-small:
+		t.Fatal("a later waiter went ahead of the first")
+	case <-time.After(20 * time.Millisecond):
+	}
+	gone := errors.New("gone")
+	cancel(gone)
+	if err := <-errc; !errors.Is(err, gone) {
+		t.Fatalf("cancelled waiter: %v", err)
+	}
+	if n := <-small; n != 1 {
+		t.Fatalf("the waiter behind got %d units", n)
+	}
+	g.Release(2)
+	st := g.Stats()
+	if g.Used() != 0 || g.Waiting() != 0 || st.Refused != 1 || st.Left != 1 || st.Acquired != 2 {
+		t.Fatalf("used %d, waiting %d, stats %+v", g.Used(), g.Waiting(), st)
+	}
+	// A context already ended is refused before queueing.
+	done, stop := context.WithCancel(ctx)
+	stop()
+	if _, err := g.AcquireContext(done, 0, 1, -1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ended context: %v", err)
+	}
+}
+
+// Callers that come and go under contention leave no units held.
+func TestGateAcquireContextChurn(t *testing.T) {
+	g := NewGate(3)
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%5)*100*time.Microsecond)
+			defer cancel()
+			n, err := g.AcquireContext(ctx, i%2, 1+i%3, 8)
+			if err == nil {
+				time.Sleep(50 * time.Microsecond)
+				g.Release(n)
+			}
+		})
+	}
+	wg.Wait()
+	if g.Used() != 0 || g.Waiting() != 0 {
+		t.Fatalf("used %d, waiting %d after every caller left", g.Used(), g.Waiting())
+	}
 }
