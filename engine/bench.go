@@ -175,15 +175,15 @@ func (e *Engine) BenchTranscriptions(ctx context.Context, path string, samples [
 		return TranscriptionBenchResult{}, err
 	}
 	defer l.release(nil)
-	res := TranscriptionBenchResult{Description: describe(m), Count: count}
+	res := TranscriptionBenchResult{Description: describe(m.rec), Count: count}
 	o.SilenceThreshold = -1
 	// One untimed run loads what loads lazily.
-	if _, err := m.Transcribe(ctx, samples, o); err != nil {
+	if _, err := m.rec.Transcribe(ctx, samples, o); err != nil {
 		return res, err
 	}
 	start := time.Now()
 	for range count {
-		if _, err := m.Transcribe(ctx, samples, o); err != nil {
+		if _, err := m.rec.Transcribe(ctx, samples, o); err != nil {
 			return res, err
 		}
 	}
@@ -192,7 +192,7 @@ func (e *Engine) BenchTranscriptions(ctx context.Context, path string, samples [
 	errs := make(chan error, count)
 	for range count {
 		go func() {
-			_, err := m.Transcribe(ctx, samples, o)
+			_, err := m.rec.Transcribe(ctx, samples, o)
 			errs <- err
 		}()
 	}

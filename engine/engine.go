@@ -48,10 +48,12 @@ func DefaultSampling() Sampling { return llm.DefaultSampling() }
 
 // Options configure an Engine.
 type Options struct {
-	Threads   int    // CPU threads per model; 0 means all CPUs
-	NumCtx    int    // context tokens per request (sequence); 0 means min(4096, trained)
-	NumBatch  int    // most tokens per decode step; 0 means 512
-	Parallel  int    // requests one text model runs at once (KV-cache slots); 0 means 4
+	Threads  int // CPU threads per model; 0 means all CPUs
+	NumCtx   int // context tokens per request (sequence); 0 means min(4096, trained)
+	NumBatch int // most tokens per decode step; 0 means 512
+	// Parallel is the requests one model runs at once: a text model's
+	// KV-cache slots, a speech model's transcriptions; 0 means 4.
+	Parallel  int
 	MaxQueue  int    // requests that may wait per model before ErrBusy; 0 means 64
 	KVType    string // KV cache type: f16 (default), q8_0, q4_0
 	FlashAttn bool   // flash-attention kernels
@@ -69,6 +71,10 @@ type Options struct {
 	// model while running requests hold it all; past it the request fails
 	// with ErrBusy. 0 waits until the request's context ends.
 	MemoryWait time.Duration
+	// QueueWait bounds how long a request waits in its model's queue for
+	// one of the model's Parallel places; past it the request fails with
+	// ErrBusy. 0 waits until the request's context ends.
+	QueueWait time.Duration
 	// SpeechBackend names the recognizer: "native" (default) or one linked
 	// in by a build tag, such as "whispercpp".
 	SpeechBackend string
@@ -180,7 +186,7 @@ func (e *Engine) textModel(ctx context.Context, path, projector string) (*textMo
 		}
 		perSeq, parallel, batch := e.textShape(model.File())
 		r, err := newTextRunner(model, runnerOptions{perSeq: perSeq, parallel: parallel, budget: batch, joinBudget: max(batch/4, 32),
-			maxQueue: e.opts.MaxQueue, threads: e.opts.Threads, kvType: e.opts.KVType, flashAttn: e.opts.FlashAttn,
+			maxQueue: e.opts.MaxQueue, queueWait: e.opts.QueueWait, threads: e.opts.Threads, kvType: e.opts.KVType, flashAttn: e.opts.FlashAttn,
 			gate: e.gate, units: e.threads()})
 		if err != nil {
 			if proj != nil {

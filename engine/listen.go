@@ -105,7 +105,7 @@ func (e *Engine) Listen(ctx context.Context, req ListenRequest, onEvent func(Lis
 	if so.Priority == 0 {
 		so.Priority = int(PriorityInteractive) // someone is speaking and waiting
 	}
-	s := speech.NewStreamer(rec, vad, so)
+	s := speech.NewStreamer(rec.rec, vad, so)
 	pad := req.StreamOptions.VADParams.Pad
 	if req.StreamOptions.VADParams == (audio.VADParams{}) {
 		pad = speech.DefaultStreamVADParams().Pad

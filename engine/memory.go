@@ -288,7 +288,7 @@ func (r modelRef) key() string {
 // a projector's weights and buffers.
 func (e *Engine) estimate(ref modelRef) (uint64, error) {
 	if ref.kind == kindSpeech {
-		return estimateSpeech(ref.path)
+		return estimateSpeech(ref.path, e.opts.Parallel)
 	}
 	var proj uint64
 	if ref.projector != "" {
@@ -313,8 +313,9 @@ func (e *Engine) estimate(ref modelRef) (uint64, error) {
 	return proj + g.EstimateMemoryWith(models.EstimateOptions{Context: uint64(perSeq * parallel), Batch: uint64(batch), KVType: e.opts.KVType}).Total(), nil
 }
 
-// estimateSpeech sizes a whisper.cpp model for one transcription at a time.
-func estimateSpeech(path string) (uint64, error) {
+// estimateSpeech sizes a whisper.cpp model for the transcriptions it runs
+// at once.
+func estimateSpeech(path string, transcriptions int) (uint64, error) {
 	w, err := models.ReadWhisper(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -322,7 +323,7 @@ func estimateSpeech(path string) (uint64, error) {
 		}
 		return 0, err
 	}
-	return w.EstimateMemory().Total(), nil
+	return w.EstimateMemory(transcriptions).Total(), nil
 }
 
 // textShape is the context a text model gets: cells per sequence, the

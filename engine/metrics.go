@@ -35,11 +35,15 @@ type ModelMetrics struct {
 	LastUsed     time.Time
 	KeepAlive    time.Duration // negative: forever
 
+	// The model's queue: text and speech models.
+	QueueDepth int           // requests waiting for a slot
+	QueueWait  WaitHistogram // how long the admitted requests waited
+	Rejected   int64         // requests turned away busy: the queue full, or QueueWait over
+	Requests   int64         // requests admitted
+	Running    int           // text: sequences in the batch; speech: transcriptions running
+	Slots      int           // text: sequences the KV cache holds; speech: transcriptions at once
+
 	// Text models.
-	QueueDepth    int   // requests waiting for a slot
-	Running       int   // sequences in the batch
-	Slots         int   // sequences the KV cache holds
-	Requests      int64 // requests admitted
 	Steps         int64 // decode steps
 	StepTokens    int64 // tokens evaluated by all steps
 	DecodeTokens  int64 // generated tokens evaluated
@@ -57,47 +61,61 @@ type ModelMetrics struct {
 func (e *Engine) Metrics() Metrics {
 	e.mu.Lock()
 	out := Metrics{MemoryBudget: e.budget, MemoryUsed: e.used, Loads: int64(e.loads), Unloads: int64(e.unloads)}
-	var texts []*textModel
+	vals := make([]closer, 0, len(e.loaded))
 	for _, m := range e.loaded {
 		mm := ModelMetrics{Path: m.path, Projector: m.projector, Kind: m.kind.String(), Bytes: m.bytes, InUse: m.refs,
 			LastUsed: m.lastUsed, KeepAlive: m.keepAlive}
+		var val closer
 		select {
 		case <-m.ready:
 			mm.LoadDuration = m.loadTime
-			if t, ok := m.val.(*textModel); ok && m.err == nil {
-				texts = append(texts, t)
-			} else {
-				texts = append(texts, nil)
+			if m.err == nil {
+				val = m.val
 			}
 		default:
 			mm.Loading = true
-			texts = append(texts, nil)
 		}
 		out.Models = append(out.Models, mm)
+		vals = append(vals, val)
 	}
 	e.mu.Unlock()
-	for i, t := range texts {
-		if t == nil {
-			continue
-		}
-		r, mm := t.runner, &out.Models[i]
-		mm.QueueDepth = r.queueDepth()
-		mm.Slots = len(r.slots)
-		mm.Running = int(r.stats.running.Load())
-		mm.Requests = r.stats.requests.Load()
-		mm.Steps = r.stats.steps.Load()
-		mm.StepTokens = r.stats.stepTokens.Load()
-		mm.DecodeTokens = r.stats.decodeTokens.Load()
-		mm.PromptTokens = r.stats.promptTokens.Load()
-		mm.CachedTokens = r.stats.cachedTokens.Load()
-		if t.proj != nil {
-			mm.ImagesEncoded = t.proj.Encodes()
-			mm.ImageCache = t.images.Stats()
-		}
-		if ns := r.stats.genNanos.Load(); ns > 0 {
-			mm.GenTokensPerSecond = float64(mm.DecodeTokens) / (float64(ns) / 1e9)
+	for i, v := range vals {
+		mm := &out.Models[i]
+		switch v := v.(type) {
+		case *textModel:
+			v.metrics(mm)
+		case *speechModel:
+			mm.QueueDepth = v.slots.Waiting()
+			mm.QueueWait = v.queue.snapshot()
+			mm.Rejected = v.queue.rejected.Load()
+			mm.Requests = v.requests.Load()
+			mm.Running = v.slots.Used()
+			mm.Slots = v.slots.Capacity()
 		}
 	}
 	slices.SortFunc(out.Models, func(a, b ModelMetrics) int { return strings.Compare(a.Path, b.Path) })
 	return out
+}
+
+// metrics fills in a text model's scheduler counters.
+func (t *textModel) metrics(mm *ModelMetrics) {
+	r := t.runner
+	mm.QueueDepth = r.queueDepth()
+	mm.QueueWait = r.queue.snapshot()
+	mm.Rejected = r.queue.rejected.Load()
+	mm.Slots = len(r.slots)
+	mm.Running = int(r.stats.running.Load())
+	mm.Requests = r.stats.requests.Load()
+	mm.Steps = r.stats.steps.Load()
+	mm.StepTokens = r.stats.stepTokens.Load()
+	mm.DecodeTokens = r.stats.decodeTokens.Load()
+	mm.PromptTokens = r.stats.promptTokens.Load()
+	mm.CachedTokens = r.stats.cachedTokens.Load()
+	if t.proj != nil {
+		mm.ImagesEncoded = t.proj.Encodes()
+		mm.ImageCache = t.images.Stats()
+	}
+	if ns := r.stats.genNanos.Load(); ns > 0 {
+		mm.GenTokensPerSecond = float64(mm.DecodeTokens) / (float64(ns) / 1e9)
+	}
 }

@@ -3,9 +3,11 @@ package engine
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/owlengine/owl/audio"
+	"github.com/owlengine/owl/compute"
 	"github.com/owlengine/owl/speech"
 )
 
@@ -90,14 +92,18 @@ func (energyVAD) Close() error { return nil }
 
 // speechModel returns a lease on the speech model at path, loading it
 // when needed.
-func (e *Engine) speechModel(ctx context.Context, path string) (speech.Recognizer, *lease, error) {
+func (e *Engine) speechModel(ctx context.Context, path string) (*speechModel, *lease, error) {
 	l, err := e.acquire(ctx, modelRef{path: path, kind: kindSpeech}, func() (closer, error) {
-		return speech.Open(ctx, e.opts.SpeechBackend, path, speech.LoadOptions{Threads: e.opts.Threads, FlashAttn: e.opts.FlashAttn, CacheDir: e.opts.CacheDir, Gate: e.gate})
+		rec, err := speech.Open(ctx, e.opts.SpeechBackend, path, speech.LoadOptions{Threads: e.opts.Threads, FlashAttn: e.opts.FlashAttn, CacheDir: e.opts.CacheDir, Gate: e.gate})
+		if err != nil {
+			return nil, err
+		}
+		return &speechModel{rec: rec, slots: compute.NewGate(e.opts.Parallel), maxQueue: e.opts.MaxQueue}, nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	return l.m.val.(speech.Recognizer), l, nil
+	return l.m.val.(*speechModel), l, nil
 }
 
 func describe(r speech.Recognizer) string {
@@ -127,16 +133,23 @@ func (e *Engine) Transcribe(ctx context.Context, req TranscribeRequest) (*Transc
 		return nil, err
 	}
 	defer l.release(req.KeepAlive)
+	done, err := e.admitSpeech(ctx, m, req.Priority, filepath.Base(req.Model))
+	if err != nil {
+		return nil, err
+	}
 	o := req.TranscribeOptions
 	if req.VAD != "" {
 		vad, err := e.NewVAD(ctx, req.VAD, req.VADModel)
 		if err != nil {
+			done(false)
 			return nil, err
 		}
 		defer vad.Close()
 		o.VAD = vad
 	}
-	return m.Transcribe(ctx, samples, o)
+	tr, err := m.rec.Transcribe(ctx, samples, o)
+	done(err == nil)
+	return tr, err
 }
 
 // DescribeSpeech loads the speech model at path and describes it.
@@ -146,7 +159,7 @@ func (e *Engine) DescribeSpeech(ctx context.Context, path string) (string, error
 		return "", err
 	}
 	defer l.release(nil)
-	return describe(m), nil
+	return describe(m.rec), nil
 }
 
 // SpeechBenchResult holds the figures of one speech benchmark run.
@@ -168,13 +181,13 @@ func (e *Engine) BenchSpeech(ctx context.Context, path string, samples []float32
 		return SpeechBenchResult{}, err
 	}
 	defer l.release(nil)
-	res := SpeechBenchResult{Description: describe(m), Threads: e.opts.Threads, Load: time.Since(start)}
-	if t, ok := m.(interface{ Threads() int }); ok {
+	res := SpeechBenchResult{Description: describe(m.rec), Threads: e.opts.Threads, Load: time.Since(start)}
+	if t, ok := m.rec.(interface{ Threads() int }); ok {
 		res.Threads = t.Threads()
 	}
 	o.SilenceThreshold = -1
 	start = time.Now()
-	tr, err := m.Transcribe(ctx, samples, o)
+	tr, err := m.rec.Transcribe(ctx, samples, o)
 	if err != nil {
 		return res, err
 	}

@@ -47,6 +47,7 @@ type textRunner struct {
 	// requests generate.
 	joinBudget int
 	maxQueue   int
+	queueWait  time.Duration // how long a request may wait for a slot (0: until its context ends)
 	// gate shares the cores with the engine's other models: each decode
 	// takes units from it, at the priority of the step's most urgent
 	// request.
@@ -67,6 +68,7 @@ type textRunner struct {
 	clock  uint64 // orders slot use for LRU
 
 	stats textStats
+	queue queueStats
 
 	// onLogits, when set (tests), sees the logits every request samples
 	// from, with the request's prompt.
@@ -162,6 +164,7 @@ type textStats struct {
 // runnerOptions size a runner.
 type runnerOptions struct {
 	perSeq, parallel, budget, joinBudget, maxQueue, threads int
+	queueWait                                               time.Duration
 	kvType                                                  string
 	flashAttn                                               bool
 	gate                                                    *compute.Gate // shared with the engine's other models
@@ -175,7 +178,7 @@ func newTextRunner(m *llm.Model, o runnerOptions) (*textRunner, error) {
 		return nil, err
 	}
 	r := &textRunner{model: m, lctx: lctx, perSeq: o.perSeq, budget: lctx.NumBatch(), joinBudget: max(o.joinBudget, 1), maxQueue: o.maxQueue,
-		gate: o.gate, units: o.units, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		queueWait: o.queueWait, gate: o.gate, units: o.units, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	for i := range o.parallel {
 		r.slots = append(r.slots, &slot{id: int32(i)})
 	}
@@ -243,6 +246,7 @@ func (r *textRunner) generate(ctx context.Context, req llm.Request, parts []llm.
 		return gen.Result(), ErrClosed
 	case len(r.waiting) >= r.maxQueue:
 		r.mu.Unlock()
+		r.queue.rejected.Add(1)
 		return gen.Result(), fmt.Errorf("%w (%d waiting)", ErrBusy, r.maxQueue)
 	}
 	r.nextID++
@@ -266,21 +270,39 @@ func (r *textRunner) generate(ctx context.Context, req llm.Request, parts []llm.
 		}
 	}
 	done := ctx.Done()
+	// leave takes j out of the queue if it is still waiting.
+	leave := func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if i := slices.Index(r.waiting, j); i >= 0 {
+			r.waiting = slices.Delete(r.waiting, i, i+1)
+			return true
+		}
+		return false
+	}
+	var queueWait <-chan time.Time
+	if r.queueWait > 0 {
+		t := time.NewTimer(r.queueWait)
+		defer t.Stop()
+		queueWait = t.C
+	}
 	for {
 		select {
+		case <-queueWait:
+			queueWait = nil
+			if leave() {
+				r.queue.rejected.Add(1)
+				return gen.Result(), fmt.Errorf("%w: waited %s for one of the model's %d slots", ErrBusy, r.queueWait, len(r.slots))
+			}
 		case <-j.notify:
 			deliver()
 		case <-done:
 			// Still waiting: leave the queue at once. Running: the loop
 			// notices at its next step.
 			done = nil
-			r.mu.Lock()
-			if i := slices.Index(r.waiting, j); i >= 0 {
-				r.waiting = slices.Delete(r.waiting, i, i+1)
-				r.mu.Unlock()
+			if leave() {
 				return gen.Result(), context.Cause(ctx)
 			}
-			r.mu.Unlock()
 		case <-j.finished:
 			deliver()
 			if cbErr != nil {
@@ -392,6 +414,7 @@ func (r *textRunner) assign(j *textJob) {
 	r.clock++
 	target.job, target.used = j, r.clock
 	j.slot, j.cached, j.next, j.admitted = target, keep, keep, time.Now()
+	r.queue.observe(j.admitted.Sub(j.arrived))
 	r.stats.cachedTokens.Add(int64(keep))
 	r.stats.requests.Add(1)
 }

@@ -32,6 +32,10 @@ const (
 	// WhisperEstimateBeams is the number of sequences a whisper model
 	// decodes at once by default (beam search with 5 beams).
 	WhisperEstimateBeams = 5
+	// WhisperStepRows is the most decoder sequences (beams of all the
+	// transcriptions together) one step graph of a whisper model
+	// evaluates.
+	WhisperStepRows = 64
 
 	computeBase = 16 << 20 // graph metadata, inputs, small buffers
 )
@@ -60,7 +64,7 @@ func EstimateMemory(path string, nCtx uint64) (MemoryEstimate, error) {
 		return MemoryEstimate{}, fmt.Errorf("%s: %w", path, err)
 	}
 	if w, werr := ParseWhisper(f, st.Size()); werr == nil {
-		return w.EstimateMemory(), nil
+		return w.EstimateMemory(1), nil
 	}
 	if s, serr := ParseSilero(f, st.Size()); serr == nil {
 		return s.EstimateMemory(), nil
@@ -164,14 +168,16 @@ func clipScoreBytes(g *GGUF) uint64 {
 	return heads * n * n * 4
 }
 
-// EstimateMemory estimates the memory of a whisper model: its weights;
-// f16 caches for WhisperEstimateBeams decoder sequences of self-attention
-// (n_text_layer × n_text_ctx × n_text_state × 2 × 2 bytes each) and one
-// shared cross-attention cache (n_text_layer × n_audio_ctx × n_text_state ×
-// 2 × 2 bytes); and, for compute, the encoder's f32 attention scores
-// (n_audio_head × n_audio_ctx²) and a 30-second log-mel window
-// (n_mels × 3000 f32) plus computeBase.
-func (f *WhisperFile) EstimateMemory() MemoryEstimate {
+// EstimateMemory estimates the memory of a whisper model running
+// transcriptions (at least 1) at once: its weights; for each
+// transcription, f16 caches for WhisperEstimateBeams decoder sequences of
+// self-attention (n_text_layer × n_text_ctx × n_text_state × 2 × 2 bytes
+// each) and its cross-attention cache (n_text_layer × n_audio_ctx ×
+// n_text_state × 2 × 2 bytes); and, for compute, the encoder's f32
+// attention scores (n_audio_head × n_audio_ctx²), a 30-second log-mel
+// window (n_mels × 3000 f32) and the logits of the largest decoder step
+// (WhisperStepRows × n_vocab f32), plus computeBase.
+func (f *WhisperFile) EstimateMemory(transcriptions int) MemoryEstimate {
 	h := f.HParams
 	var m MemoryEstimate
 	for _, t := range f.Tensors {
@@ -179,9 +185,10 @@ func (f *WhisperFile) EstimateMemory() MemoryEstimate {
 	}
 	self := uint64(h.NTextLayer) * uint64(h.NTextCtx) * uint64(h.NTextState) * 2 * 2
 	cross := uint64(h.NTextLayer) * uint64(h.NAudioCtx) * uint64(h.NTextState) * 2 * 2
-	m.KVCache = WhisperEstimateBeams*self + cross
+	m.KVCache = uint64(max(transcriptions, 1)) * (WhisperEstimateBeams*self + cross)
 	m.Context = uint64(h.NTextCtx)
-	m.Compute = computeBase + uint64(h.NAudioHead)*uint64(h.NAudioCtx)*uint64(h.NAudioCtx)*4 + uint64(h.NMels)*3000*4
+	m.Compute = computeBase + uint64(h.NAudioHead)*uint64(h.NAudioCtx)*uint64(h.NAudioCtx)*4 + uint64(h.NMels)*3000*4 +
+		WhisperStepRows*uint64(h.NVocab)*4
 	return m
 }
 

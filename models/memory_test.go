@@ -130,8 +130,14 @@ func TestEstimateMemoryWhisperAndSilero(t *testing.T) {
 	// micro: 2 decoder layers, 448 text positions, n_state 64, 1500 audio
 	// positions, 2 heads, 80 mels.
 	self, cross := uint64(2*448*64*2*2), uint64(2*1500*64*2*2)
-	if m.Weights != weights || m.KVCache != 5*self+cross || m.Compute != 16<<20+2*1500*1500*4+80*3000*4 {
+	// Compute: the encoder's scores, a mel window and the logits of a
+	// step of 64 sequences over the 51864-token vocabulary.
+	if m.Weights != weights || m.KVCache != 5*self+cross || m.Compute != 16<<20+2*1500*1500*4+80*3000*4+64*51864*4 {
 		t.Fatalf("whisper estimate %+v; weights %d, KV %d", m, weights, 5*self+cross)
+	}
+	// Transcriptions at once each have caches of their own.
+	if four := wf.EstimateMemory(4); four.KVCache != 4*m.KVCache || four.Weights != m.Weights || four.Compute != m.Compute {
+		t.Fatalf("four transcriptions: %+v, one: %+v", four, m)
 	}
 	st, _ := os.Stat(wpath)
 	if m.Weights >= uint64(st.Size()) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/owlengine/owl/engine"
 )
@@ -40,6 +41,9 @@ type apiError struct {
 	Code       string
 	Message    string
 	RetryAfter bool // send Retry-After: the client may try again later
+	// RetryIn, when positive, is how long the wait is expected to be; the
+	// Retry-After header then says it instead of the server's default.
+	RetryIn time.Duration
 }
 
 func (e *apiError) Error() string { return e.Message }
@@ -73,8 +77,13 @@ func (s *Server) classify(err error) *apiError {
 		field := typ.Field
 		return badRequest(field, "JSON field %q: %s cannot be %s", field, typ.Type, typ.Value)
 	case errors.Is(err, engine.ErrBusy), errors.Is(err, context.DeadlineExceeded):
-		return &apiError{Status: http.StatusServiceUnavailable, Type: typeBusy, Code: "server_busy", RetryAfter: true,
+		e := &apiError{Status: http.StatusServiceUnavailable, Type: typeBusy, Code: "server_busy", RetryAfter: true,
 			Message: "the server is busy: " + msg + "; try again shortly"}
+		var be *engine.BusyError
+		if errors.As(err, &be) {
+			e.RetryIn = be.RetryAfter
+		}
+		return e
 	case errors.Is(err, engine.ErrClosed):
 		return &apiError{Status: http.StatusServiceUnavailable, Type: typeBusy, Code: "shutting_down", RetryAfter: true,
 			Message: "the server is shutting down"}
@@ -123,7 +132,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, a api, err e
 		return
 	}
 	if e.RetryAfter {
-		w.Header().Set("Retry-After", s.retryAfterSeconds())
+		w.Header().Set("Retry-After", s.retryAfterSeconds(e.RetryIn))
 	}
 	if e.Status >= 500 && e.Status != http.StatusServiceUnavailable {
 		s.log.Warn("server: request failed", "path", r.URL.Path, "status", e.Status, "err", e.Message)

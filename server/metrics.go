@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"path/filepath"
 
+	"github.com/owlengine/owl/engine"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -18,6 +20,7 @@ type metricsCollector struct {
 	requests, steps, stepTokens, decodeTokens, promptTokens, cached *prometheus.Desc
 	tps, loadSeconds, loading                                       *prometheus.Desc
 	images, imageHits, imageBytes                                   *prometheus.Desc
+	queueWait, rejected                                             *prometheus.Desc
 }
 
 func newMetricsCollector(be Backend) *metricsCollector {
@@ -35,8 +38,10 @@ func newMetricsCollector(be Backend) *metricsCollector {
 		loading:      d("model_loading", "1 while the model is loading.", model),
 		inUse:        d("model_requests_in_use", "Requests holding the model.", model),
 		queue:        d("model_queue_depth", "Requests waiting for a slot of the model.", model),
-		running:      d("model_running_sequences", "Sequences in the model's batch.", model),
-		slots:        d("model_slots", "Sequences the model's KV cache holds.", model),
+		queueWait:    d("model_queue_wait_seconds", "How long the requests the model admitted waited in its queue.", model),
+		rejected:     d("model_rejected_total", "Requests turned away busy (the model's queue full, or the queue wait over) since the model loaded.", model),
+		running:      d("model_running_sequences", "Sequences in a text model's batch; transcriptions a speech model runs.", model),
+		slots:        d("model_slots", "Sequences a text model's KV cache holds; transcriptions a speech model runs at once.", model),
 		requests:     d("model_requests_total", "Requests admitted since the model loaded.", model),
 		steps:        d("model_decode_steps_total", "Decode steps since the model loaded.", model),
 		stepTokens:   d("model_step_tokens_total", "Tokens evaluated by all decode steps since the model loaded.", model),
@@ -55,7 +60,7 @@ func newMetricsCollector(be Backend) *metricsCollector {
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.budget, c.used, c.loads, c.unloads, c.bytes, c.loading, c.inUse, c.queue, c.running, c.slots,
 		c.requests, c.steps, c.stepTokens, c.decodeTokens, c.promptTokens, c.cached, c.tps, c.loadSeconds,
-		c.images, c.imageHits, c.imageBytes} {
+		c.images, c.imageHits, c.imageBytes, c.queueWait, c.rejected} {
 		ch <- d
 	}
 }
@@ -89,14 +94,25 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.loading, loading)
 		gauge(c.inUse, float64(mm.InUse))
 		gauge(c.loadSeconds, mm.LoadDuration.Seconds())
-		if mm.Kind != "text" {
+		if mm.Loading {
 			continue
 		}
 		gauge(c.queue, float64(mm.QueueDepth))
 		gauge(c.running, float64(mm.Running))
 		gauge(c.slots, float64(mm.Slots))
-		gauge(c.tps, mm.GenTokensPerSecond)
 		counter(c.requests, mm.Requests)
+		counter(c.rejected, mm.Rejected)
+		buckets := make(map[float64]uint64, len(engine.QueueWaitBuckets))
+		for i, b := range engine.QueueWaitBuckets {
+			if i < len(mm.QueueWait.Buckets) {
+				buckets[b] = mm.QueueWait.Buckets[i]
+			}
+		}
+		ch <- prometheus.MustNewConstHistogram(c.queueWait, mm.QueueWait.Count, mm.QueueWait.Sum, buckets, labels...)
+		if mm.Kind != "text" {
+			continue
+		}
+		gauge(c.tps, mm.GenTokensPerSecond)
 		counter(c.steps, mm.Steps)
 		counter(c.stepTokens, mm.StepTokens)
 		counter(c.decodeTokens, mm.DecodeTokens)
@@ -118,6 +134,7 @@ func (s *Server) metricsHandler() http.Handler {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "owl_live_streams", Help: "Live transcriptions running."},
 		func() float64 { return float64(len(s.streams)) }))
 	reg.MustRegister(prometheus.NewGoCollector())
+	reg.MustRegister(prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{})) // resident memory, CPU, open files
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: nil})
 }
 

@@ -74,6 +74,40 @@ next:
 	return 0, false
 }
 
+// histogram returns the count and sum of the histogram series of family
+// name whose labels include labels.
+func histogram(t testing.TB, families map[string]*dto.MetricFamily, name string, labels map[string]string) (count uint64, sum float64, ok bool) {
+	t.Helper()
+	f := families[name]
+	if f == nil {
+		return 0, 0, false
+	}
+	if f.GetType() != dto.MetricType_HISTOGRAM {
+		t.Fatalf("%s is a %v, want a histogram", name, f.GetType())
+	}
+next:
+	for _, m := range f.GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
+				continue next
+			}
+		}
+		h := m.GetHistogram()
+		last := uint64(0)
+		for _, b := range h.GetBucket() {
+			if b.GetCumulativeCount() < last {
+				t.Fatalf("%s: buckets not cumulative: %v", name, h.GetBucket())
+			}
+			last = b.GetCumulativeCount()
+		}
+		if last > h.GetSampleCount() {
+			t.Fatalf("%s: %d in the buckets, %d in all", name, last, h.GetSampleCount())
+		}
+		return h.GetSampleCount(), h.GetSampleSum(), true
+	}
+	return 0, 0, false
+}
+
 func TestMetrics(t *testing.T) {
 	ts := testServer(t, Config{})
 	counter, gauge := dto.MetricType_COUNTER, dto.MetricType_GAUGE
@@ -120,9 +154,20 @@ func TestMetrics(t *testing.T) {
 	if v, ok := sample(t, m, "owl_model_generation_tokens_per_second", gauge, tiny); !ok || v <= 0 {
 		t.Errorf("owl_model_generation_tokens_per_second of tiny = %v (present %v)", v, ok)
 	}
-	// Go's runtime metrics come along.
+	// The queue: one wait per admitted request, none turned away.
+	admitted, _ := sample(t, m, "owl_model_requests_total", counter, tiny)
+	if n, sum, ok := histogram(t, m, "owl_model_queue_wait_seconds", tiny); !ok || float64(n) != admitted || sum < 0 {
+		t.Errorf("owl_model_queue_wait_seconds of tiny: %d waits of %v s in all (present %v), want one per request (%v)", n, sum, ok, admitted)
+	}
+	if v, ok := sample(t, m, "owl_model_rejected_total", counter, tiny); !ok || v != 0 {
+		t.Errorf("owl_model_rejected_total of tiny = %v (present %v), want 0", v, ok)
+	}
+	// Go's runtime metrics and the process's come along.
 	if _, ok := sample(t, m, "go_goroutines", gauge, nil); !ok {
 		t.Error("no go_goroutines")
+	}
+	if v, ok := sample(t, m, "process_resident_memory_bytes", gauge, nil); !ok || v <= 0 {
+		t.Errorf("process_resident_memory_bytes = %v (present %v)", v, ok)
 	}
 
 	// The counters grow with each request.
@@ -178,8 +223,12 @@ func TestMetricsLive(t *testing.T) {
 	if v, ok := sample(t, m, "owl_model_memory_bytes", gauge, speech); !ok || v <= 0 {
 		t.Fatalf("owl_model_memory_bytes of the speech model = %v (present %v)", v, ok)
 	}
-	if _, ok := sample(t, m, "owl_model_requests_total", dto.MetricType_COUNTER, speech); ok {
+	if _, ok := sample(t, m, "owl_model_decode_steps_total", dto.MetricType_COUNTER, speech); ok {
 		t.Fatal("a speech model has text model counters")
+	}
+	// A live stream does not take one of the model's transcription slots.
+	if v, ok := sample(t, m, "owl_model_running_sequences", gauge, speech); !ok || v != 0 {
+		t.Fatalf("owl_model_running_sequences of the speech model during a stream = %v (present %v)", v, ok)
 	}
 	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"end"}`)); err != nil {
 		t.Fatal(err)

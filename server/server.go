@@ -339,9 +339,14 @@ func newID(prefix string) string {
 	return prefix + hex.EncodeToString(b[:])
 }
 
-// retryAfterSeconds is the Retry-After header value.
-func (s *Server) retryAfterSeconds() string {
-	secs := int((s.lim.RetryAfter + time.Second - 1) / time.Second)
+// retryAfterSeconds is the Retry-After header value: the expected wait
+// when the engine knows one (at most an hour), else Limits.RetryAfter.
+func (s *Server) retryAfterSeconds(expected time.Duration) string {
+	d := s.lim.RetryAfter
+	if expected > 0 {
+		d = min(expected, time.Hour)
+	}
+	secs := int((d + time.Second - 1) / time.Second)
 	return fmt.Sprint(max(secs, 1))
 }
 

@@ -35,6 +35,7 @@ type serveFlags struct {
 	maxQueue        int
 	keepAlive       string
 	memoryWait      time.Duration
+	queueWait       time.Duration
 	allowedMediaDir string
 	threads         int
 	ctxSize         int
@@ -73,8 +74,9 @@ rest and exits 0.`,
 	fs.StringVar(&f.apiKey, "api-key", "", "require this key as Authorization: Bearer KEY (default $OWL_API_KEY)")
 	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback address without an API key")
 	fs.StringVar(&f.maxMemory, "max-memory", os.Getenv("OWL_MAX_MEMORY"), "memory budget for loaded models, e.g. 8GiB or 75% (default 75% of RAM)")
-	fs.IntVar(&f.parallel, "parallel", 4, "requests one text model runs at once")
+	fs.IntVar(&f.parallel, "parallel", 4, "requests one model runs at once (a text model's KV-cache slots, a speech model's transcriptions)")
 	fs.IntVar(&f.maxQueue, "max-queue", 64, "requests that may wait per model before 503")
+	fs.DurationVar(&f.queueWait, "queue-wait", 30*time.Second, "how long a request waits in its model's queue before 503 (0: until the client leaves)")
 	fs.StringVar(&f.keepAlive, "keep-alive", "5m", "how long an idle model stays loaded (0: unload at once; -1: forever)")
 	fs.DurationVar(&f.memoryWait, "memory-wait", 30*time.Second, "how long a request waits for memory to load its model before 503")
 	fs.StringVar(&f.allowedMediaDir, "allowed-media-dir", "", "folder file:// image URLs may be read from (default: none)")
@@ -159,8 +161,8 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 		return usageError{fmt.Errorf("--threads %d must not be negative", f.threads)}
 	case f.ctxSize < 0:
 		return usageError{fmt.Errorf("--ctx-size %d must not be negative", f.ctxSize)}
-	case f.memoryWait < 0 || f.maxAudio <= 0 || f.shutdownGrace < 0:
-		return usageError{errors.New("--memory-wait, --max-audio and --shutdown-grace must not be negative")}
+	case f.memoryWait < 0 || f.queueWait < 0 || f.maxAudio <= 0 || f.shutdownGrace < 0:
+		return usageError{errors.New("--memory-wait, --queue-wait, --max-audio and --shutdown-grace must not be negative")}
 	}
 	var budget uint64
 	if f.maxMemory != "" {
@@ -191,7 +193,7 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 	}
 
 	e := engine.New(engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel, MaxQueue: f.maxQueue,
-		MaxMemory: budget, KeepAlive: keep, NoKeepAlive: noKeep, MemoryWait: f.memoryWait})
+		MaxMemory: budget, KeepAlive: keep, NoKeepAlive: noKeep, MemoryWait: f.memoryWait, QueueWait: f.queueWait})
 	srv, err := server.New(server.Config{Engine: e, ModelsDir: f.modelsDir, APIKey: f.apiKey, AllowedMediaDir: f.allowedMediaDir,
 		Limits: server.Limits{MaxBodyBytes: int64(maxBody), MaxAudio: f.maxAudio}, Version: version})
 	if err != nil {

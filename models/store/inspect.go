@@ -45,7 +45,7 @@ func Inspect(path string, nCtx uint64) (Info, error) {
 		if err != nil {
 			return Info{}, err
 		}
-		info.Whisper, info.Memory = &w.HParams, w.EstimateMemory()
+		info.Whisper, info.Memory = &w.HParams, w.EstimateMemory(1)
 	case KindVAD:
 		v, err := models.ReadSilero(path)
 		if err != nil {
