@@ -26,7 +26,7 @@ export CGO_CFLAGS   = $(OPT)
 export CGO_CXXFLAGS = $(OPT)
 export CGO_CPPFLAGS = -I$(BUILD)/include -I$(OLLAMA_DIR)/llama/llama.cpp/include -I$(OLLAMA_DIR)/ml/backend/ggml/ggml/include -I$(OLLAMA_DIR)/llama/llama.cpp/tools/mtmd
 
-.PHONY: all build deps test run bench lint fuzz clean models env
+.PHONY: all build deps test run bench soak lint fuzz clean models env
 
 all: build
 
@@ -92,6 +92,27 @@ bench: build $(BENCH_MODELS)
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 	$(BIN)/owl bench llm -m $(BUILD)/models/1b-f16.gguf -t 2
 	$(BIN)/owl bench llm -m $(BUILD)/models/1b-q8_0.gguf -t 2
+
+# `make soak` serves the generated models and sends them, for SOAK_DURATION,
+# the mixed load of `owl bench serve` from SOAK_CLIENTS clients, many more
+# than the server runs at once: every kind of chat and completion, pictures,
+# 11-s transcriptions with the default beam search and fallback, shorter
+# ones with beams, abandoned streams, cancelled requests and malformed
+# bodies. It fails if a request fails or times out, if the server dies, or
+# if it does not end idle, within its memory budget, and stop cleanly.
+SOAK_DURATION ?= 3m
+SOAK_CLIENTS  ?= 96
+SOAK_ADDR     ?= 127.0.0.1:11499
+SOAK_KINDS    := chat,chat-stream,completion,completion-stream,ollama-chat,ollama-generate,image,transcription,transcription-beams,disconnect,cancel,malformed
+soak: build models
+	@$(BIN)/owl serve --models-dir $(BUILD)/models --host $(SOAK_ADDR) --max-memory 2GiB > $(BUILD)/soak-serve.log 2>&1 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null' EXIT; \
+	for i in $$(seq 100); do grep -q 'serving on' $(BUILD)/soak-serve.log && break; sleep 0.1; done; \
+	$(BIN)/owl bench serve --url http://$(SOAK_ADDR) --model tiny --speech-model ggml-micro.en --audio $(BUILD)/samples/jfk.wav \
+		--kinds $(SOAK_KINDS) --clients $(SOAK_CLIENTS) --duration $(SOAK_DURATION); status=$$?; \
+	kill -INT $$pid; wait $$pid; served=$$?; trap - EXIT; \
+	echo "owl serve exited $$served (log: $(BUILD)/soak-serve.log)"; \
+	[ $$status = 0 ] && [ $$served = 0 ]
 
 lint: deps
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi

@@ -164,3 +164,26 @@ func decodePCM(r io.Reader, n int64, format, channels, rate, bits int, l Limits)
 	}
 	return Audio{Samples: out, SampleRate: rate, Channels: channels}, nil
 }
+
+// EncodeWAV encodes mono samples in [-1, 1] at rate as a 16-bit PCM WAV
+// file (samples beyond the range are clipped).
+func EncodeWAV(samples []float32, rate int) []byte {
+	le := binary.LittleEndian
+	b := make([]byte, 0, 44+2*len(samples))
+	b = append(b, "RIFF"...)
+	b = le.AppendUint32(b, uint32(36+2*len(samples)))
+	b = append(b, "WAVEfmt "...)
+	b = le.AppendUint32(b, 16)
+	b = le.AppendUint16(b, 1) // PCM
+	b = le.AppendUint16(b, 1) // mono
+	b = le.AppendUint32(b, uint32(rate))
+	b = le.AppendUint32(b, uint32(2*rate))
+	b = le.AppendUint16(b, 2)
+	b = le.AppendUint16(b, 16)
+	b = append(b, "data"...)
+	b = le.AppendUint32(b, uint32(2*len(samples)))
+	for _, s := range samples {
+		b = le.AppendUint16(b, uint16(int16(max(-1, min(1, s))*32767)))
+	}
+	return b
+}

@@ -126,3 +126,22 @@ func FuzzDecodeWAV(f *testing.F) {
 		}
 	})
 }
+
+// EncodeWAV writes 16-bit files that decode to the samples, clipped.
+func TestEncodeWAV(t *testing.T) {
+	in := []float32{0, 0.5, -0.5, 1, -1, 2, -3}
+	b := EncodeWAV(in, 16000)
+	a, err := DecodeWAV(bytes.NewReader(b), int64(len(b)), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.SampleRate != 16000 || len(a.Samples) != len(in) {
+		t.Fatalf("%d Hz, %d samples", a.SampleRate, len(a.Samples))
+	}
+	for i, v := range in {
+		want := max(-1, min(1, float64(v)))
+		if d := float64(a.Samples[i]) - want; d > 1e-4 || d < -1e-4 {
+			t.Fatalf("sample %d: %v, want %v", i, a.Samples[i], want)
+		}
+	}
+}

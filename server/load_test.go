@@ -2,30 +2,24 @@ package server
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/internal/loadmix"
 )
 
 // The load test runs many clients at once against a server and an engine
@@ -111,20 +105,20 @@ func TestLoad(t *testing.T) {
 	go func() { watchDone <- watchEngines(watchCtx, steadyEngine, overloadEngine) }()
 
 	t.Run("steady", func(t *testing.T) {
-		text := steadyMix()
-		pick := func(c, i int) loadKind {
+		mix, transcriptions := steadyMix(t), transcriptionKinds()
+		pick := func(c, i int) loadmix.Kind {
 			if c < loadTranscribers {
-				return transcriptionKind
+				return transcriptions[(c+i)%len(transcriptions)]
 			}
-			return text[(c+i)%len(text)]
+			return mix[(c+i)%len(mix)]
 		}
 		st := runLoad(t, client, steadyServer.URL, steady, pick, false)
 		t.Logf("steady load, %d clients for %s: %s", loadClients, steady, st)
-		if st.ok == 0 || st.byKind["transcription"] == 0 || st.byKind["disconnect"] == 0 {
-			t.Errorf("too little ran: %s", st)
-		}
-		if st.busy != 0 {
-			t.Errorf("%d requests turned away busy with a queue that holds every client", st.busy)
+		logTable(t, st)
+		for _, k := range append(mix, transcriptions...) {
+			if ks := st.Kinds[k.Name]; ks == nil || ks.Outcomes[loadmix.OK]+ks.Outcomes[loadmix.Abandoned]+ks.Outcomes[loadmix.Cancelled] == 0 {
+				t.Errorf("no %s ran to its end", k.Name)
+			}
 		}
 		waitEngineIdle(t, steadyEngine)
 	})
@@ -140,9 +134,9 @@ func TestLoad(t *testing.T) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		mix := overloadMix()
-		st := runLoad(t, client, overloadServer.URL, overload, func(c, i int) loadKind { return mix[(c+i)%len(mix)] }, true)
+		st := runLoad(t, client, overloadServer.URL, overload, func(c, i int) loadmix.Kind { return mix[(c+i)%len(mix)] }, true)
 		t.Logf("overload, %d clients on 1 slot and a queue of 2 for %s: %s", loadClients, overload, st)
-		if st.busy == 0 || st.ok == 0 {
+		if st.Count(loadmix.Busy) == 0 || st.Count(loadmix.OK) == 0 {
 			t.Errorf("want both answers and 503s: %s", st)
 		}
 		waitEngineIdle(t, overloadEngine)
@@ -191,528 +185,69 @@ func loadServer(t *testing.T, e *engine.Engine, lim Limits) *httptest.Server {
 	return httptest.NewServer(s)
 }
 
-// loadStats count what a phase's requests came to.
-type loadStats struct {
-	ok, busy int64
-	byKind   map[string]int64 // successful requests by kind
-	failures []string         // the first few problems
-	failed   int64
-	elapsed  time.Duration
-}
-
-func (s *loadStats) String() string {
-	kinds := make([]string, 0, len(s.byKind))
-	for k := range s.byKind {
-		kinds = append(kinds, k)
-	}
-	slices.Sort(kinds)
-	var b strings.Builder
-	fmt.Fprintf(&b, "%d completed (%.0f/s), %d turned away with 503, %d failed (", s.ok, float64(s.ok)/s.elapsed.Seconds(), s.busy, s.failed)
-	for i, k := range kinds {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%s %d", k, s.byKind[k])
-	}
-	b.WriteString(")")
-	return b.String()
-}
-
 // runLoad runs loadClients clients for d, client c sending pick(c, i) as
 // its i-th request, and fails t for any request that neither succeeds with a
 // well-formed body nor, when busyOK, is turned away with a proper 503.
-func runLoad(t *testing.T, client *http.Client, base string, d time.Duration, pick func(c, i int) loadKind, busyOK bool) *loadStats {
+func runLoad(t *testing.T, client *http.Client, base string, d time.Duration, pick func(c, i int) loadmix.Kind, busyOK bool) *loadmix.Stats {
 	t.Helper()
-	st := &loadStats{byKind: map[string]int64{}}
-	var mu sync.Mutex // guards st
-	// record counts a request's outcome and returns the failures so far.
-	record := func(kind string, err error, busy bool) int64 {
-		mu.Lock()
-		defer mu.Unlock()
-		switch {
-		case err != nil:
-			st.failed++
-			if len(st.failures) < 10 {
-				st.failures = append(st.failures, kind+": "+err.Error())
-			}
-		case busy:
-			st.busy++
-		default:
-			st.ok++
-			st.byKind[kind]++
-		}
-		return st.failed
-	}
-	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	var stop atomic.Bool
-	for c := range loadClients {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(c), 1))
-			for i := 0; time.Now().Before(deadline) && !stop.Load(); i++ {
-				k := pick(c, i)
-				// No request may take long: one that hangs fails the test
-				// instead of hanging it.
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				busy, err := k.do(ctx, client, base, rng, c, i)
-				cancel()
-				if busy && !busyOK && err == nil {
-					err = errors.New("503 outside the overload phase")
-				}
-				if err != nil {
-					if record(k.name, err, false) > 50 {
-						stop.Store(true) // enough to see what is wrong
-					}
-					continue
-				}
-				record(k.name, nil, busy)
-				if busy {
-					// A busy client that retried at once would only spin;
-					// this one waits a little, less than Retry-After says.
-					time.Sleep(time.Duration(rng.IntN(50)) * time.Millisecond)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	st.elapsed = time.Since(start)
-	for _, f := range st.failures {
+	// No request may take long: one that hangs fails the test instead of
+	// hanging it.
+	st := loadmix.Run(t.Context(), loadmix.Config{URL: base, Client: client, Clients: loadClients, Duration: d, Pick: pick,
+		Timeout: 60 * time.Second, BusyOK: busyOK, BusyBackoff: 50 * time.Millisecond, StopAfter: 50})
+	for _, f := range st.Failures {
 		t.Errorf("request failed: %s", f)
 	}
-	if st.failed > int64(len(st.failures)) {
-		t.Errorf("... and %d more", st.failed-int64(len(st.failures)))
+	if n := st.Count(loadmix.Failed); n > int64(len(st.Failures)) {
+		t.Errorf("... and %d more", n-int64(len(st.Failures)))
 	}
 	return st
 }
 
-// loadKind is one kind of request in the mix.
-type loadKind struct {
-	name string
-	api  api // the shape of its errors
-	// build returns the request for client c's i-th request.
-	build func(rng *rand.Rand, c, i int) (path, contentType string, body []byte)
-	// check validates the body of a 200 answer; maxTokens is what the
-	// request allowed.
-	check func(body io.Reader, maxTokens int) error
-	// abort, when set, reads the first event of the stream and hangs up.
-	abort bool
-}
-
-// do sends one request and checks the answer. busy says the server turned
-// it away with 503; err is nil when that 503 was well-formed.
-func (k loadKind) do(ctx context.Context, client *http.Client, base string, rng *rand.Rand, c, i int) (busy bool, err error) {
-	path, ct, body := k.build(rng, c, i)
-	maxTokens := requestMaxTokens(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Content-Type", ct)
-	resp, err := client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusServiceUnavailable:
-		return true, checkLoadBusy(resp, k.api)
-	default:
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return false, fmt.Errorf("status %d: %s", resp.StatusCode, b)
-	}
-	if k.abort {
-		line, err := bufio.NewReader(resp.Body).ReadString('\n')
-		if err != nil || !strings.HasPrefix(line, "data: {") {
-			return false, fmt.Errorf("first event %q: %v", line, err)
-		}
-		// Closing the body before its end closes the connection, which
-		// ends the request on the server.
-		return false, nil
-	}
-	if err := k.check(resp.Body, maxTokens); err != nil {
-		return false, err
-	}
-	return false, nil
-}
-
-// checkLoadBusy checks a 503: a Retry-After header and an error body in the
-// route's shape that says the server is busy.
-func checkLoadBusy(resp *http.Response, a api) error {
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if ra := resp.Header.Get("Retry-After"); ra != "1" {
-		return fmt.Errorf("503 with Retry-After %q, want 1: %s", ra, b)
-	}
-	if a == apiOllama {
-		var e struct{ Error string }
-		if json.Unmarshal(b, &e) != nil || !strings.Contains(e.Error, "busy") {
-			return fmt.Errorf("503 body %s", b)
-		}
-		return nil
-	}
-	var e struct {
-		Error struct{ Type, Code, Message string }
-	}
-	if json.Unmarshal(b, &e) != nil || e.Error.Type != "server_busy" || e.Error.Code != "server_busy" || e.Error.Message == "" {
-		return fmt.Errorf("503 body %s", b)
-	}
-	return nil
-}
-
-// requestMaxTokens finds the token limit a JSON request body sets (0: none).
-func requestMaxTokens(body []byte) int {
-	var v struct {
-		MaxTokens int `json:"max_tokens"`
-		Options   struct {
-			NumPredict int `json:"num_predict"`
-		} `json:"options"`
-	}
-	if json.Unmarshal(body, &v) != nil {
-		return 0
-	}
-	return max(v.MaxTokens, v.Options.NumPredict)
-}
-
-// loadSampling varies the requests: greedy or sampled with a seed, and a
-// short limit.
-func loadSampling(rng *rand.Rand, maxTokens int) map[string]any {
-	m := map[string]any{"max_tokens": 2 + rng.IntN(maxTokens-1), "seed": rng.IntN(1000)}
-	if rng.IntN(2) == 0 {
-		m["temperature"] = 0
-	} else {
-		m["temperature"] = 0.8
-	}
-	return m
-}
-
-func loadJSON(v map[string]any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-func loadPrompt(c, i int) string {
-	topics := []string{"owls", "rivers", "the moon", "bread", "trains", "snow", "clocks", "maps"}
-	return fmt.Sprintf("Client %d, question %d: tell me about %s.", c, i, topics[(c+i)%len(topics)])
-}
-
-// loadOpenAIChat is a chat completion request, streamed or not.
-func loadOpenAIChat(stream bool, maxTokens int) func(*rand.Rand, int, int) (string, string, []byte) {
-	return func(rng *rand.Rand, c, i int) (string, string, []byte) {
-		m := loadSampling(rng, maxTokens)
-		m["model"] = "tiny"
-		m["messages"] = []map[string]string{{"role": "system", "content": "You are brief."}, {"role": "user", "content": loadPrompt(c, i)}}
-		if stream {
-			m["stream"] = true
-			m["stream_options"] = map[string]bool{"include_usage": true}
-		}
-		return "/v1/chat/completions", "application/json", loadJSON(m)
+// transcriptionKinds transcribe jfkShort, sampled once at temperature 1
+// or by beam search, both without the fallback ladder.
+func transcriptionKinds() []loadmix.Kind {
+	return []loadmix.Kind{
+		loadmix.Transcription("transcription", "ggml-micro.en", jfkShort, 3, map[string]string{"language": "en", "temperature": "1"}),
+		loadmix.Transcription("transcription beams", "ggml-micro.en", jfkShort, 3, map[string]string{"language": "en", "temperature": "0", "beam_size": "3"}),
 	}
 }
 
-func loadOpenAICompletion(stream bool, maxTokens int) func(*rand.Rand, int, int) (string, string, []byte) {
-	return func(rng *rand.Rand, c, i int) (string, string, []byte) {
-		m := loadSampling(rng, maxTokens)
-		m["model"] = "tiny"
-		m["prompt"] = loadPrompt(c, i)
-		m["stream"] = stream
-		return "/v1/completions", "application/json", loadJSON(m)
-	}
-}
-
-func loadOllama(path string, stream bool, maxTokens int) func(*rand.Rand, int, int) (string, string, []byte) {
-	return func(rng *rand.Rand, c, i int) (string, string, []byte) {
-		s := loadSampling(rng, maxTokens)
-		m := map[string]any{"model": "tiny", "stream": stream,
-			"options": map[string]any{"num_predict": s["max_tokens"], "temperature": s["temperature"], "seed": s["seed"]}}
-		if path == "/api/chat" {
-			m["messages"] = []map[string]string{{"role": "user", "content": loadPrompt(c, i)}}
-		} else {
-			m["prompt"] = loadPrompt(c, i)
-		}
-		return path, "application/json", loadJSON(m)
-	}
-}
-
-func loadTranscription(*rand.Rand, int, int) (string, string, []byte) {
-	var b bytes.Buffer
-	w := multipart.NewWriter(&b)
-	f, _ := w.CreateFormFile("file", "jfk.wav")
-	f.Write(jfkShort)
-	// Temperature 1 samples once, without the fallback ladder.
-	for k, v := range map[string]string{"model": "ggml-micro.en", "language": "en", "temperature": "1", "response_format": "json"} {
-		w.WriteField(k, v)
-	}
-	w.Close()
-	return "/v1/audio/transcriptions", w.FormDataContentType(), b.Bytes()
-}
-
-// transcriptionKind transcribes jfkShort.
-var transcriptionKind = loadKind{name: "transcription", build: loadTranscription, check: checkTranscription}
-
-// steadyMix is every kind of text request, an abandoned stream among
-// eight.
-func steadyMix() []loadKind {
-	return []loadKind{
-		{name: "openai chat", build: loadOpenAIChat(false, 16), check: checkChatCompletion},
-		{name: "openai chat stream", build: loadOpenAIChat(true, 16), check: checkChatStream},
-		{name: "openai completion", build: loadOpenAICompletion(false, 16), check: checkCompletion},
-		{name: "openai completion stream", build: loadOpenAICompletion(true, 16), check: checkCompletionStream},
-		{name: "ollama chat", api: apiOllama, build: loadOllama("/api/chat", false, 16), check: checkOllama(false, "message")},
-		{name: "ollama chat stream", api: apiOllama, build: loadOllama("/api/chat", true, 16), check: checkOllama(true, "message")},
-		{name: "ollama generate stream", api: apiOllama, build: loadOllama("/api/generate", true, 16), check: checkOllama(true, "response")},
-		// max_tokens 0: until the context is full, unless the client
+// steadyMix is every kind of text request, a chat about an image, an
+// abandoned stream, a cancelled chat and a malformed body.
+func steadyMix(t *testing.T) []loadmix.Kind {
+	return []loadmix.Kind{
+		loadmix.OpenAIChat("tiny", false, 16),
+		loadmix.OpenAIChat("tiny", true, 16),
+		loadmix.OpenAICompletion("tiny", false, 16),
+		loadmix.OpenAICompletion("tiny", true, 16),
+		loadmix.Ollama("tiny", "/api/chat", false, 16),
+		loadmix.Ollama("tiny", "/api/chat", true, 16),
+		loadmix.Ollama("tiny", "/api/generate", true, 16),
+		// No token limit: until the context is full, unless the client
 		// leaves first, which it does.
-		{name: "disconnect", build: func(rng *rand.Rand, c, i int) (string, string, []byte) {
-			m := map[string]any{"model": "tiny", "stream": true, "messages": []map[string]string{{"role": "user", "content": loadPrompt(c, i)}}}
-			return "/v1/chat/completions", "application/json", loadJSON(m)
-		}, abort: true},
+		loadmix.Disconnect("tiny"),
+		loadmix.OpenAIVision("seer", pngImage(t, 32, 24), 8),
+		loadmix.Cancel("tiny", 200*time.Millisecond),
+		loadmix.Malformed("tiny"),
 	}
 }
 
 // overloadMix is text requests long enough to keep the one slot busy.
-func overloadMix() []loadKind {
-	return []loadKind{
-		{name: "openai chat", build: loadOpenAIChat(false, 48), check: checkChatCompletion},
-		{name: "openai chat stream", build: loadOpenAIChat(true, 48), check: checkChatStream},
-		{name: "openai completion stream", build: loadOpenAICompletion(true, 48), check: checkCompletionStream},
-		{name: "ollama chat", api: apiOllama, build: loadOllama("/api/chat", false, 48), check: checkOllama(false, "message")},
-		{name: "ollama generate stream", api: apiOllama, build: loadOllama("/api/generate", true, 48), check: checkOllama(true, "response")},
+func overloadMix() []loadmix.Kind {
+	return []loadmix.Kind{
+		loadmix.OpenAIChat("tiny", false, 48),
+		loadmix.OpenAIChat("tiny", true, 48),
+		loadmix.OpenAICompletion("tiny", true, 48),
+		loadmix.Ollama("tiny", "/api/chat", false, 48),
+		loadmix.Ollama("tiny", "/api/generate", true, 48),
 	}
 }
 
-// loadUsage is OpenAI's usage object.
-type loadUsage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
-}
-
-// checkLoadFinish checks a finish reason and token counts against the limit.
-func checkLoadFinish(reason string, u loadUsage, maxTokens int) error {
-	switch {
-	case reason != "stop" && reason != "length":
-		return fmt.Errorf("finish reason %q", reason)
-	case u.PromptTokens <= 0 || u.TotalTokens != u.PromptTokens+u.CompletionTokens:
-		return fmt.Errorf("usage %+v", u)
-	case maxTokens > 0 && (u.CompletionTokens > maxTokens || (reason == "length") != (u.CompletionTokens == maxTokens)):
-		return fmt.Errorf("finish %q after %d tokens, max_tokens %d", reason, u.CompletionTokens, maxTokens)
-	}
-	return nil
-}
-
-func checkChatCompletion(body io.Reader, maxTokens int) error {
-	var v struct {
-		ID      string `json:"id"`
-		Object  string `json:"object"`
-		Choices []struct {
-			Message struct {
-				Role    string  `json:"role"`
-				Content *string `json:"content"`
-			} `json:"message"`
-			FinishReason string `json:"finish_reason"`
-		} `json:"choices"`
-		Usage loadUsage `json:"usage"`
-	}
-	if err := decodeOne(body, &v); err != nil {
-		return err
-	}
-	if v.Object != "chat.completion" || !strings.HasPrefix(v.ID, "chatcmpl-") || len(v.Choices) != 1 ||
-		v.Choices[0].Message.Role != "assistant" || v.Choices[0].Message.Content == nil {
-		return fmt.Errorf("chat completion %+v", v)
-	}
-	return checkLoadFinish(v.Choices[0].FinishReason, v.Usage, maxTokens)
-}
-
-func checkCompletion(body io.Reader, maxTokens int) error {
-	var v struct {
-		Object  string `json:"object"`
-		Choices []struct {
-			Text         *string `json:"text"`
-			FinishReason string  `json:"finish_reason"`
-		} `json:"choices"`
-		Usage loadUsage `json:"usage"`
-	}
-	if err := decodeOne(body, &v); err != nil {
-		return err
-	}
-	if v.Object != "text_completion" || len(v.Choices) != 1 || v.Choices[0].Text == nil {
-		return fmt.Errorf("completion %+v", v)
-	}
-	return checkLoadFinish(v.Choices[0].FinishReason, v.Usage, maxTokens)
-}
-
-// decodeOne decodes one JSON value and requires nothing after it.
-func decodeOne(r io.Reader, v any) error {
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("body: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("data after the JSON body")
-	}
-	return nil
-}
-
-// readSSE reads a Server-Sent Events stream that must end with
-// "data: [DONE]", returning the events' JSON.
-func readSSE(body io.Reader) ([][]byte, error) {
-	sc := bufio.NewScanner(body)
-	var events [][]byte
-	done := false
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-		case done:
-			return nil, fmt.Errorf("%q after [DONE]", line)
-		case line == "data: [DONE]":
-			done = true
-		case strings.HasPrefix(line, "data: "):
-			events = append(events, []byte(strings.TrimPrefix(line, "data: ")))
-		default:
-			return nil, fmt.Errorf("not an SSE line: %q", line)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if !done {
-		return nil, fmt.Errorf("the stream ended without [DONE] after %d events", len(events))
-	}
-	return events, nil
-}
-
-func checkChatStream(body io.Reader, maxTokens int) error {
-	events, err := readSSE(body)
-	if err != nil {
-		return err
-	}
-	finish, sawUsage := "", false
-	var u loadUsage
-	for n, ev := range events {
-		var v struct {
-			Object  string `json:"object"`
-			Choices []struct {
-				Delta struct {
-					Role    string  `json:"role"`
-					Content *string `json:"content"`
-				} `json:"delta"`
-				FinishReason *string `json:"finish_reason"`
-			} `json:"choices"`
-			Usage *loadUsage `json:"usage"`
-			Error any        `json:"error"`
-		}
-		if err := json.Unmarshal(ev, &v); err != nil || v.Object != "chat.completion.chunk" || v.Error != nil {
-			return fmt.Errorf("event %d: %s (%v)", n, ev, err)
-		}
-		switch {
-		case v.Usage != nil:
-			if len(v.Choices) != 0 || n != len(events)-1 {
-				return fmt.Errorf("usage event %d of %d: %s", n, len(events), ev)
-			}
-			u, sawUsage = *v.Usage, true
-		case len(v.Choices) != 1 || finish != "":
-			return fmt.Errorf("event %d after the finish %q: %s", n, finish, ev)
-		case n == 0 && v.Choices[0].Delta.Role != "assistant":
-			return fmt.Errorf("first event %s", ev)
-		case v.Choices[0].FinishReason != nil:
-			finish = *v.Choices[0].FinishReason
-		}
-	}
-	if !sawUsage {
-		return fmt.Errorf("no usage event among %d", len(events))
-	}
-	return checkLoadFinish(finish, u, maxTokens)
-}
-
-func checkCompletionStream(body io.Reader, maxTokens int) error {
-	events, err := readSSE(body)
-	if err != nil {
-		return err
-	}
-	if len(events) == 0 {
-		return errors.New("no events")
-	}
-	for n, ev := range events {
-		var v struct {
-			Object  string `json:"object"`
-			Choices []struct {
-				Text         *string `json:"text"`
-				FinishReason *string `json:"finish_reason"`
-			} `json:"choices"`
-		}
-		if err := json.Unmarshal(ev, &v); err != nil || v.Object != "text_completion" || len(v.Choices) != 1 || v.Choices[0].Text == nil {
-			return fmt.Errorf("event %d: %s (%v)", n, ev, err)
-		}
-		last := n == len(events)-1
-		if f := v.Choices[0].FinishReason; (f != nil) != last || (last && *f != "stop" && *f != "length") {
-			return fmt.Errorf("event %d of %d: %s", n, len(events), ev)
-		}
-	}
-	return nil
-}
-
-// checkOllama checks an ollama answer, one object or an NDJSON stream,
-// whose text is in field ("message" or "response").
-func checkOllama(stream bool, field string) func(io.Reader, int) error {
-	return func(body io.Reader, maxTokens int) error {
-		b, err := io.ReadAll(body)
-		if err != nil {
-			return err
-		}
-		lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-		if !stream && len(lines) != 1 {
-			return fmt.Errorf("%d lines in an answer not streamed", len(lines))
-		}
-		for n, line := range lines {
-			var v map[string]json.RawMessage
-			if err := json.Unmarshal([]byte(line), &v); err != nil {
-				return fmt.Errorf("line %d: %q: %v", n, line, err)
-			}
-			last := n == len(lines)-1
-			if _, ok := v["error"]; ok {
-				return fmt.Errorf("line %d: %s", n, line)
-			}
-			if string(v["model"]) != `"tiny"` || string(v["done"]) != fmt.Sprint(last) || v[field] == nil {
-				return fmt.Errorf("line %d of %d: %s", n, len(lines), line)
-			}
-			if last {
-				var end struct {
-					DoneReason string `json:"done_reason"`
-					EvalCount  int    `json:"eval_count"`
-				}
-				json.Unmarshal([]byte(line), &end)
-				if (end.DoneReason != "stop" && end.DoneReason != "length") || end.EvalCount > maxTokens {
-					return fmt.Errorf("last line %s (num_predict %d)", line, maxTokens)
-				}
-			}
-		}
-		return nil
-	}
-}
-
-func checkTranscription(body io.Reader, _ int) error {
-	var v struct {
-		Text  *string `json:"text"`
-		Usage struct {
-			Type    string  `json:"type"`
-			Seconds float64 `json:"seconds"`
-		} `json:"usage"`
-	}
-	if err := decodeOne(body, &v); err != nil {
-		return err
-	}
-	if v.Text == nil || v.Usage.Type != "duration" || v.Usage.Seconds != 3 {
-		return fmt.Errorf("transcription %+v", v)
-	}
-	return nil
+// logTable logs the outcome of each kind of request.
+func logTable(t *testing.T, st *loadmix.Stats) {
+	var b strings.Builder
+	st.Table(&b)
+	t.Log("\n" + b.String())
 }
 
 // engineWatch is what watchEngines saw.

@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"image"
 	"image/color"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/owlengine/owl/audio"
 	"github.com/owlengine/owl/engine"
 	"github.com/owlengine/owl/models/testmodel"
 )
@@ -65,25 +65,7 @@ func TestMain(m *testing.M) {
 }
 
 // wav16 encodes 16-kHz mono samples as a 16-bit WAV file.
-func wav16(samples []float32) []byte {
-	le := binary.LittleEndian
-	b := append([]byte("RIFF"), 0, 0, 0, 0)
-	le.PutUint32(b[4:], uint32(36+2*len(samples)))
-	b = append(b, "WAVEfmt "...)
-	b = le.AppendUint32(b, 16)
-	b = le.AppendUint16(b, 1)
-	b = le.AppendUint16(b, 1)
-	b = le.AppendUint32(b, engine.SampleRate)
-	b = le.AppendUint32(b, 2*engine.SampleRate)
-	b = le.AppendUint16(b, 2)
-	b = le.AppendUint16(b, 16)
-	b = append(b, "data"...)
-	b = le.AppendUint32(b, uint32(2*len(samples)))
-	for _, s := range samples {
-		b = le.AppendUint16(b, uint16(int16(max(-1, min(1, s))*32767)))
-	}
-	return b
-}
+func wav16(samples []float32) []byte { return audio.EncodeWAV(samples, engine.SampleRate) }
 
 // testServer serves cfg (with the shared engine and models unless set) on
 // loopback until the test ends.

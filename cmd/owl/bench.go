@@ -17,7 +17,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure speed",
 	}
-	cmd.AddCommand(newBenchLLMCmd(), newBenchSpeechCmd(), newBenchListenCmd(), newBenchEngineCmd(), newBenchVisionCmd())
+	cmd.AddCommand(newBenchLLMCmd(), newBenchSpeechCmd(), newBenchListenCmd(), newBenchEngineCmd(), newBenchVisionCmd(), newBenchServeCmd())
 	return cmd
 }
 
