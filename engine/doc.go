@@ -14,7 +14,8 @@
 // prompt delays their next token by a bounded amount). Requests join when a
 // slot is free, highest Priority first, and leave as soon as they finish,
 // fail or are cancelled, which frees their slot at the next step. At most
-// Options.MaxQueue requests wait per model; more get ErrBusy at once.
+// Options.MaxQueue requests wait per model; more get ErrBusy at once, as
+// do those that wait longer than Options.QueueWait.
 //
 // A slot keeps its tokens' keys and values when its request ends. A new
 // request takes the slot holding the longest prefix of its prompt, or
@@ -29,9 +30,25 @@
 //
 // # Speech models
 //
-// Transcriptions on one speech model run concurrently; graph evaluations
-// take turns on the model's backend, and decoder steps that wait for it
-// are evaluated together in one graph (see package speech).
+// A speech model runs at most Options.Parallel transcriptions at once;
+// their graph evaluations take turns on the model's backend, and decoder
+// steps that wait for it are evaluated together, as many to a graph as
+// one holds (see package speech). At most Options.MaxQueue more wait,
+// most urgent first; beyond that, after Options.QueueWait, or at once
+// when the model's recent pace says the wait would exceed QueueWait, a
+// transcription gets ErrBusy (a *BusyError that says the expected wait).
+// Live transcriptions (Listen) are admitted as whole streams by their
+// caller and do not take these places.
+//
+// # Faults
+//
+// owl's native code is checked before it is called (graph capacities and
+// tensor shapes in bindings/ggml, batch sizes and exceptions around
+// llama.cpp), so that bad input gives an error, not an abort. A fault of
+// owl's own in a text model's decode step (a panic) fails that step's
+// requests with ErrInternal and empties the model's KV cache; the runner
+// goes on. What cannot be caught in a process (a native abort that slipped
+// past the checks) is left to its supervisor: docs/service.md.
 //
 // # Sharing the cores
 //

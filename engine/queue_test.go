@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/owlengine/owl/llm"
 	"github.com/owlengine/owl/models/testmodel"
 	"github.com/owlengine/owl/speech"
 )
@@ -183,4 +184,32 @@ func TestQueueWait(t *testing.T) {
 			t.Fatalf("queue depth %d, %d rejected", r.queueDepth(), r.queue.rejected.Load())
 		}
 	})
+}
+
+// A fault of owl's own in a decode step (here a panic planted in the step)
+// fails the requests of that step with ErrInternal; the runner, the model
+// and the compute gate go on serving the next requests.
+func TestStepPanicIsContained(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tiny.gguf")
+	writeTiny(t, path)
+	e := New(Options{Threads: 1, NumCtx: 512, Parallel: 2})
+	defer e.Close()
+	var planted sync.Once
+	e.onRunner = func(r *textRunner) {
+		r.onLogits = func([]llm.Token, int, []float32) {
+			planted.Do(func() { panic("planted fault") })
+		}
+	}
+	req := GenerateRequest{Model: path, Prompt: "The owl", GenerateOptions: greedy(4)}
+	if _, err := e.Generate(context.Background(), req, nil); !errors.Is(err, ErrInternal) {
+		t.Fatalf("the request of the failed step: %v, want ErrInternal", err)
+	}
+	for range 3 {
+		if res, err := e.Generate(context.Background(), req, nil); err != nil || len(res.Tokens) == 0 {
+			t.Fatalf("after the fault: %+v, %v", res, err)
+		}
+	}
+	if u := e.gate.Used(); u != 0 {
+		t.Fatalf("%d compute units held after the requests", u)
+	}
 }

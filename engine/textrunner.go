@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -334,7 +336,7 @@ func (r *textRunner) loop() {
 			<-r.wake
 			continue
 		}
-		r.step()
+		r.protectedStep()
 	}
 }
 
@@ -557,13 +559,15 @@ func (r *textRunner) step() {
 	for _, s := range spans {
 		prio = max(prio, s.j.priority)
 	}
-	held := r.gate.Acquire(int(prio), r.units)
 	start := time.Now()
-	logits, err := r.lctx.Decode(&r.batch)
-	if errors.Is(err, llm.ErrKVFull) && r.dropIdleCaches() {
+	var logits []float32
+	var err error
+	r.gate.Do(int(prio), r.units, func() {
 		logits, err = r.lctx.Decode(&r.batch)
-	}
-	r.gate.Release(held)
+		if errors.Is(err, llm.ErrKVFull) && r.dropIdleCaches() {
+			logits, err = r.lctx.Decode(&r.batch)
+		}
+	})
 	if err != nil {
 		r.fail(spans, err)
 		return
@@ -604,6 +608,24 @@ func (r *textRunner) step() {
 		}
 	}
 	r.stats.running.Store(int64(len(r.active)))
+}
+
+// ErrInternal is wrapped by the errors of requests that met a fault of
+// owl's own (a bug) rather than of their input.
+var ErrInternal = errors.New("internal error")
+
+// protectedStep runs a step; should it panic (a bug), the requests in
+// flight fail with ErrInternal and the KV cache is emptied, as after a
+// failed decode, and the runner goes on serving the next requests instead
+// of taking the process down.
+func (r *textRunner) protectedStep() {
+	defer func() {
+		if p := recover(); p != nil {
+			slog.Error("engine: a decode step failed; its requests end and the model's KV cache is cleared", "panic", p, "stack", string(debug.Stack()))
+			r.fail(nil, fmt.Errorf("%w: decode step: %v", ErrInternal, p))
+		}
+	}()
+	r.step()
 }
 
 // stepSpan is the tokens a step evaluates for one request.
@@ -665,8 +687,14 @@ func (j *textJob) send(c llm.Chunk) {
 }
 
 // finish ends j with err (nil: it completed), frees its slot and wakes its
-// caller.
+// caller. A job already finished (a step that failed midway may hold one)
+// stays as it was.
 func (r *textRunner) finish(j *textJob, err error) {
+	select {
+	case <-j.finished:
+		return
+	default:
+	}
 	if s := j.slot; s != nil {
 		s.job = nil
 		r.clock++

@@ -112,6 +112,9 @@ func (s *Server) classify(err error) *apiError {
 			Message: msg + "; send WAV, FLAC, MP3 or Ogg Vorbis"}
 	case errors.Is(err, engine.ErrBadAudio):
 		return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Param: "file", Code: "bad_audio", Message: msg}
+	case errors.Is(err, engine.ErrInternal):
+		// A fault of owl's own, logged where it happened.
+		return &apiError{Status: http.StatusInternalServerError, Type: typeServer, Message: msg}
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads this.
 		return &apiError{Status: 499, Type: typeInvalidRequest, Message: "request cancelled"}

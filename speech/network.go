@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/owlengine/owl/bindings/ggml"
+	"github.com/owlengine/owl/models"
 )
 
 const layerNormEps = 1e-5
@@ -559,7 +560,7 @@ const maxSeq = 16
 // maxStepRows is the most sequences one step graph decodes, over all the
 // transcriptions in it: it bounds the graph's compute memory (the logits
 // alone are 4·n_vocab bytes a sequence) at what reserve allocates.
-const maxStepRows = 4 * maxSeq
+const maxStepRows = models.WhisperStepRows
 
 // reserve checks that every graph the model runs fits a graph's capacity,
 // learns how many transcriptions' steps one graph holds (stepParts), and
@@ -589,7 +590,7 @@ func (m *Model) reserve() error {
 		return g.Reserve(outs...)
 	}
 	if err := build("encoder", func(g *ggml.Graph) []ggml.Tensor {
-		copies, _ := m.buildEncoder(g, make([]float32, h.NMels*2*h.NAudioCtx), st)
+		copies, _ := m.buildEncoder(g, make([]float32, h.NMels*min(WindowFrames, framesPerPos*h.NAudioCtx)), st)
 		return copies
 	}, true); err != nil {
 		return err

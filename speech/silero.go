@@ -85,6 +85,15 @@ func LoadSilero(ctx context.Context, path string, o LoadOptions) (*Silero, error
 	if s.h, err = s.store.Zeros(ggml.F32, f.LSTMHidden); err == nil {
 		s.c, err = s.store.Zeros(ggml.F32, f.LSTMHidden)
 	}
+	if err == nil {
+		// The graph of a whole batch, the largest the model runs, must fit.
+		g := b.NewGraph()
+		s.build(g, make([]float32, sileroBatch*(f.Window+2*sileroPad)), sileroBatch)
+		if err = g.Err(); err != nil {
+			err = fmt.Errorf("%s: %w", path, err)
+		}
+		g.Close()
+	}
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -154,9 +163,20 @@ func reflectPad(x []float32, p int) []float32 {
 // evaluate runs b padded chunks (frames, each Window+2·pad samples) through
 // the network and returns their speech probabilities.
 func (s *Silero) evaluate(frames []float32, b int) ([]float32, error) {
-	f := s.file
 	g := s.backend.NewGraph()
 	defer g.Close()
+	probs := s.build(g, frames, b)
+	if err := g.Compute(probs); err != nil {
+		return nil, err
+	}
+	s.fresh = false
+	return probs.Floats(), nil
+}
+
+// build adds the network over b padded chunks to g and returns the
+// probabilities; it also copies the LSTM state out to s.h and s.c.
+func (s *Silero) build(g *ggml.Graph, frames []float32, b int) ggml.Tensor {
+	f := s.file
 	width := f.Window + 2*sileroPad
 	bins := f.Encoder[0].In
 	// STFT: a strided convolution with the basis; magnitudes of the bins.
@@ -200,10 +220,5 @@ func (s *Silero) evaluate(frames []float32, b int) ([]float32, error) {
 		}
 	}
 	g.Forward(h.CopyTo(g, s.h), c.CopyTo(g, s.c))
-	probs := s.finalW.Reshape(g, hid, 1).Mulmat(g, outs.ReLUInPlace(g)).Add(g, s.finalB).Sigmoid(g) // [1, b]
-	if err := g.Compute(probs); err != nil {
-		return nil, err
-	}
-	s.fresh = false
-	return probs.Floats(), nil
+	return s.finalW.Reshape(g, hid, 1).Mulmat(g, outs.ReLUInPlace(g)).Add(g, s.finalB).Sigmoid(g) // [1, b]
 }

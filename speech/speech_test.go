@@ -413,3 +413,45 @@ func TestTranscribeWithVAD(t *testing.T) {
 		t.Fatalf("%d windows for 6 s of speech", tr.Timings.Windows)
 	}
 }
+
+// Hyper-parameters the reader accepts but no published model has (a
+// shorter or longer audio context, a tiny text context, few mels, one
+// head) load and transcribe, or are refused with an error: none reaches a
+// native assertion (this test would die with the process).
+func TestUnusualShapesNeverAbort(t *testing.T) {
+	samples := testAudio()
+	for _, c := range []struct {
+		name string
+		edit func(h *models.WhisperHParams)
+	}{
+		{"audio context 1000", func(h *models.WhisperHParams) { h.NAudioCtx = 1000 }},
+		{"audio context 1501", func(h *models.WhisperHParams) { h.NAudioCtx = 1501 }},
+		{"text context 8", func(h *models.WhisperHParams) { h.NTextCtx = 8 }},
+		{"40 mels", func(h *models.WhisperHParams) { h.NMels = 40 }},
+		{"one head", func(h *models.WhisperHParams) { h.NAudioHead, h.NTextHead = 1, 1 }},
+		{"one layer", func(h *models.WhisperHParams) { h.NAudioLayer, h.NTextLayer = 1, 1 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := testmodel.WhisperMicro(testmodel.VocabEnglish, 1)
+			c.edit(&cfg.HParams)
+			path := filepath.Join(t.TempDir(), "odd.bin")
+			if err := testmodel.WriteWhisperFile(path, cfg); err != nil {
+				t.Fatal(err)
+			}
+			m, err := Load(context.Background(), path, LoadOptions{Threads: 2, CacheDir: filepath.Join(t.TempDir(), "cache")})
+			if err != nil {
+				t.Logf("refused: %v", err)
+				return
+			}
+			defer m.Close()
+			for _, o := range []Options{greedyOnly, {BeamSize: 3, Temperatures: []float64{0}, MaxTokens: 8}, {WordTimestamps: true, MaxTokens: 8}} {
+				tr, err := m.Transcribe(context.Background(), samples, o)
+				if err != nil {
+					t.Logf("%+v: %v", o, err)
+					continue
+				}
+				t.Logf("%d segments", len(tr.Segments))
+			}
+		})
+	}
+}

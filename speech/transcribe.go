@@ -194,9 +194,12 @@ func (m *Model) transcribeSamples(ctx context.Context, samples []float32, o Opti
 	defer st.close()
 	st.priority = o.Priority
 	model := &modelLM{ctx: ctx, m: m, st: st}
-	windowFrames := WindowFrames
+	// A window is 30 s, or what the model's audio context covers when it
+	// is shorter (as whisper.cpp windows such a model), or what
+	// Options.AudioCtx asks for.
+	windowFrames := min(WindowFrames, framesPerPos*m.hp.NAudioCtx)
 	if o.AudioCtx > 0 && o.AudioCtx < m.hp.NAudioCtx {
-		windowFrames = 2 * o.AudioCtx
+		windowFrames = min(windowFrames, framesPerPos*o.AudioCtx)
 	}
 	window := make([]float32, m.hp.NMels*windowFrames)
 	all := slices.Clone(initial) // tokens the next window may be conditioned on

@@ -108,7 +108,9 @@ func NewContext(m *Model, p ContextParams) (*Context, error) {
 		C.free(unsafe.Pointer(abort))
 		return nil, fmt.Errorf("create context (n_ctx %d, %d sequences): %s", p.NumCtx, nSeq, loadReason(lines))
 	}
-	return &Context{c: c, model: m, nCtx: int(C.llama_n_ctx(c)), nBatch: p.NumBatch, abort: abort}, nil
+	// llama.cpp may lower the batch size (to n_ctx); a larger batch than
+	// its own would fail its assertion.
+	return &Context{c: c, model: m, nCtx: int(C.llama_n_ctx(c)), nBatch: int(C.llama_n_batch(c)), abort: abort}, nil
 }
 
 // Close frees the context. It is safe to call more than once.
@@ -195,6 +197,8 @@ func (c *Context) Decode(tokens []Token, pos []int32, seq []int32, want []bool) 
 		return nil, fmt.Errorf("%w: no room for %d tokens in %d cells", ErrKVFull, n, c.nCtx)
 	case status == 2:
 		return nil, ErrAborted
+	case status == C.OWL_EXCEPTION:
+		return nil, errors.New("llama_decode failed: llama.cpp raised an exception")
 	default:
 		return nil, fmt.Errorf("llama_decode failed with status %d", int(status))
 	}

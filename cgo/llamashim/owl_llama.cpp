@@ -93,7 +93,11 @@ int32_t owl_chat_apply(const char *tmpl, const char *msgs, int32_t n, bool add_a
         chat[i].content = p;
         p += strlen(p) + 1;
     }
-    return llama_chat_apply_template(tmpl, chat.data(), chat.size(), add_assistant, buf, len);
+    try {
+        return llama_chat_apply_template(tmpl, chat.data(), chat.size(), add_assistant, buf, len);
+    } catch (...) {
+        return OWL_EXCEPTION;
+    }
 }
 
 int32_t owl_decode(struct llama_context *ctx, int32_t n, const int32_t *tokens, const int32_t *pos,
@@ -111,7 +115,12 @@ int32_t owl_decode(struct llama_context *ctx, int32_t n, const int32_t *tokens, 
     batch.seq_id = seq_id.data();
     batch.logits = const_cast<int8_t *>(want_logits);
 
-    const int32_t status = llama_decode(ctx, batch);
+    int32_t status;
+    try {
+        status = llama_decode(ctx, batch);
+    } catch (...) {
+        return OWL_EXCEPTION;
+    }
     if (status != 0 || out == nullptr) {
         return status;
     }

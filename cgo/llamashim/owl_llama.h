@@ -36,13 +36,18 @@ int64_t owl_vocab_dump(const struct llama_vocab *vocab, char *buf, int64_t len, 
 // owl_chat_apply formats n messages given as "role\0content\0" pairs in msgs
 // with the template tmpl (a template text or a built-in name). It returns the
 // bytes of the formatted prompt (retry with a larger buf when it exceeds len),
-// or a negative value when the template is not supported.
+// or a negative value when the template is not supported (OWL_EXCEPTION when
+// llama.cpp threw).
 int32_t owl_chat_apply(const char *tmpl, const char *msgs, int32_t n, bool add_assistant, char *buf, int32_t len);
+
+// OWL_EXCEPTION is what a shim returns when llama.cpp threw a C++
+// exception, which must not unwind into Go.
+#define OWL_EXCEPTION (-1000)
 
 // owl_decode runs one llama_decode over n tokens described by the parallel
 // arrays tokens, pos and seq (one sequence per token); rows whose want_logits
 // is non-zero get logits, copied in batch order into out (n_vocab floats each).
-// It returns llama_decode's status.
+// It returns llama_decode's status, or OWL_EXCEPTION.
 int32_t owl_decode(struct llama_context *ctx, int32_t n, const int32_t *tokens, const int32_t *pos,
                    const int32_t *seq, const int8_t *want_logits, float *out, int32_t n_vocab);
 

@@ -146,10 +146,22 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	// A socket from the service manager (systemd's owl.socket) replaces
+	// --host.
+	inherited, err := inheritedListener()
+	if err != nil {
+		return err
+	}
+	if inherited != nil {
+		addr = inherited.Addr().String()
+	}
 	if f.apiKey == "" {
 		f.apiKey = os.Getenv("OWL_API_KEY")
 	}
 	if !isLoopback(addr) && f.apiKey == "" && !f.insecure {
+		if inherited != nil {
+			inherited.Close()
+		}
 		return usageError{fmt.Errorf("refusing to serve on %s, reachable from other machines, without an API key: pass --api-key (or OWL_API_KEY), or --insecure to serve without one", addr)}
 	}
 	switch {
@@ -200,10 +212,12 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 		e.Close()
 		return err
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		e.Close()
-		return err
+	ln := inherited
+	if ln == nil {
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			e.Close()
+			return err
+		}
 	}
 	fmt.Fprintf(stderr, "owl %s serving on http://%s (models: %s)\n", version, ln.Addr(), f.modelsDir)
 	slog.Info("serving", "addr", ln.Addr().String(), "models", f.modelsDir, "features", strings.Join(engine.SystemFeatures(), " "))
