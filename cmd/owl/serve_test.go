@@ -97,8 +97,17 @@ type serveProc struct {
 // startServe runs owl serve with args and waits until it listens.
 func startServe(t *testing.T, env []string, args ...string) *serveProc {
 	t.Helper()
-	p := &serveProc{cmd: exec.Command(owlBin, append([]string{"serve"}, args...)...), stderr: &lockedBuffer{}, exited: make(chan struct{})}
-	p.cmd.Env = env
+	cmd := exec.Command(owlBin, append([]string{"serve"}, args...)...)
+	cmd.Env = env
+	return launchServe(t, cmd)
+}
+
+// launchServe starts cmd, an owl serve process, and waits until it
+// listens.
+func launchServe(t *testing.T, cmd *exec.Cmd) *serveProc {
+	t.Helper()
+	p := &serveProc{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	args := cmd.Args[1:]
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

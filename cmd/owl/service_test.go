@@ -49,28 +49,10 @@ func TestServiceUnits(t *testing.T) {
 func startActivated(t *testing.T, ln *os.File, args ...string) *serveProc {
 	t.Helper()
 	script := `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" serve "$@"`
-	p := &serveProc{cmd: exec.Command("sh", append([]string{"-c", script, owlBin}, args...)...), stderr: &lockedBuffer{}, exited: make(chan struct{})}
-	p.cmd.Env = serveEnv()
-	p.cmd.Stderr = p.stderr
-	p.cmd.ExtraFiles = []*os.File{ln}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	m := p.stderr.waitFor(t, servingRe, 30*time.Second)
-	p.url = "http://" + m[1]
-	return p
+	cmd := exec.Command("sh", append([]string{"-c", script, owlBin}, args...)...)
+	cmd.Env = serveEnv()
+	cmd.ExtraFiles = []*os.File{ln}
+	return launchServe(t, cmd)
 }
 
 // A crash of owl serve (here a SIGKILL, as a native abort would end it)
