@@ -368,7 +368,13 @@ func TestPriority(t *testing.T) {
 	e, path, _ := tinyEngine(t, Options{NumCtx: 4096, Parallel: 1})
 	r, cancel, wait := hold(t, e, path)
 	p := testPrompts(t, r, "The owl")[0]
-	var order []string
+	// The order of admission is read from each request's arrival and
+	// queue time (the goroutines that report them may run in any order).
+	type admission struct {
+		name string
+		at   time.Time
+	}
+	var order []admission
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i, c := range []struct {
@@ -376,11 +382,13 @@ func TestPriority(t *testing.T) {
 		prio Priority
 	}{{"batch", PriorityBatch}, {"normal", PriorityNormal}, {"interactive", PriorityInteractive}, {"normal 2", PriorityNormal}} {
 		wg.Go(func() {
-			if _, err := r.generate(context.Background(), ignoreEOS(p, 1), nil, c.prio, nil); err != nil {
+			arrived := time.Now()
+			res, err := r.generate(context.Background(), ignoreEOS(p, 1), nil, c.prio, nil)
+			if err != nil {
 				t.Error(err)
 			}
 			mu.Lock()
-			order = append(order, c.name)
+			order = append(order, admission{c.name, arrived.Add(res.QueueDuration)})
 			mu.Unlock()
 		})
 		waitFor(t, func() bool { return r.queueDepth() == i+1 })
@@ -388,8 +396,13 @@ func TestPriority(t *testing.T) {
 	cancel()
 	wait()
 	wg.Wait()
-	if want := []string{"interactive", "normal", "normal 2", "batch"}; !slices.Equal(order, want) {
-		t.Fatalf("finished in order %v, want %v", order, want)
+	slices.SortFunc(order, func(a, b admission) int { return a.at.Compare(b.at) })
+	var names []string
+	for _, a := range order {
+		names = append(names, a.name)
+	}
+	if want := []string{"interactive", "normal", "normal 2", "batch"}; !slices.Equal(names, want) {
+		t.Fatalf("admitted in order %v, want %v", names, want)
 	}
 }
 

@@ -2,7 +2,9 @@ package ggml
 
 import (
 	"errors"
+	"fmt"
 	"math"
+	"sync"
 	"testing"
 )
 
@@ -47,6 +49,16 @@ func TestOpsCountTheirNodes(t *testing.T) {
 		mask := g.Input(make([]float32, 37*5), 37, 5)
 		a := q.Attention(g, kc, kc, mask, 0.3, false)
 		a2 := q.Attention(g, kc, kc, Tensor{}, 0.3, false)
+		var a4, a5 Tensor
+		if !fa { // values cached transposed, few queries: the fused form
+			vt, err := s.Zeros(F16, 40, 8, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vv := vt.View(g, 0, 37, vt.Stride(1), 8, vt.Stride(2), 2)
+			a4 = q.Attention(g, kc, vv, mask, 0.3, true)
+			a5 = q.Attention(g, kc, vv, Tensor{}, 0.3, true)
+		}
 		defer func(n int) { attnChunkBytes = n }(attnChunkBytes)
 		attnChunkBytes = 4 * 37 * 2 * 2 // chunks of two queries
 		a3 := q.Attention(g, kc, kc, mask, 0.3, false)
@@ -58,8 +70,10 @@ func TestOpsCountTheirNodes(t *testing.T) {
 		img := g.Input(make([]float32, 30*3), 30, 1, 3, 1)
 		cols := img.IM2Col(g, g.InputF16(make([]float32, 3*3*4), 3, 1, 3, 4), 1, 1, 1, 0, 1, 1)
 		outs := []Tensor{y, z, r, a, a2, a3, cols}
-		if aw.Valid() {
-			outs = append(outs, aw)
+		for _, o := range []Tensor{aw, a4, a5} {
+			if o.Valid() {
+				outs = append(outs, o)
+			}
 		}
 		if err := g.Compute(outs...); err != nil {
 			t.Fatalf("flash %v: %v", fa, err)
@@ -185,4 +199,49 @@ func TestZeroTensor(t *testing.T) {
 	if elements([]int{math.MaxInt32, math.MaxInt32, math.MaxInt32, math.MaxInt32}) != -1 {
 		t.Fatal("elements overflow")
 	}
+}
+
+// Every backend computes on the one CPU backend the ml package makes per
+// process: backends of different thread counts, computing from many
+// goroutines and closed while others compute, give the right results and
+// never deadlock (a backend closed with its own thread pool attached to
+// the shared CPU backend once left it pointing at freed memory).
+func TestBackendsShareTheCPU(t *testing.T) {
+	a := backend(t, false)
+	if cpus, err := cpuBackends(a.b); err != nil || len(cpus) == 0 {
+		t.Fatalf("the ml backend's CPU backends: %v, %v", cpus, err)
+	}
+	check := func(b *Backend) error {
+		w, _ := b.Weight("w")
+		g := b.NewGraph()
+		defer g.Close()
+		y := w.Mulmat(g, g.Input([]float32{1, 0, 0, 0, 0, 0, 0, 1}, 8, 1))
+		if err := g.Compute(y); err != nil {
+			return err
+		}
+		for o, v := range y.Floats() {
+			if want := float32(16*o+7) / 10; math.Abs(float64(v-want)) > 1e-5 {
+				return fmt.Errorf("row %d: %v, want %v", o, v, want)
+			}
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			b := a
+			if i%2 == 1 {
+				b = backend(t, false)
+				b.threads = 1
+				defer b.Close()
+			}
+			for range 20 {
+				if err := check(b); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

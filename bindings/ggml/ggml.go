@@ -109,6 +109,10 @@ func Load(ctx context.Context, path string, o Options) (b *Backend, err error) {
 	probe := mb.NewContext()
 	capacity := probe.MaxGraphNodes()
 	probe.Close()
+	if _, err := cpuBackends(mb); err != nil {
+		mb.Close()
+		return nil, fmt.Errorf("%w: %s: %v", ErrCompute, path, err)
+	}
 	return &Backend{b: mb, threads: o.Threads, fa: o.FlashAttn, capacity: capacity}, nil
 }
 
@@ -335,7 +339,6 @@ func (g *Graph) Compute(outs ...Tensor) (err error) {
 	if g.err != nil {
 		return g.err
 	}
-	defer recoverInto(&err, "compute")
 	mts := make([]ml.Tensor, len(outs))
 	for i, t := range outs {
 		if t.t == nil {
@@ -343,8 +346,12 @@ func (g *Graph) Compute(outs ...Tensor) (err error) {
 		}
 		mts[i] = t.t
 	}
-	g.ctx.Forward(mts...).Compute(mts...)
-	return nil
+	return withCPU(g.b.b, g.b.threads, func() {
+		defer recoverInto(&err, "compute")
+		// The CPU backend computes synchronously: once Compute returns,
+		// the shared backend is free and the outputs are ready.
+		g.ctx.Forward(mts...).Compute(mts...)
+	})
 }
 
 // Reserve allocates the compute memory the graph up to outs needs, without
@@ -354,15 +361,18 @@ func (g *Graph) Reserve(outs ...Tensor) (err error) {
 	if g.err != nil {
 		return g.err
 	}
-	defer recoverInto(&err, "reserving compute memory")
 	for _, t := range outs {
 		if t.t == nil {
 			return fmt.Errorf("%w: reserve: an output was not made", ErrShape)
 		}
-		g.ctx.Forward(t.t)
 	}
-	g.ctx.Reserve()
-	return nil
+	return withCPU(g.b.b, g.b.threads, func() {
+		defer recoverInto(&err, "reserving compute memory")
+		for _, t := range outs {
+			g.ctx.Forward(t.t)
+		}
+		g.ctx.Reserve()
+	})
 }
 
 // storeCapacity is the number of tensors a Store holds.

@@ -448,6 +448,9 @@ func (q Tensor) Attention(g *Graph, k, v, mask Tensor, scale float64, vTranspose
 	if !g.check(nkv > 0 && heads > 0, "attention: %d keys of %d heads", nkv, heads) {
 		return Tensor{}
 	}
+	if nq <= fusedAttentionQueries && vTransposed {
+		return q.fusedAttention(g, k, v, mask, scale)
+	}
 	chunk := max(1, attnChunkBytes/(4*nkv*heads))
 	if nq <= chunk || q.Dim(3) > 1 {
 		return plainAttention(g, q, k, v, mask, scale, vTransposed)
@@ -511,6 +514,47 @@ func (q Tensor) flashAttention(g *Graph, k, v, mask Tensor, scale float64) Tenso
 	}
 	sdpa := q.t.(ml.ScaledDotProductAttention)
 	return Tensor{t: sdpa.ScaledDotProductAttention(g.ctx, k.t, v.t, m, nil, nil, scale, false)}
+}
+
+// fusedAttentionQueries is the most queries attention takes in fused
+// form: a few queries (decoder steps) gain from fewer ops, many (the
+// encoder, prompts) from contiguous queries on the blocked GEMM kernels.
+const fusedAttentionQueries = 16
+
+// fusedAttention is ggml's attention without the fused kernel, as the ml
+// package builds it for a cache laid out for it (v transposed, [nkv, d,
+// heads]): KᵀQ over q and k permuted in place, one softmax with the scale
+// and mask folded in, V·, the heads merged — four ops where plainAttention
+// has up to seven, which for a single token is most of their cost.
+func (q Tensor) fusedAttention(g *Graph, k, v, mask Tensor, scale float64) Tensor {
+	operands := []Tensor{q, k, v}
+	if mask.Valid() {
+		operands = append(operands, mask)
+	}
+	if !g.ready("attention", operands...) {
+		return Tensor{}
+	}
+	// In ggml's terms: q' = [d, nq, heads, batch] and k' = [d, nkv,
+	// kheads, batch] from the permutations; v is [nkv, d, kheads, batch].
+	lq, lk, lv := q.layout(), k.layout(), v.layout()
+	ok := lq.ne[0] == lk.ne[0] && lk.ne[1] > 0 && lq.ne[1]%lk.ne[1] == 0 && lq.ne[3]%lk.ne[3] == 0 &&
+		lv.ne[0] == lk.ne[2] && lv.ne[1] == lq.ne[0] && lv.ne[2] == lk.ne[1] && lv.ne[3] == lk.ne[3] &&
+		lk.nb[0] <= lk.nb[2] && lv.nb[0] <= lv.nb[1]
+	if mask.Valid() {
+		lm := mask.layout()
+		ok = ok && lm.contiguous(0) && lm.ne[0] == lk.ne[2] && lm.ne[1] >= lq.ne[2] && lm.ne[2] == 1 && lm.ne[3] == 1
+	}
+	// Permutations of q and k, two products, the softmax, the merge
+	// (a permutation and a copy).
+	if !g.check(ok, "attention: q %v, k %v, v %v", lq, lk, lv) || !g.op("attention", 7, operands...) {
+		return Tensor{}
+	}
+	var m ml.Tensor
+	if mask.Valid() {
+		m = mask.t
+	}
+	sdpa := q.t.(ml.ScaledDotProductAttention)
+	return Tensor{t: sdpa.ScaledDotProductAttention(g.ctx, k.t, v.t, m, nil, nil, scale, true)}
 }
 
 // AttentionWeights is like Attention (without the fused kernel) and also

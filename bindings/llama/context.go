@@ -61,6 +61,7 @@ type Context struct {
 	nCtx   int
 	nBatch int
 	abort  *int32 // C memory read by owl_abort_callback
+	pool   *Threadpool
 	once   sync.Once
 
 	// reusable decode buffers
@@ -100,23 +101,32 @@ func NewContext(m *Model, p ContextParams) (*Context, error) {
 	params.abort_callback = C.ggml_abort_callback(C.owl_abort_callback)
 	params.abort_callback_data = unsafe.Pointer(abort)
 
+	pool, err := NewThreadpool(p.Threads)
+	if err != nil {
+		C.free(unsafe.Pointer(abort))
+		return nil, err
+	}
 	loadMu.Lock()
 	var c *C.struct_llama_context
 	lines := captureErrors(func() { c = C.llama_init_from_model(m.c, params) })
 	loadMu.Unlock()
 	if c == nil {
+		pool.Close()
 		C.free(unsafe.Pointer(abort))
 		return nil, fmt.Errorf("create context (n_ctx %d, %d sequences): %s", p.NumCtx, nSeq, loadReason(lines))
 	}
+	tp := (*C.struct_ggml_threadpool)(pool.Native())
+	C.llama_attach_threadpool(c, tp, tp)
 	// llama.cpp may lower the batch size (to n_ctx); a larger batch than
 	// its own would fail its assertion.
-	return &Context{c: c, model: m, nCtx: int(C.llama_n_ctx(c)), nBatch: int(C.llama_n_batch(c)), abort: abort}, nil
+	return &Context{c: c, model: m, nCtx: int(C.llama_n_ctx(c)), nBatch: int(C.llama_n_batch(c)), abort: abort, pool: pool}, nil
 }
 
 // Close frees the context. It is safe to call more than once.
 func (c *Context) Close() error {
 	c.once.Do(func() {
 		C.llama_free(c.c)
+		c.pool.Close() // after the context that computes with it
 		C.free(unsafe.Pointer(c.abort))
 		c.c, c.abort = nil, nil
 	})
@@ -139,8 +149,12 @@ func (c *Context) Abort() { atomic.StoreInt32(c.abort, 1) }
 // ClearAbort undoes Abort.
 func (c *Context) ClearAbort() { atomic.StoreInt32(c.abort, 0) }
 
-// SetThreads changes the number of CPU threads.
-func (c *Context) SetThreads(n int) { C.llama_set_n_threads(c.c, C.int32_t(n), C.int32_t(n)) }
+// SetThreads changes the number of CPU threads, up to those of the
+// context's pool.
+func (c *Context) SetThreads(n int) {
+	n = min(max(n, 1), c.pool.Threads())
+	C.llama_set_n_threads(c.c, C.int32_t(n), C.int32_t(n))
+}
 
 // BatchEntry is one token of a decode batch.
 type BatchEntry struct {
