@@ -32,7 +32,10 @@ type BenchResult struct {
 }
 
 // BenchLLM runs req on a fresh copy of the model, independent of any model
-// the engine already holds.
+// the engine already holds, through the scheduler every request runs on:
+// each repetition is one request on a runner of its own (nothing reused
+// from a cache), the prompt evaluated in the steps of the engine's batch
+// size, then one token a step.
 func (e *Engine) BenchLLM(ctx context.Context, req BenchRequest) (BenchResult, error) {
 	if req.PromptTokens < 1 || req.GenTokens < 1 || req.Repetitions < 1 {
 		return BenchResult{}, fmt.Errorf("bench: prompt tokens %d, generated tokens %d and repetitions %d must be positive", req.PromptTokens, req.GenTokens, req.Repetitions)
@@ -43,34 +46,41 @@ func (e *Engine) BenchLLM(ctx context.Context, req BenchRequest) (BenchResult, e
 		return BenchResult{}, err
 	}
 	defer m.Close()
-	o := llm.SessionOptions{NumBatch: e.opts.NumBatch, Threads: e.opts.Threads, KVType: e.opts.KVType, FlashAttn: e.opts.FlashAttn}
-	o.NumCtx = req.PromptTokens + req.GenTokens + 1
 	res := BenchResult{Description: m.Description(), LoadDuration: time.Since(start), PromptTokens: req.PromptTokens, GenTokens: req.GenTokens}
+	prompt := benchPrompt(m, 0, req.PromptTokens)
+	batch := e.opts.NumBatch
+	if batch <= 0 {
+		batch = 512
+	}
+	for range req.Repetitions {
+		r, err := newTextRunner(m, runnerOptions{perSeq: req.PromptTokens + req.GenTokens + 2, parallel: 1, budget: batch, joinBudget: batch,
+			maxQueue: 1, threads: e.opts.Threads, kvType: e.opts.KVType, flashAttn: e.opts.FlashAttn, gate: e.gate, units: e.threads()})
+		if err != nil {
+			return res, err
+		}
+		out, err := r.generate(ctx, llm.Request{Prompt: prompt, MaxTokens: req.GenTokens + 1, IgnoreEOS: true}, nil, PriorityBatch, nil)
+		r.close()
+		if err != nil {
+			return res, err
+		}
+		res.PromptTPS = append(res.PromptTPS, float64(req.PromptTokens)/out.PromptDuration.Seconds())
+		// The last token is sampled but not evaluated: GenTokens decode steps.
+		res.GenTPS = append(res.GenTPS, float64(len(out.Tokens)-1)/out.GenerateDuration.Seconds())
+	}
+	return res, nil
+}
 
-	// Prompt: ordinary tokens cycled from the vocabulary, never a control or
-	// end-of-generation token.
+// benchPrompt is n ordinary tokens cycled from the vocabulary from an
+// offset of its own (never a control or end-of-generation token), so that
+// prompts of different offsets share nothing.
+func benchPrompt(m *llm.Model, offset, n int) []llm.Token {
 	var prompt []llm.Token
-	for t := llm.Token(0); len(prompt) < req.PromptTokens; t = (t + 7) % llm.Token(m.VocabSize()) {
+	for t := llm.Token(11 + 97*offset); len(prompt) < n; t = (t + 7) % llm.Token(m.VocabSize()) {
 		if !m.IsEOG(t) && m.Piece(t) != "" {
 			prompt = append(prompt, t)
 		}
 	}
-	for range req.Repetitions {
-		// A fresh session per repetition: nothing is reused from a cache.
-		s, err := m.NewSession(o)
-		if err != nil {
-			return res, err
-		}
-		r, err := s.Generate(ctx, llm.Request{Prompt: prompt, MaxTokens: req.GenTokens + 1, IgnoreEOS: true}, nil)
-		s.Close()
-		if err != nil {
-			return res, err
-		}
-		res.PromptTPS = append(res.PromptTPS, float64(req.PromptTokens)/r.PromptDuration.Seconds())
-		// The last token is sampled but not evaluated: GenTokens decode steps.
-		res.GenTPS = append(res.GenTPS, float64(len(r.Tokens)-1)/r.GenerateDuration.Seconds())
-	}
-	return res, nil
+	return prompt
 }
 
 // BatchBenchRequest measures continuous batching: for each count in
@@ -112,18 +122,15 @@ func (e *Engine) BenchBatching(ctx context.Context, req BatchBenchRequest) ([]Ba
 			return runs, "", fmt.Errorf("bench: %d streams (want 1 to 64)", n)
 		}
 		r, err := newTextRunner(m, runnerOptions{perSeq: req.PromptTokens + req.GenTokens + 8, parallel: n,
-			budget: max(512, n), joinBudget: 512, maxQueue: n, threads: e.opts.Threads, kvType: e.opts.KVType, flashAttn: e.opts.FlashAttn})
+			budget: max(512, n), joinBudget: 512, maxQueue: n, threads: e.opts.Threads, kvType: e.opts.KVType, flashAttn: e.opts.FlashAttn,
+			gate: e.gate, units: e.threads()})
 		if err != nil {
 			return runs, "", err
 		}
 		// Distinct prompts, so nothing is shared through the prefix cache.
 		prompts := make([][]llm.Token, n)
 		for i := range prompts {
-			for t := llm.Token(11 + 97*i); len(prompts[i]) < req.PromptTokens; t = (t + 7) % llm.Token(m.VocabSize()) {
-				if !m.IsEOG(t) && m.Piece(t) != "" {
-					prompts[i] = append(prompts[i], t)
-				}
-			}
+			prompts[i] = benchPrompt(m, i, req.PromptTokens)
 		}
 		start := time.Now()
 		errs := make(chan error, n)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -55,6 +56,9 @@ type textRunner struct {
 	// request.
 	gate  *compute.Gate
 	units int
+	// threads is what the context computes with now: units, or fewer for
+	// small steps while other programs are busy on the cores.
+	threads int
 
 	mu      sync.Mutex // guards waiting, closed and nextID
 	waiting []*textJob
@@ -180,7 +184,7 @@ func newTextRunner(m *llm.Model, o runnerOptions) (*textRunner, error) {
 		return nil, err
 	}
 	r := &textRunner{model: m, lctx: lctx, perSeq: o.perSeq, budget: lctx.NumBatch(), joinBudget: max(o.joinBudget, 1), maxQueue: o.maxQueue,
-		queueWait: o.queueWait, gate: o.gate, units: o.units, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		queueWait: o.queueWait, gate: o.gate, units: o.units, threads: o.units, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	for i := range o.parallel {
 		r.slots = append(r.slots, &slot{id: int32(i)})
 	}
@@ -559,6 +563,17 @@ func (r *textRunner) step() {
 	for _, s := range spans {
 		prio = max(prio, s.j.priority)
 	}
+	// A step of a few tokens is a graph of small ops: with other programs
+	// busy on the cores, fewer threads spin less at the barriers between
+	// them.
+	threads := r.units
+	if r.batch.Len() <= smallStep {
+		threads = min(threads, max(1, int(math.Round(compute.Spare()))))
+	}
+	if threads != r.threads {
+		r.lctx.SetThreads(threads)
+		r.threads = threads
+	}
 	start := time.Now()
 	var logits []float32
 	var err error
@@ -627,6 +642,10 @@ func (r *textRunner) protectedStep() {
 	}()
 	r.step()
 }
+
+// smallStep is the most tokens a step may hold to compute with fewer
+// threads when the machine is busy.
+const smallStep = 16
 
 // stepSpan is the tokens a step evaluates for one request.
 type stepSpan struct {

@@ -96,6 +96,10 @@ func (c *Context) NumCtx() int { return c.c.NumCtx() }
 // NumBatch is the most tokens one Decode takes.
 func (c *Context) NumBatch() int { return c.c.NumBatch() }
 
+// SetThreads makes the next Decodes compute with n threads (1 to the
+// context's).
+func (c *Context) SetThreads(n int) { c.c.SetThreads(n) }
+
 // Batch is the tokens of one decode step: parallel slices of token,
 // position, sequence and whether the row's logits are wanted.
 type Batch struct {

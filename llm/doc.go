@@ -7,7 +7,6 @@
 // text state, fed the logits of each step. A Projector turns images into
 // prompt parts (PromptPart) whose embeddings a Context decodes at the
 // positions the model wants; embeddings are cached by the image's content.
-// A Session is the simple case: one KV cache serving one request at a time,
-// keeping the tokens of its last request, so a following request that
-// starts with the same tokens evaluates only what is new.
+// Package engine's scheduler is what drives them: llm has no generation
+// loop of its own.
 package llm

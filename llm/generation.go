@@ -10,7 +10,7 @@ import (
 // Generation is the state of one request's output, independent of where its
 // tokens are evaluated: the sampler, the text held back for stop strings and
 // whole characters, the tokens and text so far. A scheduler feeds it the
-// logits of each step; Session uses it for one request at a time.
+// logits of each step (package engine does, for many at once).
 type Generation struct {
 	model   *Model
 	req     Request
@@ -125,4 +125,53 @@ func (g *Generation) SetPromptTokens(n int) { g.res.PromptTokens = n }
 // SetTimes records where the time went, for the Result.
 func (g *Generation) SetTimes(cached int, prompt, generate time.Duration) {
 	g.res.CachedTokens, g.res.PromptDuration, g.res.GenerateDuration = cached, prompt, generate
+}
+
+// ErrContextFull is returned when a prompt does not fit the context.
+var ErrContextFull = errors.New("prompt does not fit the context")
+
+// Request is one generation.
+type Request struct {
+	Prompt    []Token
+	Sampling  Sampling
+	MaxTokens int      // 0 means until the context is full
+	Stop      []string // generation ends before the first of these strings
+	IgnoreEOS bool     // keep generating past end-of-generation tokens (benchmarks)
+	// Grammar, when set, allows only tokens that keep the output a prefix
+	// of a string the grammar accepts. The caller owns it and closes it
+	// after the generation.
+	Grammar *Grammar
+}
+
+// Chunk is a piece of generated output passed to the callback.
+type Chunk struct {
+	Text   string // text safe to show (whole characters, no partial stop string)
+	Tokens []Token
+}
+
+// Finish reasons.
+const (
+	FinishStop   = "stop"   // an end-of-generation token or a stop string
+	FinishLength = "length" // MaxTokens reached or the context is full
+)
+
+// Result describes a finished generation.
+type Result struct {
+	Text             string
+	Tokens           []Token
+	FinishReason     string
+	PromptTokens     int           // tokens of the prompt
+	CachedTokens     int           // prompt tokens reused from the previous request
+	QueueDuration    time.Duration // waiting for a slot before the prompt's evaluation began
+	PromptDuration   time.Duration // evaluating the prompt tokens that were not cached
+	GenerateDuration time.Duration // sampling and evaluating the generated tokens
+}
+
+// CommonPrefix is the number of leading tokens a and b share.
+func CommonPrefix(a, b []Token) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
 }

@@ -1,12 +1,8 @@
 package llm
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -41,16 +37,6 @@ func tinyModel(t testing.TB) *Model {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
-}
-
-func newSession(t testing.TB, m *Model, nCtx int) *Session {
-	t.Helper()
-	s, err := m.NewSession(SessionOptions{NumCtx: nCtx, NumBatch: 64, Threads: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
 }
 
 func mustTokenize(t testing.TB, m *Model, text string) []Token {
@@ -166,178 +152,6 @@ func TestFormatChatDefusesControlTokens(t *testing.T) {
 	}
 	if d := m.Defuse("plain text <|not a token|>"); d != "plain text <|not a token|>" {
 		t.Fatalf("text without control tokens changed: %q", d)
-	}
-}
-
-func generate(t testing.TB, s *Session, prompt []Token, req Request) Result {
-	t.Helper()
-	req.Prompt = prompt
-	res, err := s.Generate(context.Background(), req, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
-}
-
-func TestGreedyDeterministic(t *testing.T) {
-	m := tinyModel(t)
-	prompt := mustTokenize(t, m, "The owl sat in")
-	req := Request{MaxTokens: 40, IgnoreEOS: true}
-	a := generate(t, newSession(t, m, 512), prompt, req)
-	b := generate(t, newSession(t, m, 512), prompt, req)
-	if len(a.Tokens) != 40 {
-		t.Fatalf("generated %d tokens, want 40", len(a.Tokens))
-	}
-	if !slices.Equal(a.Tokens, b.Tokens) || a.Text != b.Text {
-		t.Fatalf("two greedy runs differ:\n%v\n%v", a.Tokens, b.Tokens)
-	}
-	if a.FinishReason != FinishLength {
-		t.Fatalf("finish reason %q, want %q", a.FinishReason, FinishLength)
-	}
-	if a.Text != m.Detokenize(a.Tokens) {
-		t.Fatalf("streamed text %q differs from the detokenized tokens %q", a.Text, m.Detokenize(a.Tokens))
-	}
-}
-
-func TestSeededSamplingDeterministic(t *testing.T) {
-	m := tinyModel(t)
-	prompt := mustTokenize(t, m, "Hello")
-	samp := DefaultSampling()
-	samp.Seed = 42
-	samp.Temperature = 1.5
-	req := Request{MaxTokens: 30, IgnoreEOS: true, Sampling: samp}
-	a := generate(t, newSession(t, m, 256), prompt, req)
-	b := generate(t, newSession(t, m, 256), prompt, req)
-	if !slices.Equal(a.Tokens, b.Tokens) {
-		t.Fatalf("same seed, different tokens:\n%v\n%v", a.Tokens, b.Tokens)
-	}
-	req.Sampling.Seed = 43
-	c := generate(t, newSession(t, m, 256), prompt, req)
-	if slices.Equal(a.Tokens, c.Tokens) {
-		t.Fatalf("seeds 42 and 43 gave the same 30 tokens %v", a.Tokens)
-	}
-}
-
-func TestPrefixCacheEqualsUncached(t *testing.T) {
-	m := tinyModel(t)
-	first := mustTokenize(t, m, "The owl sat in the old oak tree. The more it saw")
-	second := mustTokenize(t, m, "The owl sat in the old oak tree. A model that hears")
-	req := Request{MaxTokens: 20, IgnoreEOS: true}
-
-	s := newSession(t, m, 512)
-	generate(t, s, first, req)
-	cached := generate(t, s, second, req)
-	uncached := generate(t, newSession(t, m, 512), second, req)
-
-	shared := CommonPrefix(first, second)
-	if cached.CachedTokens != shared {
-		t.Fatalf("reused %d tokens, want the %d shared ones", cached.CachedTokens, shared)
-	}
-	if uncached.CachedTokens != 0 {
-		t.Fatalf("fresh session reused %d tokens", uncached.CachedTokens)
-	}
-	if !slices.Equal(cached.Tokens, uncached.Tokens) {
-		t.Fatalf("cached run differs from uncached:\n%v\n%v", cached.Tokens, uncached.Tokens)
-	}
-	// The same prompt again: all but the last token come from the cache.
-	again := generate(t, s, second, req)
-	if again.CachedTokens != len(second)-1 || !slices.Equal(again.Tokens, uncached.Tokens) {
-		t.Fatalf("repeat: reused %d of %d tokens, tokens equal: %v", again.CachedTokens, len(second), slices.Equal(again.Tokens, uncached.Tokens))
-	}
-}
-
-func TestStopString(t *testing.T) {
-	m := tinyModel(t)
-	prompt := mustTokenize(t, m, "The owl")
-	full := generate(t, newSession(t, m, 256), prompt, Request{MaxTokens: 40, IgnoreEOS: true})
-	if len(full.Text) < 8 {
-		t.Skipf("generated text %q too short to pick a stop string", full.Text)
-	}
-	// Stop at a string taken from the middle of the unconstrained output.
-	runes := []rune(full.Text)
-	stop := string(runes[len(runes)/2 : len(runes)/2+2])
-	want := full.Text[:strings.Index(full.Text, stop)]
-	var streamed strings.Builder
-	res, err := newSession(t, m, 256).Generate(context.Background(), Request{Prompt: prompt, MaxTokens: 40, IgnoreEOS: true, Stop: []string{stop}},
-		func(c Chunk) error { streamed.WriteString(c.Text); return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Text != want || streamed.String() != want {
-		t.Fatalf("stop %q: got %q (streamed %q), want %q", stop, res.Text, streamed.String(), want)
-	}
-	if res.FinishReason != FinishStop {
-		t.Fatalf("finish reason %q, want stop", res.FinishReason)
-	}
-}
-
-func TestCancelBetweenTokens(t *testing.T) {
-	m := tinyModel(t)
-	s := newSession(t, m, 256)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	n := 0
-	res, err := s.Generate(ctx, Request{Prompt: mustTokenize(t, m, "Hello"), MaxTokens: 100, IgnoreEOS: true}, func(c Chunk) error {
-		n += len(c.Tokens)
-		if n == 3 {
-			cancel()
-		}
-		return nil
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
-	}
-	if len(res.Tokens) != 3 {
-		t.Fatalf("generated %d tokens after cancelling at 3", len(res.Tokens))
-	}
-	// The session stays usable.
-	if _, err := s.Generate(context.Background(), Request{Prompt: mustTokenize(t, m, "Hello"), MaxTokens: 2}, nil); err != nil {
-		t.Fatalf("after cancel: %v", err)
-	}
-}
-
-func TestCallbackErrorStops(t *testing.T) {
-	m := tinyModel(t)
-	boom := errors.New("client went away")
-	_, err := newSession(t, m, 256).Generate(context.Background(), Request{Prompt: mustTokenize(t, m, "Hello"), MaxTokens: 50, IgnoreEOS: true},
-		func(Chunk) error { return boom })
-	if !errors.Is(err, boom) {
-		t.Fatalf("err = %v, want the callback's error", err)
-	}
-}
-
-func TestContextLimits(t *testing.T) {
-	m := tinyModel(t)
-	s := newSession(t, m, 64)
-	long := mustTokenize(t, m, strings.Repeat("the owl ", 100))
-	_, err := s.Generate(context.Background(), Request{Prompt: long, MaxTokens: 4}, nil)
-	if !errors.Is(err, ErrContextFull) {
-		t.Fatalf("err = %v, want ErrContextFull", err)
-	}
-	if !strings.Contains(err.Error(), fmt.Sprint(s.NumCtx())) {
-		t.Fatalf("error %q does not give the context size", err)
-	}
-	// A prompt that fits stops with "length" when the context fills up.
-	res := generate(t, s, mustTokenize(t, m, "Hello"), Request{IgnoreEOS: true})
-	if res.FinishReason != FinishLength || len(res.Tokens)+res.PromptTokens != s.NumCtx() {
-		t.Fatalf("finish %q after %d+%d tokens in a %d-token context", res.FinishReason, res.PromptTokens, len(res.Tokens), s.NumCtx())
-	}
-}
-
-func TestBadRequests(t *testing.T) {
-	m := tinyModel(t)
-	s := newSession(t, m, 128)
-	for name, req := range map[string]Request{
-		"empty prompt":   {},
-		"negative max":   {Prompt: []Token{1}, MaxTokens: -1},
-		"top-p above 1":  {Prompt: []Token{1}, Sampling: Sampling{Temperature: 1, TopP: 2}},
-		"negative min-p": {Prompt: []Token{1}, Sampling: Sampling{Temperature: 1, MinP: -0.1}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			if _, err := s.Generate(context.Background(), req, nil); err == nil {
-				t.Fatal("accepted")
-			}
-		})
 	}
 }
 

@@ -3,9 +3,12 @@ package speech
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/owlengine/owl/models/testmodel"
 )
@@ -88,5 +91,39 @@ func BenchmarkDecodeStep(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkDecodeStepContended is BenchmarkDecodeStep with other programs
+// busy on every core (busy loops at normal priority, and then niced, as a
+// compile beside a desktop assistant would be).
+func BenchmarkDecodeStepContended(b *testing.B) {
+	for _, nice := range []string{"0", "19"} {
+		b.Run("nice="+nice, func(b *testing.B) {
+			m := benchModel(b, "tiny", testmodel.WhisperTiny(testmodel.VocabEnglish, 1), false)
+			st, err := m.newState(1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.close()
+			prompt := make([]int32, 64)
+			if _, err := m.decode(st, prompt); err != nil {
+				b.Fatal(err)
+			}
+			for range runtime.NumCPU() {
+				hog := exec.Command("nice", "-n", nice, "sh", "-c", "while :; do :; done")
+				if err := hog.Start(); err != nil {
+					b.Skip("cannot start a busy program:", err)
+				}
+				defer func() { hog.Process.Kill(); hog.Wait() }()
+			}
+			time.Sleep(300 * time.Millisecond) // for the CPU readings to see them
+			for b.Loop() {
+				st.n = 64
+				if _, err := m.decode(st, []int32{7}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/owlengine/owl/bindings/ggml"
+	"github.com/owlengine/owl/compute"
 	"github.com/owlengine/owl/models"
 )
 
@@ -249,6 +250,9 @@ func (m *Model) step(st *state, tokens []int32) ([][]float32, error) {
 		parts[i] = c.part
 	}
 	logits := m.buildDecoderParts(g, parts, nil)
+	// A step is a graph of small ops: with other programs busy on the
+	// cores, fewer threads spin less at the barriers between them.
+	g.SetThreads(int(math.Round(compute.Spare())))
 	err := g.Compute(logits)
 	if err != nil {
 		err = fmt.Errorf("decoder step of %d transcriptions: %w", len(calls), err)

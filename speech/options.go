@@ -198,6 +198,10 @@ type Segment struct {
 // Timings break down where a transcription spent its time.
 type Timings struct {
 	Mel, Encode, Decode, Align time.Duration
+	// DecodeGraphs is the part of Decode spent evaluating the decoder
+	// (steps, prompts and beam reordering); the rest is the decoding
+	// rules and search over the logits.
+	DecodeGraphs time.Duration
 	Windows                    int // 30-second windows encoded
 	DecodeSteps                int // decoder evaluations (a prompt counts as one)
 	Tokens                     int // tokens generated, over all decodings

@@ -96,16 +96,18 @@ func (m *Model) detectLanguage(st *state) ([]float64, error) {
 
 // modelLM runs decoding strategies on the network.
 type modelLM struct {
-	ctx   context.Context
-	m     *Model
-	st    *state
-	steps int
+	ctx    context.Context
+	m      *Model
+	st     *state
+	steps  int
+	graphs time.Duration // spent in decoder evaluations
 }
 
 func (l *modelLM) start(prompt []int32, rows []int, nSeq int) ([][]float32, error) {
 	if err := l.ctx.Err(); err != nil {
 		return nil, err
 	}
+	defer l.timed(time.Now())
 	l.st.n = 0
 	l.steps++
 	return l.m.prompt(l.st, prompt, rows)
@@ -115,12 +117,15 @@ func (l *modelLM) next(parents []int, tokens []int32) ([][]float32, error) {
 	if err := l.ctx.Err(); err != nil {
 		return nil, err
 	}
+	defer l.timed(time.Now())
 	if err := l.m.reorder(l.st, parents); err != nil {
 		return nil, err
 	}
 	l.steps++
 	return l.m.step(l.st, tokens)
 }
+
+func (l *modelLM) timed(start time.Time) { l.graphs += time.Since(start) }
 
 // compressionRatio is the size of text over its zlib-compressed size.
 func compressionRatio(text []byte) float64 {
@@ -286,6 +291,7 @@ func (m *Model) transcribeSamples(ctx context.Context, samples []float32, o Opti
 		m.progress(o, seek, total)
 	}
 	tr.Timings.DecodeSteps = model.steps
+	tr.Timings.DecodeGraphs = model.graphs
 	if tr.Language == "" {
 		tr.Language = "en"
 	}

@@ -207,6 +207,7 @@ type Graph struct {
 	capacity int
 	used     int   // nodes taken: objects, and the weights and stored tensors read
 	objects  int   // ggml objects made in the graph's context
+	threads  int   // the threads it computes with (0: the backend's)
 	err      error // the first op that could not be made
 }
 
@@ -219,6 +220,17 @@ func (b *Backend) NewGraph() *Graph {
 
 // Close frees the graph's tensors.
 func (g *Graph) Close() { g.ctx.Close() }
+
+// SetThreads makes the graph compute with n threads (1 to the backend's)
+// instead of the backend's.
+func (g *Graph) SetThreads(n int) { g.threads = min(max(n, 1), g.b.threads) }
+
+func (g *Graph) threadCount() int {
+	if g.threads > 0 {
+		return g.threads
+	}
+	return g.b.threads
+}
 
 // Capacity is the number of nodes the graph may hold: ggml objects made in
 // it, and the weights and stored tensors it reads.
@@ -346,7 +358,7 @@ func (g *Graph) Compute(outs ...Tensor) (err error) {
 		}
 		mts[i] = t.t
 	}
-	return withCPU(g.b.b, g.b.threads, func() {
+	return withCPU(g.b.b, g.threadCount(), func() {
 		defer recoverInto(&err, "compute")
 		// The CPU backend computes synchronously: once Compute returns,
 		// the shared backend is free and the outputs are ready.

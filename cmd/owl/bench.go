@@ -5,6 +5,7 @@ import (
 	"math"
 	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -65,7 +66,9 @@ audio duration) and peak memory.`,
 				fmt.Printf("encode:  %8.1f ms per window (%d windows)\n", ms(t.Encode)/float64(t.Windows), t.Windows)
 			}
 			if t.DecodeSteps > 0 {
-				fmt.Printf("decode:  %8.2f ms per step (%d steps, %d tokens)\n", ms(t.Decode)/float64(t.DecodeSteps), t.DecodeSteps, t.Tokens)
+				per := func(d time.Duration) float64 { return ms(d) / float64(t.DecodeSteps) }
+				fmt.Printf("decode:  %8.2f ms per step (%d steps, %d tokens): %.2f ms evaluating the decoder, %.2f ms decoding rules and search\n",
+					per(t.Decode), t.DecodeSteps, t.Tokens, per(t.DecodeGraphs), per(t.Decode-t.DecodeGraphs))
 			}
 			fmt.Printf("RTF:     %8.3f (%.2f s for %.1f s of audio)\n", r.Wall.Seconds()/r.Audio.Seconds(), r.Wall.Seconds(), r.Audio.Seconds())
 			fmt.Printf("peak RSS: %s\n", store.FormatBytes(peakRSS()))
