@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
@@ -101,19 +103,32 @@ type Engine struct {
 	onRunner func(*textRunner) // test seam: sees each text runner as it starts
 }
 
-// textModel is a loaded text model and its batching runner.
+// textModel is a loaded text model, its batching runner and, once a
+// request asked for one, its vision projector.
 type textModel struct {
 	model  *llm.Model
 	runner *textRunner
-	proj   *llm.Projector  // nil for a text-only model
-	images *llm.ImageCache // embeddings of the images seen, by content hash
+
+	attach   sync.Mutex      // held while a projector attaches, one at a time
+	mu       sync.Mutex      // guards proj, projPath and images, set once
+	proj     *llm.Projector  // nil until a projector is attached
+	projPath string          // its file
+	images   *llm.ImageCache // embeddings of the images seen, by content hash
+}
+
+// vision returns the model's projector and image cache (nil, nil for a
+// text-only model).
+func (m *textModel) vision() (*llm.Projector, *llm.ImageCache) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.proj, m.images
 }
 
 // Close stops the runner and frees the model.
 func (m *textModel) Close() error {
 	m.runner.close()
-	if m.proj != nil {
-		m.proj.Close()
+	if proj, _ := m.vision(); proj != nil {
+		proj.Close()
 	}
 	return m.model.Close()
 }
@@ -169,46 +184,80 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-// textModel returns a lease on the text model at path, with the vision
-// projector at projector when not empty, loading them when needed.
+// textModel returns a lease on the text model at path, loading it when
+// needed, with the vision projector at projector attached when not empty.
+// A model is loaded once however it is asked for (with its projector or
+// without); a projector other than the one attached is refused.
 func (e *Engine) textModel(ctx context.Context, path, projector string) (*textModel, *lease, error) {
-	l, err := e.acquire(ctx, modelRef{path: path, kind: kindText, projector: projector}, func() (closer, error) {
+	l, err := e.acquire(ctx, modelRef{path: path, kind: kindText}, func() (closer, error) {
 		model, err := llm.Load(path, llm.LoadOptions{NoMmap: e.opts.NoMmap})
 		if err != nil {
 			return nil, err
-		}
-		var proj *llm.Projector
-		if projector != "" {
-			if proj, err = model.OpenProjector(projector, e.threads()); err != nil {
-				model.Close()
-				return nil, err
-			}
 		}
 		perSeq, parallel, batch := e.textShape(model.File())
 		r, err := newTextRunner(model, runnerOptions{perSeq: perSeq, parallel: parallel, budget: batch, joinBudget: max(batch/4, 32),
 			maxQueue: e.opts.MaxQueue, queueWait: e.opts.QueueWait, threads: e.opts.Threads, kvType: e.opts.KVType, flashAttn: e.opts.FlashAttn,
 			gate: e.gate, units: e.threads()})
 		if err != nil {
-			if proj != nil {
-				proj.Close()
-			}
 			model.Close()
 			return nil, err
 		}
-		r.proj = proj
 		if e.onRunner != nil {
 			e.onRunner(r)
 		}
-		tm := &textModel{model: model, runner: r, proj: proj}
-		if proj != nil {
-			tm.images = llm.NewImageCache(imageCacheBytes)
-		}
-		return tm, nil
+		return &textModel{model: model, runner: r}, nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	return l.m.val.(*textModel), l, nil
+	tm := l.m.val.(*textModel)
+	if projector != "" {
+		if err := e.attachProjector(ctx, l, tm, projector); err != nil {
+			l.release(nil)
+			return nil, nil, err
+		}
+	}
+	return tm, l, nil
+}
+
+// attachProjector opens the projector at path for tm (held by l), within
+// the memory budget, unless it is attached already.
+func (e *Engine) attachProjector(ctx context.Context, l *lease, tm *textModel, path string) error {
+	tm.attach.Lock()
+	defer tm.attach.Unlock()
+	tm.mu.Lock()
+	attached := tm.projPath
+	tm.mu.Unlock()
+	switch {
+	case attached != "" && absPath(attached) == absPath(path):
+		return nil
+	case attached != "":
+		return fmt.Errorf("%w: %s is loaded with the projector %s, not %s (unload it to change projectors)",
+			ErrBadRequest, filepath.Base(l.m.path), filepath.Base(attached), filepath.Base(path))
+	}
+	est, err := models.EstimateMemory(path, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s: no such file", path)
+		}
+		return err
+	}
+	if err := e.grow(ctx, l.m, est.Total(), "the projector "+filepath.Base(path)); err != nil {
+		return err
+	}
+	proj, err := tm.model.OpenProjector(path, e.threads())
+	if err != nil {
+		e.shrink(l.m, est.Total())
+		return err
+	}
+	tm.mu.Lock()
+	tm.proj, tm.projPath, tm.images = proj, path, llm.NewImageCache(imageCacheBytes)
+	tm.mu.Unlock()
+	tm.runner.proj.Store(proj)
+	e.mu.Lock()
+	l.m.projector = path
+	e.mu.Unlock()
+	return nil
 }
 
 // imageCacheBytes bounds each vision model's cache of image embeddings.
@@ -266,14 +315,14 @@ func (e *Engine) Generate(ctx context.Context, req GenerateRequest, onChunk func
 		return Result{}, err
 	}
 	defer l.release(req.KeepAlive)
-	if m.proj != nil {
-		text, err := llm.PlaceImages(req.Prompt, len(images), m.proj.Marker())
+	if proj, cache := m.vision(); proj != nil {
+		text, err := llm.PlaceImages(req.Prompt, len(images), proj.Marker())
 		if err != nil {
 			return Result{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 		}
 		var parts []llm.PromptPart
 		e.gate.Do(int(req.Priority), e.threads(), func() {
-			parts, err = m.proj.Prepare(ctx, text, images, m.images, true, false)
+			parts, err = proj.Prepare(ctx, text, images, cache, true, false)
 		})
 		if err != nil {
 			return Result{}, err
@@ -319,10 +368,11 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 	}
 	defer l.release(req.KeepAlive)
 	msgs := req.Messages
-	if m.proj != nil {
+	proj, cache := m.vision()
+	if proj != nil {
 		msgs = slices.Clone(msgs)
 		for i := range msgs {
-			if msgs[i].Content, err = llm.PlaceImages(msgs[i].Content, len(msgs[i].Images), m.proj.Marker()); err != nil {
+			if msgs[i].Content, err = llm.PlaceImages(msgs[i].Content, len(msgs[i].Images), proj.Marker()); err != nil {
 				return Result{}, fmt.Errorf("%w: message %d: %v", ErrBadRequest, i, err)
 			}
 		}
@@ -332,10 +382,10 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 		return Result{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	// The template supplies any BOS it wants, so none is added here.
-	if m.proj != nil {
+	if proj != nil {
 		var parts []llm.PromptPart
 		e.gate.Do(int(req.Priority), e.threads(), func() {
-			parts, err = m.proj.Prepare(ctx, prompt, images, m.images, false, true)
+			parts, err = proj.Prepare(ctx, prompt, images, cache, false, true)
 		})
 		if err != nil {
 			return Result{}, err
@@ -386,18 +436,6 @@ func (m *textModel) run(ctx context.Context, prompt []llm.Token, parts []llm.Pro
 		defer gr.Close()
 	}
 	return m.runner.generate(ctx, llm.Request{Prompt: prompt, Sampling: o.Sampling, MaxTokens: o.MaxTokens, Stop: o.Stop, Grammar: gr}, parts, o.Priority, onChunk)
-}
-
-// ModelInfo describes a model file without loading its weights.
-type ModelInfo = models.GGUFSummary
-
-// InspectModel reads the metadata of the model file at path.
-func InspectModel(path string) (ModelInfo, error) {
-	g, err := models.ReadGGUF(path)
-	if err != nil {
-		return ModelInfo{}, err
-	}
-	return g.Summary(), nil
 }
 
 // SystemFeatures lists the CPU features the native backends were compiled

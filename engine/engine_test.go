@@ -101,14 +101,3 @@ func TestClosed(t *testing.T) {
 	}
 }
 
-func TestInspectModel(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	writeTiny(t, path)
-	info, err := InspectModel(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.Architecture != "llama" || info.ContextLength != 4096 {
-		t.Fatalf("%+v", info)
-	}
-}

@@ -99,8 +99,9 @@ func (l *lease) release(keepAlive *time.Duration) {
 // idle models are unloaded, least recently used first, to make room, and
 // the call waits (until ctx ends) while the models in use leave none.
 //
-// A text model with a projector is one model to the budget, named by both
-// files.
+// A model is identified by its kind and file: a text model asked for with
+// a vision projector and without is one model, loaded once; its projector
+// attaches to it (attachProjector) and counts in its share of the budget.
 func (e *Engine) acquire(ctx context.Context, ref modelRef, load func() (closer, error)) (*lease, error) {
 	key := ref.key()
 	var (
@@ -149,23 +150,12 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func() (closer,
 			wait, used := e.freed, e.used
 			e.mu.Unlock()
 			closeAll(victims)
-			if memWait == nil && e.opts.MemoryWait > 0 {
-				t := time.NewTimer(e.opts.MemoryWait)
-				defer t.Stop()
-				memWait = t.C
+			if err := e.waitMemory(ctx, wait, &memWait, "load "+filepath.Base(ref.path), est, used); err != nil {
+				return nil, err
 			}
-			select {
-			case <-wait:
-				continue
-			case <-memWait:
-				return nil, fmt.Errorf("%w: waited %s for memory to load %s (needs %s, %s of %s in use by running requests)",
-					ErrBusy, e.opts.MemoryWait, filepath.Base(ref.path), formatBytes(est), formatBytes(used), formatBytes(e.budget))
-			case <-ctx.Done():
-				return nil, fmt.Errorf("waiting for memory to load %s (needs %s, %s of %s in use by running requests): %w",
-					filepath.Base(ref.path), formatBytes(est), formatBytes(used), formatBytes(e.budget), ctx.Err())
-			}
+			continue
 		}
-		m := &loaded{key: key, kind: ref.kind, path: ref.path, projector: ref.projector, bytes: est, refs: 1, keepAlive: e.keepAlive, ready: make(chan struct{})}
+		m := &loaded{key: key, kind: ref.kind, path: ref.path, bytes: est, refs: 1, keepAlive: e.keepAlive, ready: make(chan struct{})}
 		e.loaded[key] = m
 		e.used += est
 		e.loads++
@@ -186,6 +176,70 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func() (closer,
 		close(m.ready)
 		return &lease{e, m}, nil
 	}
+}
+
+// waitMemory waits, after a try to make room for need bytes found used
+// bytes held by running requests, until memory is released (freed closes),
+// Options.MemoryWait is over (ErrBusy; *deadline holds the timer across
+// calls) or ctx ends. what says what the memory is for.
+func (e *Engine) waitMemory(ctx context.Context, freed <-chan struct{}, deadline *<-chan time.Time, what string, need, used uint64) error {
+	if *deadline == nil && e.opts.MemoryWait > 0 {
+		*deadline = time.After(e.opts.MemoryWait)
+	}
+	select {
+	case <-freed:
+		return nil
+	case <-*deadline:
+		return fmt.Errorf("%w: waited %s for memory to %s (needs %s, %s of %s in use by running requests)",
+			ErrBusy, e.opts.MemoryWait, what, formatBytes(need), formatBytes(used), formatBytes(e.budget))
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for memory to %s (needs %s, %s of %s in use by running requests): %w",
+			what, formatBytes(need), formatBytes(used), formatBytes(e.budget), ctx.Err())
+	}
+}
+
+// grow adds bytes to the share of the budget of m, a model held by the
+// caller (a projector attached to it): idle models are unloaded to make
+// room, and it waits as a load does while running requests hold the rest.
+func (e *Engine) grow(ctx context.Context, m *loaded, bytes uint64, what string) error {
+	var memWait <-chan time.Time
+	for {
+		e.mu.Lock()
+		switch {
+		case e.closed:
+			e.mu.Unlock()
+			return ErrClosed
+		case m.bytes+bytes > e.budget:
+			e.mu.Unlock()
+			return fmt.Errorf("%w: %s needs about %s with %s, the budget is %s", ErrTooLarge, filepath.Base(m.path),
+				formatBytes(m.bytes+bytes), what, formatBytes(e.budget))
+		}
+		victims := e.makeRoom(bytes)
+		if e.used+bytes <= e.budget {
+			m.bytes += bytes
+			e.used += bytes
+			e.mu.Unlock()
+			closeAll(victims)
+			return nil
+		}
+		wait, used := e.freed, e.used
+		e.mu.Unlock()
+		closeAll(victims)
+		if err := e.waitMemory(ctx, wait, &memWait, "attach "+what, bytes, used); err != nil {
+			return err
+		}
+	}
+}
+
+// shrink gives back bytes of m's share of the budget.
+func (e *Engine) shrink(m *loaded, bytes uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m.bytes -= bytes
+	if !m.unloaded {
+		e.used -= bytes
+	}
+	e.broadcast()
 }
 
 // makeRoom detaches idle models, least recently used first, until need
@@ -260,46 +314,29 @@ func closeAll(ms []*loaded) {
 	}
 }
 
-// modelRef names a model to load: its file, its kind, and for text models
-// an optional vision projector.
+// modelRef names a model to load: its file and its kind.
 type modelRef struct {
-	path      string
-	kind      modelKind
-	projector string
+	path string
+	kind modelKind
 }
 
-// key identifies the loaded model: its kind and absolute file names.
-func (r modelRef) key() string {
-	abs := func(p string) string {
-		if a, err := filepath.Abs(p); err == nil {
-			return a
-		}
-		return p
+// key identifies the loaded model: its kind and absolute file name (a
+// projector attaches to the model it belongs to; it is no model of its own).
+func (r modelRef) key() string { return r.kind.String() + ":" + absPath(r.path) }
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
 	}
-	k := r.kind.String() + ":" + abs(r.path)
-	if r.projector != "" {
-		k += "+" + abs(r.projector)
-	}
-	return k
+	return p
 }
 
-// estimate is the memory a model will take once loaded, from its files:
-// the weights, the KV cache the engine will give it, compute buffers, and
-// a projector's weights and buffers.
+// estimate is the memory a model will take once loaded, from its file:
+// the weights, the KV cache the engine will give it and compute buffers
+// (a projector attached later adds its own, see attachProjector).
 func (e *Engine) estimate(ref modelRef) (uint64, error) {
 	if ref.kind == kindSpeech {
 		return estimateSpeech(ref.path, e.opts.Parallel)
-	}
-	var proj uint64
-	if ref.projector != "" {
-		pe, err := models.EstimateMemory(ref.projector, 0)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return 0, fmt.Errorf("%s: no such file", ref.projector)
-			}
-			return 0, err
-		}
-		proj = pe.Total()
 	}
 	path := ref.path
 	g, err := models.ReadGGUF(path)
@@ -310,7 +347,7 @@ func (e *Engine) estimate(ref modelRef) (uint64, error) {
 		return 0, err
 	}
 	perSeq, parallel, batch := e.textShape(g)
-	return proj + g.EstimateMemoryWith(models.EstimateOptions{Context: uint64(perSeq * parallel), Batch: uint64(batch), KVType: e.opts.KVType}).Total(), nil
+	return g.EstimateMemoryWith(models.EstimateOptions{Context: uint64(perSeq * parallel), Batch: uint64(batch), KVType: e.opts.KVType}).Total(), nil
 }
 
 // estimateSpeech sizes a whisper.cpp model for the transcriptions it runs

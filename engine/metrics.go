@@ -111,9 +111,9 @@ func (t *textModel) metrics(mm *ModelMetrics) {
 	mm.DecodeTokens = r.stats.decodeTokens.Load()
 	mm.PromptTokens = r.stats.promptTokens.Load()
 	mm.CachedTokens = r.stats.cachedTokens.Load()
-	if t.proj != nil {
-		mm.ImagesEncoded = t.proj.Encodes()
-		mm.ImageCache = t.images.Stats()
+	if proj, cache := t.vision(); proj != nil {
+		mm.ImagesEncoded = proj.Encodes()
+		mm.ImageCache = cache.Stats()
 	}
 	if ns := r.stats.genNanos.Load(); ns > 0 {
 		mm.GenTokensPerSecond = float64(mm.DecodeTokens) / (float64(ns) / 1e9)

@@ -42,7 +42,7 @@ const (
 // history) evaluates only the rest.
 type textRunner struct {
 	model  *llm.Model
-	proj   *llm.Projector // nil for a text-only model
+	proj   atomic.Pointer[llm.Projector] // nil for a text-only model; set once when a projector attaches
 	lctx   *llm.Context
 	perSeq int // cells one sequence may use
 	budget int // tokens per decode step
@@ -513,9 +513,10 @@ func (r *textRunner) step() {
 			var next int32
 			var err error
 			r.gate.Do(int(j.priority), r.units, func() {
-				next, err = r.lctx.DecodeImage(r.proj, im, j.slot.nextPos(), j.slot.id)
+				proj := r.proj.Load()
+				next, err = r.lctx.DecodeImage(proj, im, j.slot.nextPos(), j.slot.id)
 				if errors.Is(err, llm.ErrKVFull) && r.dropIdleCaches() {
-					next, err = r.lctx.DecodeImage(r.proj, im, j.slot.nextPos(), j.slot.id)
+					next, err = r.lctx.DecodeImage(proj, im, j.slot.nextPos(), j.slot.id)
 				}
 			})
 			if err != nil {

@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	pmodel "github.com/prometheus/common/model"
+
+	"github.com/owlengine/owl/engine"
 )
 
 // scrape fetches /metrics and parses it as Prometheus' text format.
@@ -243,5 +248,56 @@ func TestMetricsLive(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("owl_live_streams stays above 0 after the stream ended")
 		}
+	}
+}
+
+// A text model with a projector, asked for by every route that takes a
+// text model — chat with and without an image and completions through
+// the OpenAI API, chat with and without images and generate with and
+// without through ollama's — is loaded once: one entry in /api/ps, one
+// load in /metrics, one series per model.
+func TestOneModelEveryRoute(t *testing.T) {
+	e := engine.New(engine.Options{Threads: 1, NumCtx: 512, Parallel: 2, CacheDir: filepath.Join(modelsDir, "cache")})
+	defer e.Close()
+	ts := testServer(t, Config{Engine: e})
+	img := base64.StdEncoding.EncodeToString(pngImage(t, 16, 12))
+	for _, r := range []struct{ path, body string }{
+		{"/v1/completions", `{"model":"seer","prompt":"The owl","max_tokens":3}`},
+		{"/v1/chat/completions", `{"model":"seer","max_tokens":3,"messages":[{"role":"user","content":"Hi"}]}`},
+		{"/v1/chat/completions", `{"model":"seer","max_tokens":3,"messages":[{"role":"user","content":[{"type":"text","text":"What is it?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,` + img + `"}}]}]}`},
+		{"/api/generate", `{"model":"seer","prompt":"The owl","stream":false,"options":{"num_predict":3}}`},
+		{"/api/generate", `{"model":"seer:latest","prompt":"What is it?","images":["` + img + `"],"stream":false,"options":{"num_predict":3}}`},
+		{"/api/chat", `{"model":"seer","stream":false,"options":{"num_predict":3},"messages":[{"role":"user","content":"Hi"}]}`},
+		{"/api/chat", `{"model":"seer","stream":false,"options":{"num_predict":3},"messages":[{"role":"user","content":"What is it?","images":["` + img + `"]}]}`},
+		{"/v1/completions", `{"model":"seer.gguf","prompt":"Again","max_tokens":3}`},
+	} {
+		if code, _, b := post(t, ts.URL+r.path, "application/json", []byte(r.body)); code != http.StatusOK {
+			t.Fatalf("%s %s: %d %s", r.path, r.body[:40], code, b)
+		}
+	}
+	met := e.Metrics()
+	if met.Loads != 1 || len(met.Models) != 1 || met.Models[0].Projector == "" {
+		t.Fatalf("%d loads, models %+v; want one load of seer with its projector", met.Loads, met.Models)
+	}
+	if met.Models[0].ImagesEncoded == 0 {
+		t.Fatal("no image reached the projector")
+	}
+	code, b := get(t, ts.URL+"/api/ps")
+	var ps struct {
+		Models []struct{ Name string } `json:"models"`
+	}
+	if code != http.StatusOK || json.Unmarshal(b, &ps) != nil || len(ps.Models) != 1 || ps.Models[0].Name != "seer" {
+		t.Fatalf("/api/ps: %d %s", code, b)
+	}
+	m := scrape(t, ts.URL)
+	if v, _ := sample(t, m, "owl_model_loads_total", dto.MetricType_COUNTER, nil); v != 1 {
+		t.Fatalf("owl_model_loads_total = %v", v)
+	}
+	if f := m["owl_model_memory_bytes"]; f == nil || len(f.GetMetric()) != 1 {
+		t.Fatalf("owl_model_memory_bytes series: %v", f)
+	}
+	// The projector counts in the model's memory.
+	if mm := met.Models[0]; mm.Bytes <= 0 {
+		t.Fatalf("model memory %d", mm.Bytes)
 	}
 }

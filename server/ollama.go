@@ -375,10 +375,11 @@ func (s *Server) details(m model) map[string]any {
 		d["format"] = "ggml"
 		return d
 	}
-	info, err := s.models.info(m.Path)
-	if err != nil {
+	in, err := s.models.info(m)
+	if err != nil || in.GGUF == nil {
 		return d
 	}
+	info := in.GGUF
 	d["family"], d["families"] = info.Architecture, []string{info.Architecture}
 	if m.Projector != "" {
 		d["families"] = []string{info.Architecture, "clip"}
@@ -485,7 +486,8 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 		if m.Projector != "" {
 			caps = append(caps, "vision")
 		}
-		if gi, err := s.models.info(m.Path); err == nil {
+		if in, err := s.models.info(m); err == nil && in.GGUF != nil {
+			gi := in.GGUF
 			info["general.architecture"] = gi.Architecture
 			info["general.name"] = gi.Name
 			info["general.parameter_count"] = gi.Params

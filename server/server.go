@@ -100,7 +100,7 @@ type Server struct {
 	cfg       Config
 	lim       Limits
 	log       *slog.Logger
-	models    *catalog
+	models    *modelIndex
 	mediaDir  string
 	mux       *http.ServeMux
 	streams   chan struct{} // one token per live transcription running
@@ -132,7 +132,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("server: allowed media folder: %w", err)
 		}
 	}
-	s.models = newCatalog(dir)
+	s.models = newModelIndex(dir)
 	s.streams = make(chan struct{}, s.lim.MaxStreams)
 	s.collector = newMetricsCollector(cfg.Engine)
 	s.routes()

@@ -210,7 +210,7 @@ func TestHealthAndUnknownRoutes(t *testing.T) {
 }
 
 func TestModelResolution(t *testing.T) {
-	c := newCatalog(modelsDir)
+	c := newModelIndex(modelsDir)
 	for _, tc := range []struct {
 		name, want string
 		status     int

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models"
 	"github.com/owlengine/owl/models/store"
 )
 
@@ -36,7 +36,7 @@ type jsonInfo struct {
 	Size   int64           `json:"size"`
 	Memory jsonMemory      `json:"memory"`
 	Store  *store.Manifest `json:"store,omitempty"`
-	*engine.ModelInfo
+	*models.GGUFSummary
 	Whisper any `json:"whisper,omitempty"`
 	Silero  any `json:"silero,omitempty"`
 }
@@ -84,7 +84,7 @@ its size and layers.`,
 				return err
 			}
 			if asJSON {
-				out := jsonInfo{File: path, Kind: in.Kind, Size: in.Size, ModelInfo: in.GGUF,
+				out := jsonInfo{File: path, Kind: in.Kind, Size: in.Size, GGUFSummary: in.GGUF,
 					Memory: jsonMemory{Total: in.Memory.Total(), Weights: in.Memory.Weights, KVCache: in.Memory.KVCache, Compute: in.Memory.Compute, Context: in.Memory.Context}}
 				if entry != nil {
 					out.Store = &entry.Manifest
@@ -148,7 +148,7 @@ its size and layers.`,
 	return info
 }
 
-func printGGUFSummary(w io.Writer, s *engine.ModelInfo) {
+func printGGUFSummary(w io.Writer, s *models.GGUFSummary) {
 	fmt.Fprintf(w, "architecture\t%s\n", s.Architecture)
 	if s.Name != "" {
 		fmt.Fprintf(w, "name\t%s\n", s.Name)

@@ -133,6 +133,8 @@ type Store struct {
 	// freeSpace reports the bytes free for the store's folder; tests
 	// replace it.
 	freeSpace func(dir string) (uint64, error)
+	// cache holds the facts of the plain files Resolve has read.
+	cache fileCache
 }
 
 // DefaultDir is $OWL_MODELS, or ~/.owl/models.

@@ -634,5 +634,8 @@ func TestInspect(t *testing.T) {
 		if (in.GGUF != nil) != (tc.kind == KindLLM || tc.kind == KindMMProj) || (in.Whisper != nil) != (tc.kind == KindWhisper) || (in.Silero != nil) != (tc.kind == KindVAD) {
 			t.Fatalf("%s: facts of the wrong format: %+v", tc.kind, in)
 		}
+		if in.GGUF != nil && (in.GGUF.Architecture == "" || tc.kind == KindLLM && in.GGUF.ContextLength == 0) {
+			t.Fatalf("%s: GGUF facts %+v", tc.kind, *in.GGUF)
+		}
 	}
 }
