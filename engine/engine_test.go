@@ -100,4 +100,3 @@ func TestClosed(t *testing.T) {
 		t.Fatalf("err = %v, want ErrClosed", err)
 	}
 }
-
