@@ -36,7 +36,9 @@ func DefaultCacheDir() string {
 }
 
 // Model is a loaded Whisper model: its weights on a ggml backend and its
-// vocabulary and mel filters. Transcriptions on one Model run one at a time.
+// vocabulary and mel filters. Many transcriptions may run on one Model at
+// once; their graph evaluations take turns and their decoder steps are
+// evaluated together (see the package documentation).
 type Model struct {
 	path    string
 	file    *models.WhisperFile
