@@ -1,6 +1,8 @@
-// Package whispercpp is a second speech backend: whisper.cpp's own library
-// through its official Go bindings, behind the speech.Recognizer interface
-// (select it with `owl transcribe --backend whispercpp`).
+// Package whispercpp binds whisper.cpp's own library, through its official
+// Go bindings, in Go types of its own: a Model transcribes samples with
+// Params into Segments. It imports nothing of owl's; package
+// speech/whispercpp makes it a speech.Recognizer (owl transcribe --backend
+// whispercpp).
 //
 // It builds only with the build tag whispercpp, on a machine with a system
 // libwhisper (headers and libraries where cgo finds them). That library

@@ -3,7 +3,6 @@
 package whispercpp
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,26 +11,49 @@ import (
 	"time"
 
 	whisper "github.com/ggerganov/whisper.cpp/bindings/go"
-
-	"github.com/owlengine/owl/speech"
 )
 
-func init() {
-	speech.RegisterBackend("whispercpp", func(_ context.Context, path string, o speech.LoadOptions) (speech.Recognizer, error) {
-		return Open(path, o)
-	})
+// Model is a whisper.cpp model. Its methods may be called from several
+// goroutines; transcriptions run one at a time.
+type Model struct {
+	mu  sync.Mutex // guards ctx
+	ctx *whisper.Context
 }
 
-// Recognizer transcribes with whisper.cpp. Transcriptions run one at a time.
-type Recognizer struct {
-	mu      sync.Mutex // guards ctx
-	ctx     *whisper.Context
-	path    string
-	threads int
+// Params are the decoding knobs this binding passes on.
+type Params struct {
+	Threads         int    // 0: whisper.cpp's default
+	BeamSize        int    // 1 or less: greedy
+	Language        string // a code, or "auto"
+	Translate       bool
+	NoContext       bool
+	TokenTimestamps bool
+	// Temperature is the first temperature; TemperatureInc the step of
+	// the fallback ladder (negative: no fallback).
+	Temperature, TemperatureInc float32
+	InitialPrompt               string
 }
+
+// Segment is a stretch of transcribed speech.
+type Segment struct {
+	Start, End time.Duration
+	Text       string
+	Tokens     []Token
+}
+
+// Token is a decoded token; Start and End are set with TokenTimestamps.
+type Token struct {
+	ID         int
+	Text       string
+	Prob       float32
+	Start, End time.Duration
+}
+
+// ErrLanguage is returned for a language whisper.cpp does not know.
+var ErrLanguage = errors.New("unknown language")
 
 // Open loads the whisper.cpp model file at path.
-func Open(path string, o speech.LoadOptions) (*Recognizer, error) {
+func Open(path string) (*Model, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("%s: no such file", path)
 	}
@@ -39,112 +61,82 @@ func Open(path string, o speech.LoadOptions) (*Recognizer, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("%s: whisper.cpp could not load the model", path)
 	}
-	return &Recognizer{ctx: ctx, path: path, threads: o.Threads}, nil
+	return &Model{ctx: ctx}, nil
 }
 
 // Close frees the model. It is idempotent.
-func (r *Recognizer) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ctx != nil {
-		r.ctx.Whisper_free()
-		r.ctx = nil
+func (m *Model) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx != nil {
+		m.ctx.Whisper_free()
+		m.ctx = nil
 	}
-	return nil
 }
 
-// Describe names the backend and model.
-func (r *Recognizer) Describe() string { return "whisper.cpp " + r.path }
-
-// Transcribe runs whisper_full with o mapped onto whisper.cpp's parameters.
-// Cancellation is checked before each window is encoded.
-func (r *Recognizer) Transcribe(ctx context.Context, samples []float32, o speech.Options) (*speech.Transcript, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ctx == nil {
-		return nil, errors.New("whispercpp: recognizer closed")
-	}
-	tr := &speech.Transcript{Duration: time.Duration(float64(len(samples)) / speech.SampleRate * float64(time.Second))}
-	if len(samples) == 0 {
-		tr.Language = "en"
-		return tr, nil
+// Transcribe runs whisper_full on 16-kHz samples. keepGoing is asked
+// before each window is encoded (false stops); progress, when not nil,
+// gets the percentage done. It returns the language and the segments.
+func (m *Model) Transcribe(samples []float32, p Params, keepGoing func() bool, progress func(int)) (string, []Segment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx == nil {
+		return "", nil, errors.New("whispercpp: model closed")
 	}
 	strategy := whisper.SAMPLING_GREEDY
-	if o.BeamSize > 1 {
+	if p.BeamSize > 1 {
 		strategy = whisper.SAMPLING_BEAM_SEARCH
 	}
-	p := r.ctx.Whisper_full_default_params(strategy)
-	if r.threads > 0 {
-		p.SetThreads(r.threads)
+	wp := m.ctx.Whisper_full_default_params(strategy)
+	if p.Threads > 0 {
+		wp.SetThreads(p.Threads)
 	}
-	p.SetPrintProgress(false)
-	p.SetPrintRealtime(false)
-	p.SetPrintTimestamps(false)
-	p.SetTranslate(o.Translate)
-	p.SetNoContext(o.NoContext)
-	p.SetTokenTimestamps(o.WordTimestamps)
-	if o.BeamSize > 1 {
-		p.SetBeamSize(o.BeamSize)
+	wp.SetPrintProgress(false)
+	wp.SetPrintRealtime(false)
+	wp.SetPrintTimestamps(false)
+	wp.SetTranslate(p.Translate)
+	wp.SetNoContext(p.NoContext)
+	wp.SetTokenTimestamps(p.TokenTimestamps)
+	if p.BeamSize > 1 {
+		wp.SetBeamSize(p.BeamSize)
 	}
-	lang := strings.ToLower(o.Language)
+	lang := strings.ToLower(p.Language)
 	if lang == "" {
 		lang = "auto"
 	}
-	if r.ctx.Whisper_is_multilingual() == 0 {
+	if m.ctx.Whisper_is_multilingual() == 0 {
 		lang = "en"
 	}
+	id := -1
 	if lang != "auto" {
-		id := r.ctx.Whisper_lang_id(lang)
-		if id < 0 {
-			return nil, fmt.Errorf("%w: unknown language %q", speech.ErrBadOption, o.Language)
-		}
-		if err := p.SetLanguage(id); err != nil {
-			return nil, fmt.Errorf("%w: %v", speech.ErrBadOption, err)
-		}
-	} else if err := p.SetLanguage(-1); err != nil {
-		return nil, err
-	}
-	if len(o.Temperatures) > 0 {
-		p.SetTemperature(float32(o.Temperatures[0]))
-		if len(o.Temperatures) > 1 {
-			p.SetTemperatureFallback(float32(o.Temperatures[1] - o.Temperatures[0]))
-		} else {
-			p.SetTemperatureFallback(-1)
+		if id = m.ctx.Whisper_lang_id(lang); id < 0 {
+			return "", nil, fmt.Errorf("%w %q", ErrLanguage, p.Language)
 		}
 	}
-	if o.Prompt != "" {
-		p.SetInitialPrompt(o.Prompt)
+	if err := wp.SetLanguage(id); err != nil {
+		return "", nil, fmt.Errorf("%w %q: %v", ErrLanguage, p.Language, err)
 	}
-	encoderBegin := func() bool { return ctx.Err() == nil }
-	var progress func(int)
-	if o.OnProgress != nil {
-		progress = func(pct int) { o.OnProgress(tr.Duration*time.Duration(pct)/100, tr.Duration) }
+	wp.SetTemperature(p.Temperature)
+	wp.SetTemperatureFallback(p.TemperatureInc)
+	if p.InitialPrompt != "" {
+		wp.SetInitialPrompt(p.InitialPrompt)
 	}
-	if err := r.ctx.Whisper_full(p, samples, encoderBegin, nil, progress); err != nil {
-		if ctx.Err() != nil {
-			return tr, ctx.Err()
-		}
-		return tr, fmt.Errorf("whisper.cpp: %w", err)
+	if err := m.ctx.Whisper_full(wp, samples, keepGoing, nil, progress); err != nil {
+		return "", nil, fmt.Errorf("whisper.cpp: %w", err)
 	}
-	if err := ctx.Err(); err != nil {
-		return tr, err
-	}
-	tr.Language = whisper.Whisper_lang_str(r.ctx.Whisper_full_lang_id())
 	cs := func(t int64) time.Duration { return time.Duration(t) * 10 * time.Millisecond }
-	for i := range r.ctx.Whisper_full_n_segments() {
-		seg := speech.Segment{Start: cs(r.ctx.Whisper_full_get_segment_t0(i)), End: cs(r.ctx.Whisper_full_get_segment_t1(i)), Text: r.ctx.Whisper_full_get_segment_text(i)}
-		for j := range r.ctx.Whisper_full_n_tokens(i) {
-			d := r.ctx.Whisper_full_get_token_data(i, j)
-			tok := speech.Token{ID: int(d.Id()), Text: r.ctx.Whisper_full_get_token_text(i, j), Prob: r.ctx.Whisper_full_get_token_p(i, j)}
-			if o.WordTimestamps {
+	var segs []Segment
+	for i := range m.ctx.Whisper_full_n_segments() {
+		seg := Segment{Start: cs(m.ctx.Whisper_full_get_segment_t0(i)), End: cs(m.ctx.Whisper_full_get_segment_t1(i)), Text: m.ctx.Whisper_full_get_segment_text(i)}
+		for j := range m.ctx.Whisper_full_n_tokens(i) {
+			d := m.ctx.Whisper_full_get_token_data(i, j)
+			tok := Token{ID: int(d.Id()), Text: m.ctx.Whisper_full_get_token_text(i, j), Prob: m.ctx.Whisper_full_get_token_p(i, j)}
+			if p.TokenTimestamps {
 				tok.Start, tok.End = cs(d.T0()), cs(d.T1())
 			}
 			seg.Tokens = append(seg.Tokens, tok)
 		}
-		if o.OnSegment != nil {
-			o.OnSegment(seg)
-		}
-		tr.Segments = append(tr.Segments, seg)
+		segs = append(segs, seg)
 	}
-	return tr, nil
+	return whisper.Whisper_lang_str(m.ctx.Whisper_full_lang_id()), segs, nil
 }
