@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/owlengine/owl/llm"
+	"github.com/owlengine/owl/speech"
 )
 
 // BenchRequest measures prompt evaluation and generation speed on a model,
@@ -324,4 +325,39 @@ func benchImage() []byte {
 	var b bytes.Buffer
 	png.Encode(&b, img)
 	return b.Bytes()
+}
+
+// SpeechBenchResult holds the figures of one speech benchmark run.
+type SpeechBenchResult struct {
+	Description string
+	Threads     int
+	Audio       time.Duration
+	Load        time.Duration
+	Wall        time.Duration // transcription, mel to last token
+	Timings     speech.Timings
+}
+
+// BenchSpeech transcribes samples with the model at path (every window
+// decoded, silent or not) and measures it.
+func (e *Engine) BenchSpeech(ctx context.Context, path string, samples []float32, o TranscribeOptions) (SpeechBenchResult, error) {
+	start := time.Now()
+	m, l, err := e.speechModel(ctx, path)
+	if err != nil {
+		return SpeechBenchResult{}, err
+	}
+	defer l.release(nil)
+	res := SpeechBenchResult{Description: describe(m.rec), Threads: e.opts.Threads, Load: time.Since(start)}
+	if t, ok := m.rec.(interface{ Threads() int }); ok {
+		res.Threads = t.Threads()
+	}
+	o.SilenceThreshold = -1
+	start = time.Now()
+	tr, err := m.rec.Transcribe(ctx, samples, o)
+	if err != nil {
+		return res, err
+	}
+	res.Wall = time.Since(start)
+	res.Audio = tr.Duration
+	res.Timings = tr.Timings
+	return res, nil
 }

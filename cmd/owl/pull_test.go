@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/owlengine/owl/models/hub/hubtest"
+	"github.com/owlengine/owl/internal/hubtest"
 	"github.com/owlengine/owl/models/testmodel"
 )
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/owlengine/owl/models/hub"
-	"github.com/owlengine/owl/models/hub/hubtest"
+	"github.com/owlengine/owl/internal/hubtest"
 )
 
 func TestParseRef(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/owlengine/owl/models"
 	"github.com/owlengine/owl/models/hub"
-	"github.com/owlengine/owl/models/hub/hubtest"
+	"github.com/owlengine/owl/internal/hubtest"
 	"github.com/owlengine/owl/models/testmodel"
 )
 
