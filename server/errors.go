@@ -143,19 +143,36 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, a api, err e
 	writeJSON(w, e.Status, errorBody(a, e))
 }
 
+// ollamaError is an error in ollama's shape.
+type ollamaError struct {
+	Error string `json:"error"`
+}
+
+// openAIError is an error in OpenAI's shape; param and code are null when
+// empty.
+type openAIError struct {
+	Error struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	} `json:"error"`
+}
+
 // errorBody is e in the shape of API a.
 func errorBody(a api, e *apiError) any {
 	if a == apiOllama {
-		return map[string]string{"error": e.Message}
+		return ollamaError{e.Message}
 	}
-	var param, code any
+	var out openAIError
+	out.Error.Message, out.Error.Type = e.Message, e.Type
 	if e.Param != "" {
-		param = e.Param
+		out.Error.Param = &e.Param
 	}
 	if e.Code != "" {
-		code = e.Code
+		out.Error.Code = &e.Code
 	}
-	return map[string]any{"error": map[string]any{"message": e.Message, "type": e.Type, "param": param, "code": code}}
+	return out
 }
 
 // writeJSON sends v as JSON with status.

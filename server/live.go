@@ -121,23 +121,19 @@ func (s *Server) handleAudioStream(w http.ResponseWriter, r *http.Request) error
 	src := newLiveSource(int(liveBuffer.Seconds() * engine.SampleRate))
 	go s.readLiveAudio(ctx, conn, cfg, src, send)
 
-	send(map[string]any{"type": "ready", "model": cfg.model.Name, "sample_rate": cfg.sampleRate, "encoding": map[bool]string{false: "pcm_s16le", true: "pcm_f32le"}[cfg.float]})
+	encoding := "pcm_s16le"
+	if cfg.float {
+		encoding = "pcm_f32le"
+	}
+	send(liveReady{Type: "ready", Model: cfg.model.Name, SampleRate: cfg.sampleRate, Encoding: encoding})
 	req := engine.ListenRequest{Model: cfg.model.Path, Source: src, VAD: cfg.vad, VADModel: cfg.vadModel,
 		StreamOptions: engine.StreamOptions{Options: engine.TranscribeOptions{Language: cfg.language, Translate: cfg.translate}}}
 	st, err := s.be.Listen(ctx, req, func(ev engine.ListenEvent) error {
-		out := map[string]any{"type": ev.Type}
 		if ev.Type == engine.EventDropped {
-			out["dropped"], out["dropped_seconds"] = ev.Dropped, float64(ev.Dropped)/engine.SampleRate
-		} else {
-			out["text"], out["start"], out["end"] = ev.Text, ev.Start.Seconds(), ev.End.Seconds()
-			if ev.Committed != "" {
-				out["committed"] = ev.Committed
-			}
-			if ev.Latency > 0 {
-				out["latency"] = ev.Latency.Seconds()
-			}
+			return send(liveDropped{Type: ev.Type, Dropped: ev.Dropped, DroppedSeconds: float64(ev.Dropped) / engine.SampleRate})
 		}
-		return send(out)
+		return send(liveText{Type: ev.Type, Text: ev.Text, Start: ev.Start.Seconds(), End: ev.End.Seconds(), Committed: ev.Committed,
+			Latency: ev.Latency.Seconds()})
 	})
 	if err != nil {
 		if errors.Is(err, context.Canceled) && r.Context().Err() == nil && src.failure() == nil {
@@ -147,11 +143,13 @@ func (s *Server) handleAudioStream(w http.ResponseWriter, r *http.Request) error
 			err = ferr
 		}
 		ae := s.classify(err)
-		send(map[string]any{"type": "error", "error": map[string]any{"message": ae.Message, "code": ae.Code, "status": ae.Status}})
+		le := liveError{Type: "error"}
+		le.Error.Message, le.Error.Code, le.Error.Status = ae.Message, ae.Code, ae.Status
+		send(le)
 		conn.Close(websocket.StatusPolicyViolation, truncate(ae.Message, 100))
 		return nil
 	}
-	send(map[string]any{"type": "done", "audio_seconds": st.Audio.Seconds(), "finals": st.Finals, "dropped": st.Dropped})
+	send(liveDone{Type: "done", AudioSeconds: st.Audio.Seconds(), Finals: st.Finals, Dropped: st.Dropped})
 	conn.Close(websocket.StatusNormalClosure, "")
 	return nil
 }
@@ -334,3 +332,41 @@ func (l *liveSource) Dropped() int64 {
 
 // Close does nothing: the connection's handler owns the connection.
 func (l *liveSource) Close() error { return nil }
+
+// The live transcription's events, as the WebSocket sends them.
+type (
+	liveReady struct {
+		Type       string `json:"type"` // "ready"
+		Model      string `json:"model"`
+		SampleRate int    `json:"sample_rate"`
+		Encoding   string `json:"encoding"`
+	}
+	// liveText is a partial or final text; times in seconds of the stream.
+	liveText struct {
+		Type      string  `json:"type"`
+		Text      string  `json:"text"`
+		Start     float64 `json:"start"`
+		End       float64 `json:"end"`
+		Committed string  `json:"committed,omitempty"`
+		Latency   float64 `json:"latency,omitempty"`
+	}
+	liveDropped struct {
+		Type           string  `json:"type"` // "dropped"
+		Dropped        int64   `json:"dropped"`
+		DroppedSeconds float64 `json:"dropped_seconds"`
+	}
+	liveError struct {
+		Type  string `json:"type"` // "error"
+		Error struct {
+			Message string `json:"message"`
+			Code    string `json:"code"`
+			Status  int    `json:"status"`
+		} `json:"error"`
+	}
+	liveDone struct {
+		Type         string  `json:"type"` // "done"
+		AudioSeconds float64 `json:"audio_seconds"`
+		Finals       int     `json:"finals"`
+		Dropped      int64   `json:"dropped"`
+	}
+)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	ollama "github.com/ollama/ollama/api"
+
 	"github.com/owlengine/owl/engine"
 	"github.com/owlengine/owl/models/store"
 )
@@ -197,16 +199,14 @@ func (s *Server) ollamaImages(in []string, param string, count *int) ([][]byte, 
 	return out, nil
 }
 
-// ollamaTimes are the durations and counts ollama reports when done.
-func ollamaTimes(res engine.Result, total time.Duration) map[string]any {
-	return map[string]any{
-		"total_duration": total.Nanoseconds(), "load_duration": 0,
-		"prompt_eval_count": res.PromptTokens - res.CachedTokens, "prompt_eval_duration": res.PromptDuration.Nanoseconds(),
-		"eval_count": len(res.Tokens), "eval_duration": res.GenerateDuration.Nanoseconds(),
-	}
+// ollamaMetrics are the durations and counts ollama reports when done.
+func ollamaMetrics(res engine.Result, total time.Duration) ollama.Metrics {
+	return ollama.Metrics{TotalDuration: total, PromptEvalCount: res.PromptTokens - res.CachedTokens, PromptEvalDuration: res.PromptDuration,
+		EvalCount: len(res.Tokens), EvalDuration: res.GenerateDuration}
 }
 
-func nowRFC3339() string { return time.Now().UTC().Format(time.RFC3339Nano) }
+// assistant is an assistant message of content, in ollama's shape.
+func assistant(content string) ollama.Message { return ollama.Message{Role: "assistant", Content: content} }
 
 // requireOllamaJSON accepts what ollama's clients and curl -d send.
 func requireOllamaJSON(r *http.Request) error {
@@ -241,8 +241,7 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"model": req.Model, "created_at": nowRFC3339(),
-			"message": map[string]any{"role": "assistant", "content": ""}, "done": true, "done_reason": reason})
+		writeJSON(w, http.StatusOK, ollama.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: assistant(""), Done: true, DoneReason: reason})
 		return nil
 	}
 	msgs := make([]engine.Message, 0, len(req.Messages))
@@ -266,10 +265,8 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 		if err != nil {
 			return err
 		}
-		out := ollamaTimes(res, time.Since(start))
-		out["model"], out["created_at"], out["done"], out["done_reason"] = req.Model, nowRFC3339(), true, res.FinishReason
-		out["message"] = map[string]any{"role": "assistant", "content": res.Text}
-		writeJSON(w, http.StatusOK, out)
+		writeJSON(w, http.StatusOK, ollama.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: assistant(res.Text), Done: true,
+			DoneReason: res.FinishReason, Metrics: ollamaMetrics(res, time.Since(start))})
 		return nil
 	}
 	ev := newNDJSON(w)
@@ -277,16 +274,13 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 		if c.Text == "" {
 			return nil
 		}
-		return ev.send(map[string]any{"model": req.Model, "created_at": nowRFC3339(),
-			"message": map[string]any{"role": "assistant", "content": c.Text}, "done": false})
+		return ev.send(ollama.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: assistant(c.Text)})
 	})
 	if err != nil {
 		return s.streamError(ev, apiOllama, err)
 	}
-	out := ollamaTimes(res, time.Since(start))
-	out["model"], out["created_at"], out["done"], out["done_reason"] = req.Model, nowRFC3339(), true, res.FinishReason
-	out["message"] = map[string]any{"role": "assistant", "content": ""}
-	ev.send(out)
+	ev.send(ollama.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: assistant(""), Done: true,
+		DoneReason: res.FinishReason, Metrics: ollamaMetrics(res, time.Since(start))})
 	return nil
 }
 
@@ -323,7 +317,7 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"model": req.Model, "created_at": nowRFC3339(), "response": "", "done": true, "done_reason": reason})
+		writeJSON(w, http.StatusOK, ollama.GenerateResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Done: true, DoneReason: reason})
 		return nil
 	}
 	// Without raw, ollama formats the prompt with the model's template, as
@@ -345,9 +339,8 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 		if err != nil {
 			return err
 		}
-		out := ollamaTimes(res, time.Since(start))
-		out["model"], out["created_at"], out["done"], out["done_reason"], out["response"] = req.Model, nowRFC3339(), true, res.FinishReason, res.Text
-		writeJSON(w, http.StatusOK, out)
+		writeJSON(w, http.StatusOK, ollama.GenerateResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Response: res.Text, Done: true,
+			DoneReason: res.FinishReason, Metrics: ollamaMetrics(res, time.Since(start))})
 		return nil
 	}
 	ev := newNDJSON(w)
@@ -355,24 +348,22 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 		if c.Text == "" {
 			return nil
 		}
-		return ev.send(map[string]any{"model": req.Model, "created_at": nowRFC3339(), "response": c.Text, "done": false})
+		return ev.send(ollama.GenerateResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Response: c.Text})
 	})
 	if err != nil {
 		return s.streamError(ev, apiOllama, err)
 	}
-	out := ollamaTimes(res, time.Since(start))
-	out["model"], out["created_at"], out["done"], out["done_reason"], out["response"] = req.Model, nowRFC3339(), true, res.FinishReason, ""
-	ev.send(out)
+	ev.send(ollama.GenerateResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Done: true, DoneReason: res.FinishReason,
+		Metrics: ollamaMetrics(res, time.Since(start))})
 	return nil
 }
 
 // details describes a model the way ollama's listings do.
-func (s *Server) details(m model) map[string]any {
-	d := map[string]any{"parent_model": "", "format": "gguf", "family": string(m.Kind), "families": []string{string(m.Kind)},
-		"parameter_size": "", "quantization_level": ""}
+func (s *Server) details(m model) ollama.ModelDetails {
+	d := ollama.ModelDetails{Format: "gguf", Family: string(m.Kind), Families: []string{string(m.Kind)}}
 	switch m.Kind {
 	case store.KindWhisper, store.KindVAD:
-		d["format"] = "ggml"
+		d.Format = "ggml"
 		return d
 	}
 	in, err := s.models.info(m)
@@ -380,12 +371,12 @@ func (s *Server) details(m model) map[string]any {
 		return d
 	}
 	info := in.GGUF
-	d["family"], d["families"] = info.Architecture, []string{info.Architecture}
+	d.Family, d.Families = info.Architecture, []string{info.Architecture}
 	if m.Projector != "" {
-		d["families"] = []string{info.Architecture, "clip"}
+		d.Families = []string{info.Architecture, "clip"}
 	}
-	d["parameter_size"] = formatParams(info.Params)
-	d["quantization_level"] = strings.ToUpper(info.FileType)
+	d.ParameterSize = formatParams(info.Params)
+	d.QuantizationLevel = strings.ToUpper(info.FileType)
 	return d
 }
 
@@ -407,15 +398,15 @@ func (s *Server) handleOllamaTags(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		s.log.Warn("server: model store", "err", err)
 	}
-	out := []any{}
+	out := ollama.ListResponse{Models: []ollama.ListModelResponse{}}
 	for _, m := range all {
 		if !servable(m) {
 			continue
 		}
-		out = append(out, map[string]any{"name": m.Name, "model": m.Name, "modified_at": m.Modified.UTC().Format(time.RFC3339Nano),
-			"size": m.Size, "digest": strings.TrimPrefix(s.models.digest(m), "sha256:"), "details": s.details(m)})
+		out.Models = append(out.Models, ollama.ListModelResponse{Name: m.Name, Model: m.Name, ModifiedAt: m.Modified.UTC(), Size: m.Size,
+			Digest: strings.TrimPrefix(s.models.digest(m), "sha256:"), Details: s.details(m)})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"models": out})
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -429,7 +420,7 @@ func (s *Server) handleOllamaPS(w http.ResponseWriter, r *http.Request) error {
 		}
 		byPath[m.Path] = m
 	}
-	out := []any{}
+	out := ollama.ProcessResponse{Models: []ollama.ProcessModelResponse{}}
 	for _, mm := range met.Models {
 		m, ok := byPath[mm.Path]
 		if !ok {
@@ -450,10 +441,10 @@ func (s *Server) handleOllamaPS(w http.ResponseWriter, r *http.Request) error {
 		default:
 			expires = mm.LastUsed.Add(mm.KeepAlive)
 		}
-		out = append(out, map[string]any{"name": m.Name, "model": m.Name, "size": mm.Bytes, "digest": strings.TrimPrefix(s.models.digest(m), "sha256:"),
-			"details": s.details(m), "expires_at": expires.UTC().Format(time.RFC3339Nano), "size_vram": 0})
+		out.Models = append(out.Models, ollama.ProcessModelResponse{Name: m.Name, Model: m.Name, Size: int64(mm.Bytes),
+			Digest: strings.TrimPrefix(s.models.digest(m), "sha256:"), Details: s.details(m), ExpiresAt: expires.UTC()})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"models": out})
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -476,15 +467,13 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	out := map[string]any{"modelfile": "", "parameters": "", "template": "", "details": s.details(m),
-		"modified_at": m.Modified.UTC().Format(time.RFC3339Nano)}
-	info := map[string]any{}
-	caps := []string{}
+	out := ollama.ShowResponse{Details: s.details(m), ModifiedAt: m.Modified.UTC(), ModelInfo: map[string]any{}}
+	info := out.ModelInfo
 	switch m.Kind {
 	case store.KindLLM:
-		caps = append(caps, "completion")
+		out.Capabilities = append(out.Capabilities, "completion")
 		if m.Projector != "" {
-			caps = append(caps, "vision")
+			out.Capabilities = append(out.Capabilities, "vision")
 		}
 		if in, err := s.models.info(m); err == nil && in.GGUF != nil {
 			gi := in.GGUF
@@ -498,12 +487,11 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 			info["tokenizer.ggml.model"] = gi.Tokenizer
 		}
 	case store.KindWhisper:
-		caps = append(caps, "transcription")
+		out.Capabilities = append(out.Capabilities, "transcription")
 		info["general.architecture"] = "whisper"
 	}
-	out["model_info"], out["capabilities"] = info, caps
 	if m.Projector != "" {
-		out["projector_info"] = map[string]any{"name": m.Projector}
+		out.ProjectorInfo = map[string]any{"name": m.Projector}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -514,7 +502,9 @@ func (s *Server) handleOllamaVersion(w http.ResponseWriter, r *http.Request) err
 	if v == "" {
 		v = "dev"
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": v})
+	writeJSON(w, http.StatusOK, struct {
+		Version string `json:"version"`
+	}{v})
 	return nil
 }
 

@@ -292,51 +292,110 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, map[string]any{
-			"id": id, "object": "chat.completion", "created": created, "model": req.Model, "system_fingerprint": s.fingerprint(),
-			"choices": []any{map[string]any{"index": 0, "message": map[string]any{"role": "assistant", "content": res.Text},
-				"finish_reason": res.FinishReason, "logprobs": nil}},
-			"usage": usage(res),
-		})
+		u := usage(res)
+		writeJSON(w, http.StatusOK, chatCompletion{ID: id, Object: "chat.completion", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint(),
+			Choices: []chatChoice{{Message: &chatMessageOut{Role: "assistant", Content: res.Text}, FinishReason: &res.FinishReason}}, Usage: &u})
 		return nil
 	}
 	ev := newSSE(w)
-	chunk := func(delta map[string]any, finish any) map[string]any {
-		return map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": req.Model,
-			"system_fingerprint": s.fingerprint(),
-			"choices":            []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": nil}}}
+	chunk := func(delta chatDelta, finish *string) chatCompletion {
+		return chatCompletion{ID: id, Object: "chat.completion.chunk", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint(),
+			Choices: []chatChoice{{Delta: &delta, FinishReason: finish}}}
 	}
+	empty := ""
+	opening := chatDelta{Role: "assistant", Content: &empty}
 	res, err := s.be.Chat(r.Context(), creq, func(c engine.Chunk) error {
 		if !ev.started {
-			if err := ev.send(chunk(map[string]any{"role": "assistant", "content": ""}, nil)); err != nil {
+			if err := ev.send(chunk(opening, nil)); err != nil {
 				return err
 			}
 		}
 		if c.Text == "" {
 			return nil
 		}
-		return ev.send(chunk(map[string]any{"content": c.Text}, nil))
+		return ev.send(chunk(chatDelta{Content: &c.Text}, nil))
 	})
 	if err != nil {
 		return s.streamError(ev, apiOpenAI, err)
 	}
 	if !ev.started {
-		ev.send(chunk(map[string]any{"role": "assistant", "content": ""}, nil))
+		ev.send(chunk(opening, nil))
 	}
-	ev.send(chunk(map[string]any{}, res.FinishReason))
+	ev.send(chunk(chatDelta{}, &res.FinishReason))
 	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
-		ev.send(map[string]any{"id": id, "object": "chat.completion.chunk", "created": created, "model": req.Model,
-			"choices": []any{}, "usage": usage(res)})
+		u := usage(res)
+		ev.send(chatCompletion{ID: id, Object: "chat.completion.chunk", Created: created, Model: req.Model, Choices: []chatChoice{}, Usage: &u})
 	}
 	ev.done()
 	return nil
 }
 
-func usage(res engine.Result) map[string]any {
-	return map[string]any{
-		"prompt_tokens": res.PromptTokens, "completion_tokens": len(res.Tokens), "total_tokens": res.PromptTokens + len(res.Tokens),
-		"prompt_tokens_details": map[string]any{"cached_tokens": res.CachedTokens},
-	}
+// OpenAI response bodies.
+
+// chatCompletion is a chat completion, a chunk of one (Object
+// "chat.completion.chunk") or a text completion ("text_completion").
+type chatCompletion struct {
+	ID                string       `json:"id"`
+	Object            string       `json:"object"`
+	Created           int64        `json:"created"`
+	Model             string       `json:"model"`
+	SystemFingerprint string       `json:"system_fingerprint,omitempty"`
+	Choices           []chatChoice `json:"choices"`
+	Usage             *openAIUsage `json:"usage,omitempty"`
+}
+
+// chatChoice is the one choice of a completion: a message (chat), a
+// delta (a chunk) or a text (a text completion).
+type chatChoice struct {
+	Index        int             `json:"index"`
+	Message      *chatMessageOut `json:"message,omitempty"`
+	Delta        *chatDelta      `json:"delta,omitempty"`
+	Text         *string         `json:"text,omitempty"`
+	FinishReason *string         `json:"finish_reason"`
+	Logprobs     *struct{}       `json:"logprobs"` // always null: not reported
+}
+
+type chatMessageOut struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// chatDelta is what a chunk adds to the message; the last chunk's is
+// empty.
+type chatDelta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+type openAIUsage struct {
+	PromptTokens        int `json:"prompt_tokens"`
+	CompletionTokens    int `json:"completion_tokens"`
+	TotalTokens         int `json:"total_tokens"`
+	PromptTokensDetails struct {
+		CachedTokens int `json:"cached_tokens"`
+	} `json:"prompt_tokens_details"`
+}
+
+// openAIModelEntry is a model in OpenAI's listing shape, with the kind and
+// size owl adds.
+type openAIModelEntry struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+	Kind    string `json:"kind"`
+	Size    int64  `json:"size"`
+}
+
+type openAIModelList struct {
+	Object string             `json:"object"`
+	Data   []openAIModelEntry `json:"data"`
+}
+
+func usage(res engine.Result) openAIUsage {
+	u := openAIUsage{PromptTokens: res.PromptTokens, CompletionTokens: len(res.Tokens), TotalTokens: res.PromptTokens + len(res.Tokens)}
+	u.PromptTokensDetails.CachedTokens = res.CachedTokens
+	return u
 }
 
 // fingerprint names the server build in OpenAI's system_fingerprint.
@@ -411,18 +470,18 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) error
 	}
 	greq := engine.GenerateRequest{Model: m.Path, Prompt: prompt, GenerateOptions: opts}
 	id, created := newID("cmpl-"), time.Now().Unix()
-	choice := func(text string, finish any) map[string]any {
-		return map[string]any{"id": id, "object": "text_completion", "created": created, "model": req.Model,
-			"system_fingerprint": s.fingerprint(),
-			"choices":            []any{map[string]any{"index": 0, "text": text, "finish_reason": finish, "logprobs": nil}}}
+	choice := func(text string, finish *string) chatCompletion {
+		return chatCompletion{ID: id, Object: "text_completion", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint(),
+			Choices: []chatChoice{{Text: &text, FinishReason: finish}}}
 	}
 	if !req.Stream {
 		res, err := s.be.Generate(r.Context(), greq, nil)
 		if err != nil {
 			return err
 		}
-		out := choice(res.Text, res.FinishReason)
-		out["usage"] = usage(res)
+		out := choice(res.Text, &res.FinishReason)
+		u := usage(res)
+		out.Usage = &u
 		writeJSON(w, http.StatusOK, out)
 		return nil
 	}
@@ -436,19 +495,18 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return s.streamError(ev, apiOpenAI, err)
 	}
-	ev.send(choice("", res.FinishReason))
+	ev.send(choice("", &res.FinishReason))
 	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
-		ev.send(map[string]any{"id": id, "object": "text_completion", "created": created, "model": req.Model,
-			"choices": []any{}, "usage": usage(res)})
+		u := usage(res)
+		ev.send(chatCompletion{ID: id, Object: "text_completion", Created: created, Model: req.Model, Choices: []chatChoice{}, Usage: &u})
 	}
 	ev.done()
 	return nil
 }
 
 // openAIModel is a model in OpenAI's listing shape.
-func openAIModel(m model) map[string]any {
-	return map[string]any{"id": m.Name, "object": "model", "created": m.Modified.Unix(), "owned_by": "owl",
-		"kind": string(m.Kind), "size": m.Size}
+func openAIModel(m model) openAIModelEntry {
+	return openAIModelEntry{ID: m.Name, Object: "model", Created: m.Modified.Unix(), OwnedBy: "owl", Kind: string(m.Kind), Size: m.Size}
 }
 
 // servable says whether a model is listed: text and speech models are;
@@ -460,13 +518,13 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		s.log.Warn("server: model store", "err", err)
 	}
-	data := []any{}
+	out := openAIModelList{Object: "list", Data: []openAIModelEntry{}}
 	for _, m := range all {
 		if servable(m) {
-			data = append(data, openAIModel(m))
+			out.Data = append(out.Data, openAIModel(m))
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

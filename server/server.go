@@ -352,11 +352,11 @@ func (s *Server) retryAfterSeconds(expected time.Duration) string {
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) error {
 	m := s.be.Metrics()
-	writeJSON(w, http.StatusOK, map[string]any{
-		"status":         "ok",
-		"version":        s.cfg.Version,
-		"uptime_seconds": time.Since(s.started).Seconds(),
-		"models_loaded":  len(m.Models),
-	})
+	writeJSON(w, http.StatusOK, struct {
+		Status        string  `json:"status"`
+		Version       string  `json:"version"`
+		UptimeSeconds float64 `json:"uptime_seconds"`
+		ModelsLoaded  int     `json:"models_loaded"`
+	}{"ok", s.cfg.Version, time.Since(s.started).Seconds(), len(m.Models)})
 	return nil
 }

@@ -214,7 +214,7 @@ func (s *Server) transcribe(w http.ResponseWriter, r *http.Request, translate bo
 		mu.Lock()
 		defer mu.Unlock()
 		if sendErr == nil && seg.Text != "" {
-			sendErr = ev.send(map[string]any{"type": "transcript.text.delta", "delta": seg.Text})
+			sendErr = ev.send(transcriptDelta{Type: "transcript.text.delta", Delta: seg.Text})
 		}
 	}
 	tr, err := s.be.Transcribe(r.Context(), req)
@@ -226,17 +226,16 @@ func (s *Server) transcribe(w http.ResponseWriter, r *http.Request, translate bo
 	if sendErr != nil {
 		return nil // the client is gone
 	}
-	ev.send(map[string]any{"type": "transcript.text.done", "text": tr.Text(),
-		"usage": map[string]any{"type": "duration", "seconds": math.Ceil(tr.Duration.Seconds())}})
+	ev.send(transcriptDone{Type: "transcript.text.done", Text: tr.Text(), Usage: audioUsage(tr)})
 	return nil
 }
 
 // writeTranscript sends tr in the form's response format.
 func writeTranscript(w http.ResponseWriter, tr *engine.Transcript, f *transcriptionForm, task string) error {
-	use := map[string]any{"type": "duration", "seconds": math.Ceil(tr.Duration.Seconds())}
+	use := audioUsage(tr)
 	switch f.ResponseFormat {
 	case "json":
-		writeJSON(w, http.StatusOK, map[string]any{"text": tr.Text(), "usage": use})
+		writeJSON(w, http.StatusOK, transcriptJSON{Text: tr.Text(), Usage: use})
 	case "text":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, strings.ToValidUTF8(tr.Text(), "\uFFFD"))
@@ -252,35 +251,85 @@ func writeTranscript(w http.ResponseWriter, tr *engine.Transcript, f *transcript
 		w.Header().Set("Content-Type", ct+"; charset=utf-8")
 		w.Write(bytes.ToValidUTF8(b.Bytes(), []byte("\uFFFD")))
 	case "verbose_json":
-		segs := []any{}
-		var words []any
+		segs := []verboseSegment{}
+		words := []verboseWord{}
 		for i, s := range tr.Segments {
 			toks := []int{}
 			for _, t := range s.Tokens {
 				toks = append(toks, t.ID)
 			}
-			segs = append(segs, map[string]any{"id": i, "seek": int(s.Start / (10 * time.Millisecond)), "start": s.Start.Seconds(), "end": s.End.Seconds(),
-				"text": s.Text, "tokens": toks, "temperature": s.Temperature, "avg_logprob": s.AvgLogProb,
-				"compression_ratio": s.CompressionRatio, "no_speech_prob": s.NoSpeechProb})
+			segs = append(segs, verboseSegment{ID: i, Seek: int(s.Start / (10 * time.Millisecond)), Start: s.Start.Seconds(), End: s.End.Seconds(),
+				Text: s.Text, Tokens: toks, Temperature: s.Temperature, AvgLogProb: s.AvgLogProb,
+				CompressionRatio: s.CompressionRatio, NoSpeechProb: s.NoSpeechProb})
 			for _, wd := range s.Words {
-				words = append(words, map[string]any{"word": strings.TrimSpace(wd.Text), "start": wd.Start.Seconds(), "end": wd.End.Seconds()})
+				words = append(words, verboseWord{Word: strings.TrimSpace(wd.Text), Start: wd.Start.Seconds(), End: wd.End.Seconds()})
 			}
 		}
 		lang := engine.LanguageName(tr.Language)
 		if lang == "" {
 			lang = tr.Language
 		}
-		out := map[string]any{"task": task, "language": lang, "duration": tr.Duration.Seconds(), "text": tr.Text(), "usage": use}
+		out := verboseTranscript{Task: task, Language: lang, Duration: tr.Duration.Seconds(), Text: tr.Text(), Usage: use}
 		if len(f.Granularities) == 0 || f.wants("segment") {
-			out["segments"] = segs
+			out.Segments = &segs
 		}
 		if f.wants("word") {
-			if words == nil {
-				words = []any{}
-			}
-			out["words"] = words
+			out.Words = &words
 		}
 		writeJSON(w, http.StatusOK, out)
 	}
 	return nil
+}
+
+// OpenAI's transcription bodies.
+type (
+	// audioUsageBody is a transcription's usage: the audio's seconds,
+	// rounded up.
+	audioUsageBody struct {
+		Type    string  `json:"type"` // "duration"
+		Seconds float64 `json:"seconds"`
+	}
+	transcriptJSON struct {
+		Text  string         `json:"text"`
+		Usage audioUsageBody `json:"usage"`
+	}
+	transcriptDelta struct {
+		Type  string `json:"type"` // "transcript.text.delta"
+		Delta string `json:"delta"`
+	}
+	transcriptDone struct {
+		Type  string         `json:"type"` // "transcript.text.done"
+		Text  string         `json:"text"`
+		Usage audioUsageBody `json:"usage"`
+	}
+	verboseTranscript struct {
+		Task     string            `json:"task"`
+		Language string            `json:"language"`
+		Duration float64           `json:"duration"`
+		Text     string            `json:"text"`
+		Usage    audioUsageBody    `json:"usage"`
+		Segments *[]verboseSegment `json:"segments,omitempty"` // when asked for (the default)
+		Words    *[]verboseWord    `json:"words,omitempty"`    // with timestamp_granularities[]=word
+	}
+	verboseSegment struct {
+		ID               int     `json:"id"`
+		Seek             int     `json:"seek"`
+		Start            float64 `json:"start"`
+		End              float64 `json:"end"`
+		Text             string  `json:"text"`
+		Tokens           []int   `json:"tokens"`
+		Temperature      float64 `json:"temperature"`
+		AvgLogProb       float64 `json:"avg_logprob"`
+		CompressionRatio float64 `json:"compression_ratio"`
+		NoSpeechProb     float64 `json:"no_speech_prob"`
+	}
+	verboseWord struct {
+		Word  string  `json:"word"`
+		Start float64 `json:"start"`
+		End   float64 `json:"end"`
+	}
+)
+
+func audioUsage(tr *engine.Transcript) audioUsageBody {
+	return audioUsageBody{Type: "duration", Seconds: math.Ceil(tr.Duration.Seconds())}
 }
