@@ -85,7 +85,10 @@ func TestModelsShareCores(t *testing.T) {
 	if st.MaxUsed > e.gate.Capacity() {
 		t.Errorf("%d threads computed at once on %d cores", st.MaxUsed, e.gate.Capacity())
 	}
-	if st.Acquired-before.Acquired == 0 || st.Waited-before.Waited == 0 {
+	// Whether any evaluation waited depends on the machine: on a busy one
+	// the decoder steps take fewer threads (compute.Spare) and two fit at
+	// once. That every one went through the gate does not.
+	if st.Acquired-before.Acquired == 0 {
 		t.Errorf("the models did not go through the gate: %+v, before %+v", st, before)
 	}
 	// Not asserted (timings are for benchmarks): without the gate the

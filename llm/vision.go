@@ -42,7 +42,11 @@ func (m *Model) OpenProjector(path string, threads int) (*Projector, error) {
 	if arch := g.Architecture(); arch != "clip" {
 		return nil, fmt.Errorf("%s: not a vision projector (its architecture is %q; projectors are \"clip\" files, usually named mmproj-*.gguf)", path, arch)
 	}
-	p, err := llama.OpenProjector(m.m, path, llama.ProjectorParams{Threads: threads})
+	check, err := models.CheckProjector(g, m.m.InputEmbd())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	p, err := llama.OpenProjector(m.m, path, llama.ProjectorParams{Threads: threads, Type: check.Type, ShapesChecked: check.ShapesChecked})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

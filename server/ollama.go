@@ -206,7 +206,9 @@ func ollamaMetrics(res engine.Result, total time.Duration) ollama.Metrics {
 }
 
 // assistant is an assistant message of content, in ollama's shape.
-func assistant(content string) ollama.Message { return ollama.Message{Role: "assistant", Content: content} }
+func assistant(content string) ollama.Message {
+	return ollama.Message{Role: "assistant", Content: content}
+}
 
 // requireOllamaJSON accepts what ollama's clients and curl -d send.
 func requireOllamaJSON(r *http.Request) error {

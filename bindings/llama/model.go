@@ -269,3 +269,7 @@ func ApplyChatTemplate(tmpl string, msgs []ChatMessage, addAssistant bool) (stri
 		buf = make([]byte, int(n))
 	}
 }
+
+// InputEmbd is the width of the embeddings the model reads per token
+// (what a projector must write).
+func (m *Model) InputEmbd() int { return int(C.llama_model_n_embd_inp(m.c)) }

@@ -45,6 +45,11 @@ const MaxImageSide = 8192
 type ProjectorParams struct {
 	Threads     int    // CPU threads for encoding images; 1 if 0
 	MediaMarker string // the text that stands for an image in prompts; "" means DefaultMediaMarker
+	// Type and ShapesChecked are what the caller's check of the file
+	// (models.CheckProjector) found: the projector type and whether every
+	// tensor's shape was checked.
+	Type          string
+	ShapesChecked bool
 }
 
 // DefaultMediaMarker is the marker mtmd looks for when none is set.
@@ -70,18 +75,15 @@ type Projector struct {
 	encodes atomic.Int64
 }
 
-// OpenProjector opens the projector file at path for the text model m. The
-// file is checked before mtmd reads it, so that a wrong or malformed file is
-// an error rather than a native abort: metadata types, the sizes mtmd
-// divides by, and, for LLaVA ("mlp") and Qwen2-VL ("qwen2vl_merger")
-// projectors, every tensor's shape and the projection width against m's
-// embedding width. Other projector types are checked by mtmd alone
-// (ShapesChecked reports false for them). A projector whose position scheme
-// (M-RoPE or not) differs from m's is refused.
+// OpenProjector opens the projector file at path for the text model m. A
+// projector whose position scheme (M-RoPE or not) differs from m's is
+// refused.
 //
-// As with LoadModel, the file's GGUF structure must have been checked first
-// (models.ReadGGUF does): llama.cpp's GGUF reader, which both use, aborts
-// the process on some malformed files.
+// The file must have been checked first, in Go, for m's input width
+// (models.CheckProjector: metadata types, the sizes mtmd divides by, and for
+// the types it knows every tensor's shape): mtmd asserts on much of what a
+// file may hold, and llama.cpp's GGUF reader, which it uses, aborts the
+// process on some malformed files.
 func OpenProjector(m *Model, path string, p ProjectorParams) (*Projector, error) {
 	Init()
 	if m == nil || m.c == nil {
@@ -98,16 +100,12 @@ func OpenProjector(m *Model, path string, p ProjectorParams) (*Projector, error)
 	defer C.free(unsafe.Pointer(cpath))
 	cmarker := C.CString(marker)
 	defer C.free(unsafe.Pointer(cmarker))
-	var proj [32]byte
 	errBuf := make([]byte, 512)
-	var checked C.bool
 
 	loadMu.Lock()
 	var c *C.mtmd_context
 	lines := captureErrors(func() {
-		c = C.owl_mtmd_open(cpath, m.c, C.int32_t(max(p.Threads, 1)), cmarker,
-			(*C.char)(unsafe.Pointer(&proj[0])), C.int32_t(len(proj)), &checked,
-			(*C.char)(unsafe.Pointer(&errBuf[0])), C.int32_t(len(errBuf)))
+		c = C.owl_mtmd_open(cpath, m.c, C.int32_t(max(p.Threads, 1)), cmarker, (*C.char)(unsafe.Pointer(&errBuf[0])), C.int32_t(len(errBuf)))
 	})
 	loadMu.Unlock()
 	if c == nil {
@@ -120,12 +118,12 @@ func OpenProjector(m *Model, path string, p ProjectorParams) (*Projector, error)
 	pr := &Projector{
 		c:             c,
 		model:         m,
-		typ:           cstr(proj[:]),
+		typ:           p.Type,
 		marker:        marker,
 		mrope:         bool(C.mtmd_decode_use_mrope(c)),
 		nonCausal:     bool(C.mtmd_decode_use_non_causal(c)),
 		vision:        bool(C.mtmd_support_vision(c)),
-		shapesChecked: bool(checked),
+		shapesChecked: p.ShapesChecked,
 		nEmbd:         int(C.llama_model_n_embd_inp(m.c)),
 	}
 	rope := C.llama_model_rope_type(m.c)
@@ -137,35 +135,6 @@ func OpenProjector(m *Model, path string, p ProjectorParams) (*Projector, error)
 		return nil, fmt.Errorf("%w: the %q projector needs a text model with M-RoPE positions", ErrProjector, pr.typ)
 	}
 	return pr, nil
-}
-
-// ProjectorInfo is what CheckProjector learns about a projector file.
-type ProjectorInfo struct {
-	Type          string // clip.projector_type ("mlp", "qwen2vl_merger", ...)
-	ShapesChecked bool   // whether every tensor shape was checked (mlp, qwen2vl_merger)
-}
-
-// CheckProjector checks the projector file at path as OpenProjector does
-// before mtmd reads it, for a text model whose input embeddings are
-// textEmbd wide, without loading any weights. Like OpenProjector, it needs a
-// file whose GGUF structure models.ReadGGUF has accepted.
-func CheckProjector(path string, textEmbd int) (ProjectorInfo, error) {
-	Init()
-	if strings.IndexByte(path, 0) >= 0 {
-		return ProjectorInfo{}, fmt.Errorf("%w: NUL byte in the path", ErrProjector)
-	}
-	cpath := C.CString(path)
-	defer C.free(unsafe.Pointer(cpath))
-	var proj [32]byte
-	errBuf := make([]byte, 512)
-	var checked C.bool
-	status := C.owl_mtmd_check(cpath, C.int32_t(textEmbd), (*C.char)(unsafe.Pointer(&proj[0])), C.int32_t(len(proj)), &checked,
-		(*C.char)(unsafe.Pointer(&errBuf[0])), C.int32_t(len(errBuf)))
-	info := ProjectorInfo{Type: cstr(proj[:]), ShapesChecked: bool(checked)}
-	if status != 0 {
-		return info, fmt.Errorf("%w: %s", ErrProjector, cstr(errBuf))
-	}
-	return info, nil
 }
 
 // mtmdReason picks the most telling of mtmd's error lines.

@@ -1,7 +1,7 @@
-// owl_mtmd.h: owl's glue over llama.cpp's multimodal library (mtmd): checking
-// a projector file before mtmd reads it, tokenizing a prompt with images in
-// one call, copying encoded images out, and decoding image embeddings with
-// the positions each model family needs.
+// owl_mtmd.h: owl's glue over llama.cpp's multimodal library (mtmd): opening
+// a projector (which Go has checked), tokenizing a prompt with images in one
+// call, copying encoded images out, and decoding image embeddings with the
+// positions each model family needs.
 #ifndef OWL_MTMD_H
 #define OWL_MTMD_H
 
@@ -16,24 +16,13 @@
 extern "C" {
 #endif
 
-// owl_mtmd_check reads the GGUF header of the projector at path and checks
-// what mtmd would otherwise assert on (aborting the process): metadata types,
-// sizes it divides by, arrays it indexes, and, for the projector types owl
-// knows ("mlp", "qwen2vl_merger"), every tensor the vision graph uses with its
-// shape; for those it also checks that the projection width equals
-// n_embd_text. It returns 0 when the file may be given to mtmd, otherwise 1
-// with a message in err. The projector type is written to proj (empty when
-// unknown). checked_shapes reports whether the tensor shapes were checked.
-int32_t owl_mtmd_check(const char *path, int32_t n_embd_text, char *proj, int32_t proj_len, bool *checked_shapes,
-                       char *err, int32_t err_len);
-
-// owl_mtmd_open checks the projector (owl_mtmd_check) and, when it passes,
-// opens it with mtmd for text_model on the CPU without a warm-up pass. It
-// returns NULL with a message in err on failure; mtmd's own error lines go
-// to the log.
+// owl_mtmd_open opens the projector at path with mtmd for text_model on
+// the CPU without a warm-up pass. The caller has checked the file first
+// (models.CheckProjector, in Go): mtmd asserts on much of what a file may
+// hold. It returns NULL with a message in err on failure; mtmd's own error
+// lines go to the log.
 mtmd_context *owl_mtmd_open(const char *path, const struct llama_model *text_model, int32_t n_threads,
-                            const char *media_marker, char *proj, int32_t proj_len, bool *checked_shapes, char *err,
-                            int32_t err_len);
+                            const char *media_marker, char *err, int32_t err_len);
 
 // owl_mtmd_tokenize splits text at the media marker and tokenizes it with
 // n_images RGB bitmaps (nx[i] × ny[i] × 3 bytes at rgb[i]), whose ids are the

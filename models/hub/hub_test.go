@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/owlengine/owl/models/hub"
 	"github.com/owlengine/owl/internal/hubtest"
+	"github.com/owlengine/owl/models/hub"
 )
 
 func TestParseRef(t *testing.T) {

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/owlengine/owl/internal/hubtest"
 	"github.com/owlengine/owl/models"
 	"github.com/owlengine/owl/models/hub"
-	"github.com/owlengine/owl/internal/hubtest"
 	"github.com/owlengine/owl/models/testmodel"
 )
 
