@@ -298,6 +298,33 @@ func (c *projectorChecker) shape(name string, ne []int64, required, f32 bool) er
 	return nil
 }
 
+// tensorWant is a shape check: the tensor's name, dimensions, whether it
+// must be present and whether it must be f32.
+type tensorWant struct {
+	name          string
+	ne            []int64
+	required, f32 bool
+}
+
+// shapes checks each of ws in turn (see shape).
+func (c *projectorChecker) shapes(ws []tensorWant) error {
+	for _, w := range ws {
+		if err := c.shape(w.name, w.ne, w.required, w.f32); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// norms are the optional f32 weight and bias of [e] of each norm named.
+func norms(e int64, names ...string) []tensorWant {
+	var ws []tensorWant
+	for _, n := range names {
+		ws = append(ws, tensorWant{n + ".weight", []int64{e}, false, true}, tensorWant{n + ".bias", []int64{e}, false, true})
+	}
+	return ws
+}
+
 // dim is dimension d of tensor name (0 when absent).
 func (c *projectorChecker) dim(name string, d int) int64 {
 	if t := c.tensors[name]; t != nil && d < len(t.Dims) {
@@ -313,14 +340,14 @@ func (c *projectorChecker) ffn(p string, e, f int64) error {
 	if c.tensors[up+"weight"] != nil && c.tensors[down+"weight"] != nil && c.dim(down+"weight", 0) == e {
 		up, down = down, up
 	}
-	return checks(
-		func() error { return c.shape(up+"weight", []int64{e, f}, true, false) },
-		func() error { return c.shape(up+"bias", []int64{f}, false, true) },
-		func() error { return c.shape(down+"weight", []int64{f, e}, true, false) },
-		func() error { return c.shape(down+"bias", []int64{e}, false, true) },
-		func() error { return c.shape(p+"ffn_gate.weight", []int64{e, f}, false, false) },
-		func() error { return c.shape(p+"ffn_gate.bias", []int64{f}, false, true) },
-	)
+	return c.shapes([]tensorWant{
+		{up + "weight", []int64{e, f}, true, false},
+		{up + "bias", []int64{f}, false, true},
+		{down + "weight", []int64{f, e}, true, false},
+		{down + "bias", []int64{e}, false, true},
+		{p + "ffn_gate.weight", []int64{e, f}, false, false},
+		{p + "ffn_gate.bias", []int64{f}, false, true},
+	})
 }
 
 // block checks transformer block l of width e and feed-forward width f;
@@ -328,19 +355,14 @@ func (c *projectorChecker) ffn(p string, e, f int64) error {
 // unconditionally.
 func (c *projectorChecker) block(l, e, f int64, qkvBias bool) error {
 	p := fmt.Sprintf("v.blk.%d.", l)
-	for _, n := range []string{"ln1", "ln2"} {
-		if err := checks(
-			func() error { return c.shape(p+n+".weight", []int64{e}, false, true) },
-			func() error { return c.shape(p+n+".bias", []int64{e}, false, true) },
-		); err != nil {
-			return err
-		}
+	if err := c.shapes(norms(e, p+"ln1", p+"ln2")); err != nil {
+		return err
 	}
 	for _, m := range []string{"attn_q", "attn_k", "attn_v", "attn_out"} {
-		if err := checks(
-			func() error { return c.shape(p+m+".weight", []int64{e, e}, true, false) },
-			func() error { return c.shape(p+m+".bias", []int64{e}, qkvBias && m != "attn_out", true) },
-		); err != nil {
+		if err := c.shapes([]tensorWant{
+			{p + m + ".weight", []int64{e, e}, true, false},
+			{p + m + ".bias", []int64{e}, qkvBias && m != "attn_out", true},
+		}); err != nil {
 			return err
 		}
 	}
@@ -382,15 +404,11 @@ func (c *projectorChecker) mlp(textEmbd int64) error {
 	side := size / patch
 	patches := side * side
 	cls := c.tensors["v.class_embd"] != nil
-	if err := checks(
-		func() error { return c.shape("v.patch_embd.weight", []int64{patch, patch, 3, e}, true, false) },
-		func() error { return c.shape("v.patch_embd.bias", []int64{e}, false, true) },
-		func() error { return c.shape("v.class_embd", []int64{e}, false, true) },
-		func() error { return c.shape("v.pre_ln.weight", []int64{e}, false, true) },
-		func() error { return c.shape("v.pre_ln.bias", []int64{e}, false, true) },
-		func() error { return c.shape("v.post_ln.weight", []int64{e}, false, true) },
-		func() error { return c.shape("v.post_ln.bias", []int64{e}, false, true) },
-	); err != nil {
+	if err := c.shapes(append([]tensorWant{
+		{"v.patch_embd.weight", []int64{patch, patch, 3, e}, true, false},
+		{"v.patch_embd.bias", []int64{e}, false, true},
+		{"v.class_embd", []int64{e}, false, true},
+	}, norms(e, "v.pre_ln", "v.post_ln")...)); err != nil {
 		return err
 	}
 	positions := patches
@@ -416,34 +434,33 @@ func (c *projectorChecker) mlp(textEmbd int64) error {
 		return failf("missing tensor mm.0.weight")
 	}
 	hidden := c.dim("mm.0.weight", 1)
-	if err := checks(
-		func() error { return c.shape("mm.0.weight", []int64{in, hidden}, true, false) },
-		func() error { return c.shape("mm.0.bias", []int64{hidden}, true, true) },
-	); err != nil {
+	if err := c.shapes([]tensorWant{
+		{"mm.0.weight", []int64{in, hidden}, true, false},
+		{"mm.0.bias", []int64{hidden}, true, true},
+	}); err != nil {
 		return err
 	}
-	if c.tensors["mm.3.weight"] != nil { // Yi-VL: mm.0, norm mm.1, mm.3, norm mm.4
-		out := c.dim("mm.3.weight", 1)
-		if err := checks(
-			func() error { return c.shape("mm.1.weight", []int64{hidden}, true, true) },
-			func() error { return c.shape("mm.1.bias", []int64{hidden}, true, true) },
-			func() error { return c.shape("mm.3.weight", []int64{hidden, out}, true, false) },
-			func() error { return c.shape("mm.3.bias", []int64{out}, true, true) },
-			func() error { return c.shape("mm.4.weight", []int64{out}, true, true) },
-			func() error { return c.shape("mm.4.bias", []int64{out}, true, true) },
-		); err != nil {
-			return err
-		}
-		return output(out, textEmbd)
+	// LLaVA: mm.0, GELU, mm.2. Yi-VL: mm.0, norm mm.1, mm.3, norm mm.4.
+	last := "mm.2"
+	if c.tensors["mm.3.weight"] != nil {
+		last = "mm.3"
 	}
-	if c.tensors["mm.2.weight"] == nil {
-		return failf("missing tensor mm.2.weight (the projection into the text model)")
+	if c.tensors[last+".weight"] == nil {
+		return failf("missing tensor %s.weight (the projection into the text model)", last)
 	}
-	out := c.dim("mm.2.weight", 1)
-	if err := checks(
-		func() error { return c.shape("mm.2.weight", []int64{hidden, out}, true, false) },
-		func() error { return c.shape("mm.2.bias", []int64{out}, true, true) },
-	); err != nil {
+	out := c.dim(last+".weight", 1)
+	want := []tensorWant{
+		{last + ".weight", []int64{hidden, out}, true, false},
+		{last + ".bias", []int64{out}, true, true},
+	}
+	if last == "mm.3" {
+		want = append(want,
+			tensorWant{"mm.1.weight", []int64{hidden}, true, true},
+			tensorWant{"mm.1.bias", []int64{hidden}, true, true},
+			tensorWant{"mm.4.weight", []int64{out}, true, true},
+			tensorWant{"mm.4.bias", []int64{out}, true, true})
+	}
+	if err := c.shapes(want); err != nil {
 		return err
 	}
 	return output(out, textEmbd)
@@ -465,14 +482,10 @@ func (c *projectorChecker) qwen2vl(textEmbd int64) error {
 	case c.tensors["v.patch_embd.bias"] != nil || c.tensors["v.class_embd"] != nil:
 		return failf("a qwen2vl_merger projector has no patch bias or class embedding")
 	}
-	if err := checks(
-		func() error { return c.shape("v.patch_embd.weight", []int64{patch, patch, 3, e}, true, false) },
-		func() error { return c.shape("v.patch_embd.weight.1", []int64{patch, patch, 3, e}, true, false) },
-		func() error { return c.shape("v.pre_ln.weight", []int64{e}, false, true) },
-		func() error { return c.shape("v.pre_ln.bias", []int64{e}, false, true) },
-		func() error { return c.shape("v.post_ln.weight", []int64{e}, false, true) },
-		func() error { return c.shape("v.post_ln.bias", []int64{e}, false, true) },
-	); err != nil {
+	if err := c.shapes(append([]tensorWant{
+		{"v.patch_embd.weight", []int64{patch, patch, 3, e}, true, false},
+		{"v.patch_embd.weight.1", []int64{patch, patch, 3, e}, true, false},
+	}, norms(e, "v.pre_ln", "v.post_ln")...)); err != nil {
 		return err
 	}
 	for l := range layers {
@@ -484,12 +497,12 @@ func (c *projectorChecker) qwen2vl(textEmbd int64) error {
 		return failf("missing tensor mm.0.weight or mm.2.bias")
 	}
 	hidden, out := c.dim("mm.0.weight", 1), c.dim("mm.2.bias", 0)
-	if err := checks(
-		func() error { return c.shape("mm.0.weight", []int64{4 * e, hidden}, true, false) },
-		func() error { return c.shape("mm.0.bias", []int64{hidden}, true, true) },
-		func() error { return c.shape("mm.2.weight", []int64{hidden, out}, true, false) },
-		func() error { return c.shape("mm.2.bias", []int64{out}, true, true) },
-	); err != nil {
+	if err := c.shapes([]tensorWant{
+		{"mm.0.weight", []int64{4 * e, hidden}, true, false},
+		{"mm.0.bias", []int64{hidden}, true, true},
+		{"mm.2.weight", []int64{hidden, out}, true, false},
+		{"mm.2.bias", []int64{out}, true, true},
+	}); err != nil {
 		return err
 	}
 	return output(out, textEmbd)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -558,29 +557,6 @@ func TestDecodeImageErrors(t *testing.T) {
 	}
 }
 
-// writeProjector writes the projector c after edit changes its metadata
-// and tensors.
-func writeProjector(t *testing.T, c testmodel.ProjectorConfig, edit func(kvs []models.GGUFKV, ts []models.TensorSpec) ([]models.GGUFKV, []models.TensorSpec)) string {
-	t.Helper()
-	kvs, ts, err := testmodel.ProjectorGGUF(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if edit != nil {
-		kvs, ts = edit(kvs, ts)
-	}
-	path := filepath.Join(t.TempDir(), "mmproj.gguf")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := models.WriteGGUF(f, kvs, ts); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // A projector whose position scheme differs from its text model's (M-RoPE
 // or not) is refused; so is a missing text model.
 func TestProjectorPositionMismatch(t *testing.T) {
@@ -604,7 +580,10 @@ func TestProjectorPositionMismatch(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer m.Close()
-			projPath := writeProjector(t, tc.proj, nil)
+			projPath := filepath.Join(dir, "mmproj.gguf")
+			if err := testmodel.WriteProjectorFile(projPath, tc.proj); err != nil {
+				t.Fatal(err)
+			}
 			p, err := OpenProjector(m, projPath, checkedParams(t, m, projPath, 1))
 			if err == nil {
 				p.Close()

@@ -57,10 +57,7 @@ type openAIChat struct {
 // OpenAIChat is a chat completion of at most maxTokens tokens, streamed
 // or not.
 func OpenAIChat(model string, stream bool, maxTokens int) Kind {
-	name := "openai chat"
-	if stream {
-		name += " stream"
-	}
+	name := kindName("openai chat", stream)
 	return Kind{Name: name, Build: func(rng *rand.Rand, c, i int) Request {
 		limit, temp, seed := sampling(rng, maxTokens)
 		r := openAIChat{Model: model, MaxTokens: limit, Temperature: temp, Seed: seed,
@@ -87,10 +84,7 @@ func OpenAIVision(model string, image []byte, maxTokens int) Kind {
 
 // OpenAICompletion is a plain completion, streamed or not.
 func OpenAICompletion(model string, stream bool, maxTokens int) Kind {
-	name := "openai completion"
-	if stream {
-		name += " stream"
-	}
+	name := kindName("openai completion", stream)
 	return Kind{Name: name, Build: func(rng *rand.Rand, c, i int) Request {
 		limit, temp, seed := sampling(rng, maxTokens)
 		r := map[string]any{"model": model, "prompt": Prompt(c, i), "max_tokens": limit, "temperature": temp, "seed": seed, "stream": stream}
@@ -101,10 +95,7 @@ func OpenAICompletion(model string, stream bool, maxTokens int) Kind {
 // Ollama is a request to ollama's /api/chat or /api/generate, streamed or
 // not.
 func Ollama(model, path string, stream bool, maxTokens int) Kind {
-	name := "ollama " + strings.TrimPrefix(path, "/api/")
-	if stream {
-		name += " stream"
-	}
+	name := kindName("ollama "+strings.TrimPrefix(path, "/api/"), stream)
 	field := "response"
 	if path == "/api/chat" {
 		field = "message"
@@ -166,6 +157,14 @@ func Transcription(name, model string, wav []byte, seconds float64, fields map[s
 	return Kind{Name: name, Build: func(*rand.Rand, int, int) Request {
 		return Request{Path: "/v1/audio/transcriptions", ContentType: ct, Body: body}
 	}, Check: CheckTranscription(seconds)}
+}
+
+// kindName is base, with " stream" for streamed requests.
+func kindName(base string, stream bool) string {
+	if stream {
+		return base + " stream"
+	}
+	return base
 }
 
 func pick(stream bool, streamed, whole func(io.Reader, int) error) func(io.Reader, int) error {
