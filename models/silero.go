@@ -178,7 +178,7 @@ func ParseSilero(r io.ReaderAt, size int64) (*SileroFile, error) {
 	}
 	f.Tensors, f.tensorByIndex, err = p.ggmlTensors(SileroTensorShapes(f), SileroTensorNames(f), func(name string) bool {
 		return name == SileroLSTMWIH || name == SileroLSTMWHH
-	})
+	}, false)
 	if err != nil {
 		return nil, err
 	}

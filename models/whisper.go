@@ -14,6 +14,10 @@ import (
 // magic of whisper.cpp model files.
 var ErrNotWhisper = errors.New("not a whisper.cpp model file (ggml-*.bin)")
 
+// ErrNoWeights is returned for running a whisper.cpp file that holds a
+// model's header, mel filters and vocabulary but no tensors.
+var ErrNoWeights = errors.New("vocabulary only, no weights")
+
 const (
 	whisperMagic = 0x67676d6c // "ggml" little-endian
 
@@ -123,12 +127,17 @@ type FileTensor struct {
 // WhisperFile is the parsed header of a whisper.cpp model file: everything
 // but the tensor data, whose place in the file is recorded.
 type WhisperFile struct {
-	HParams       WhisperHParams
-	QuantVersion  int
-	MelFilters    []float32 // NMels rows of NFFT values
-	NFFT          int
-	Vocab         [][]byte // the stored token texts; special tokens are not stored
-	Tensors       []FileTensor
+	HParams      WhisperHParams
+	QuantVersion int
+	MelFilters   []float32 // NMels rows of NFFT values
+	NFFT         int
+	Vocab        [][]byte // the stored token texts; special tokens are not stored
+	Tensors      []FileTensor
+	// VocabOnly says the file has no tensors: only the header, mel filters
+	// and vocabulary of a model (whisper.cpp loads such files, its
+	// for-tests-ggml-*.bin, as empty models for testing). It cannot
+	// transcribe.
+	VocabOnly     bool
 	Size          int64
 	ModTime       time.Time
 	tensorByIndex map[string]int
@@ -255,17 +264,18 @@ func ParseWhisper(r io.ReaderAt, size int64) (*WhisperFile, error) {
 	}
 
 	want := WhisperTensorShapes(h)
-	if f.Tensors, f.tensorByIndex, err = p.ggmlTensors(want, WhisperTensorNames(h), isWhisperF32Tensor); err != nil {
+	if f.Tensors, f.tensorByIndex, err = p.ggmlTensors(want, WhisperTensorNames(h), isWhisperF32Tensor, true); err != nil {
 		return nil, err
 	}
+	f.VocabOnly = len(f.Tensors) == 0
 	return f, nil
 }
 
 // ggmlTensors reads the tensor records of a legacy ggml file up to its end,
 // checking each against want (names and shapes); mustF32 names the 2-D and
 // larger tensors stored as f32 (1-D ones always are). Every name in need
-// must be present.
-func (p *byteParser) ggmlTensors(want map[string][]uint64, need []string, mustF32 func(string) bool) ([]FileTensor, map[string]int, error) {
+// must be present, unless allowNone and the file has no tensors at all.
+func (p *byteParser) ggmlTensors(want map[string][]uint64, need []string, mustF32 func(string) bool, allowNone bool) ([]FileTensor, map[string]int, error) {
 	var ts []FileTensor
 	index := map[string]int{}
 	for p.remaining() > 0 {
@@ -279,6 +289,9 @@ func (p *byteParser) ggmlTensors(want map[string][]uint64, need []string, mustF3
 		index[t.Name] = len(ts)
 		ts = append(ts, t)
 		p.skip(int64(t.Bytes))
+	}
+	if len(ts) == 0 && allowNone {
+		return nil, index, nil
 	}
 	for _, name := range need {
 		if _, ok := index[name]; !ok {
@@ -346,14 +359,17 @@ func (p *byteParser) ggmlTensor(want map[string][]uint64, mustF32 func(string) b
 		hdr[i] = v
 	}
 	nDims, nameLen, typ := int32(hdr[0]), int32(hdr[1]), GGMLType(hdr[2])
-	if nDims < 1 || nDims > 4 {
-		return FileTensor{}, fmt.Errorf("%w: tensor at byte %d has %d dimensions (want 1 to 4)", ErrCorrupt, p.off-12, nDims)
+	// whisper.cpp's loaders take 0 to 4 dimensions: a scalar (real Silero
+	// files store one) has ne = {1, 1, 1, 1}, and so one dimension of 1 here.
+	if nDims < 0 || nDims > 4 {
+		return FileTensor{}, fmt.Errorf("%w: tensor at byte %d has %d dimensions (want 0 to 4)", ErrCorrupt, p.off-12, nDims)
 	}
 	if nameLen < 1 || nameLen > maxWhisperName {
 		return FileTensor{}, fmt.Errorf("%w: tensor at byte %d has a name of %d bytes (want 1 to %d)", ErrCorrupt, p.off-12, nameLen, maxWhisperName)
 	}
-	t := FileTensor{Type: typ, Dims: make([]uint64, nDims)}
-	for i := range t.Dims {
+	t := FileTensor{Type: typ, Dims: make([]uint64, max(nDims, 1))}
+	t.Dims[0] = 1
+	for i := range nDims {
 		v, err := p.u32("tensor dimensions")
 		if err != nil {
 			return t, err

@@ -96,6 +96,9 @@ func Load(ctx context.Context, path string, o LoadOptions) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if f.VocabOnly {
+		return nil, fmt.Errorf("%s: %w: the file has a model's header, mel filters and vocabulary (like whisper.cpp's for-tests files) and cannot transcribe", path, models.ErrNoWeights)
+	}
 	if o.CacheDir == "" {
 		o.CacheDir = DefaultCacheDir()
 	}

@@ -202,10 +202,10 @@ type Timings struct {
 	// (steps, prompts and beam reordering); the rest is the decoding
 	// rules and search over the logits.
 	DecodeGraphs time.Duration
-	Windows                    int // 30-second windows encoded
-	DecodeSteps                int // decoder evaluations (a prompt counts as one)
-	Tokens                     int // tokens generated, over all decodings
-	Fallbacks                  int // decodings repeated at a higher temperature
+	Windows      int // 30-second windows encoded
+	DecodeSteps  int // decoder evaluations (a prompt counts as one)
+	Tokens       int // tokens generated, over all decodings
+	Fallbacks    int // decodings repeated at a higher temperature
 }
 
 // Transcript is the result of a transcription.

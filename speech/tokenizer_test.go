@@ -12,7 +12,8 @@ func TestSplitWords(t *testing.T) {
 		"  two  spaces":      " | two| | spaces",
 		"tab\there":          "tab|\t|here",
 		"trailing ":          "trailing| ",
-		"naïve café 日本語":     "naïve| café| 日本語",
+		"naïve café 日本語":     "na|ï|ve| caf|é| 日本語", // letters are ASCII ones, as in whisper.cpp
+		"Oh!'s":              "Oh|!'|s",
 		"end.":               "end|.",
 		"a -- b":             "a| --| b",
 		"":                   "",

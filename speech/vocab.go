@@ -21,10 +21,11 @@ type Vocab struct {
 func newVocab(f *models.WhisperFile) *Vocab {
 	v := &Vocab{tokens: f.Vocab, byText: make(map[string]int, len(f.Vocab)), n: f.HParams.NVocab,
 		special: f.HParams.SpecialTokens(), nLang: f.HParams.NumLanguages(), multi: f.HParams.Multilingual()}
+	// A text stored twice names its last token, as in whisper.cpp. (Real
+	// files have such texts: their converter stored the byte tokens that
+	// are not UTF-8 alone, and other partial characters, as U+FFFD.)
 	for i, t := range f.Vocab {
-		if _, dup := v.byText[string(t)]; !dup {
-			v.byText[string(t)] = i
-		}
+		v.byText[string(t)] = i
 	}
 	return v
 }
