@@ -20,17 +20,18 @@ type VAD interface {
 	Reset()
 }
 
-// VADParams turn probabilities into speech segments, as Silero's
-// get_speech_timestamps does.
+// VADParams turn probabilities into speech segments, as whisper.cpp's VAD
+// does (Silero's get_speech_timestamps, with neighbours closer than
+// MergeGap joined).
 type VADParams struct {
 	Threshold  float64       // speech starts at this probability (0.5)
 	MinSpeech  time.Duration // shorter speech is dropped (250 ms)
 	MinSilence time.Duration // shorter pauses do not end speech (100 ms)
 	Pad        time.Duration // added to each side of a segment (30 ms)
-	MaxSpeech  time.Duration // longer speech is split at its longest pause (0: no limit)
+	MaxSpeech  time.Duration // longer speech is split (0: no limit); see SpeechSegments
 }
 
-// DefaultVADParams are Silero's defaults.
+// DefaultVADParams are Silero's and whisper.cpp's defaults.
 func DefaultVADParams() VADParams {
 	return VADParams{Threshold: 0.5, MinSpeech: 250 * time.Millisecond, MinSilence: 100 * time.Millisecond, Pad: 30 * time.Millisecond}
 }
@@ -53,46 +54,95 @@ type Span struct{ Start, End int }
 
 func samplesOf(d time.Duration) int { return int(d.Seconds() * SampleRate) }
 
+const (
+	// MergeGap: segments closer than this are joined (whisper.cpp's rule).
+	MergeGap = 200 * time.Millisecond
+	// splitPause is the pause that marks where speech longer than
+	// MaxSpeech may be split (Silero's 98 ms).
+	splitPause = 98 * time.Millisecond
+)
+
 // SpeechSegments finds the speech in total samples from per-chunk
-// probabilities: speech starts when the probability reaches the threshold
-// and ends after MinSilence below threshold−0.15; segments shorter than
-// MinSpeech are dropped; each is padded by Pad (halving the gap between
-// neighbours closer than twice that).
+// probabilities, by the rules whisper.cpp's VAD applies: speech starts
+// when the probability reaches the threshold and ends once it has stayed
+// below threshold−0.15 (at least 0.01) for MinSilence; speech longer than
+// MaxSpeech (less a chunk and both pads) ends at its last pause of over
+// 98 ms, or where it reached the limit when it had none; segments closer
+// than MergeGap are joined unless that makes them longer than the limit,
+// and those shorter than MinSpeech dropped; each is
+// padded by Pad (halving the gap between neighbours closer than twice
+// that).
 func SpeechSegments(probs []float32, chunk, total int, p VADParams) []Span {
-	neg := p.Threshold - 0.15
+	neg := max(p.Threshold-0.15, 0.01)
 	minSilence, minSpeech, pad := samplesOf(p.MinSilence), samplesOf(p.MinSpeech), samplesOf(p.Pad)
+	maxSpeech := math.MaxInt / 2
+	if p.MaxSpeech > 0 {
+		if m := samplesOf(p.MaxSpeech) - chunk - 2*pad; m > 0 {
+			maxSpeech = m
+		}
+	}
+	pause := samplesOf(splitPause)
 	var spans []Span
-	triggered := false
-	start, tempEnd := 0, -1
+	inSpeech := false
+	// Where the current speech began; where the pause under way began;
+	// where the last pause long enough to split at began, and where the
+	// speech after it resumed (-1: none).
+	start, pauseAt, splitAt, resumeAt := 0, -1, -1, -1
 	for i, pr := range probs {
-		pos := i * chunk
-		prob := float64(pr)
-		if prob >= p.Threshold {
-			tempEnd = -1
-			if !triggered {
-				triggered, start = true, pos
+		pos, prob := i*chunk, float64(pr)
+		if prob >= p.Threshold && pauseAt >= 0 {
+			pauseAt = -1
+			if resumeAt < splitAt {
+				resumeAt = pos
 			}
+		}
+		if prob >= p.Threshold && !inSpeech {
+			inSpeech, start = true, pos
 			continue
 		}
-		if prob < neg && triggered {
-			if tempEnd < 0 {
-				tempEnd = pos
-			}
-			if pos-tempEnd < minSilence {
+		if inSpeech && pos-start > maxSpeech {
+			if splitAt < 0 {
+				spans = append(spans, Span{start, pos})
+				inSpeech, pauseAt, splitAt, resumeAt = false, -1, -1, -1
 				continue
 			}
-			if tempEnd-start > minSpeech {
-				spans = append(spans, Span{start, tempEnd})
+			spans = append(spans, Span{start, splitAt})
+			if resumeAt < splitAt { // still in the pause
+				inSpeech = false
+			} else {
+				start = resumeAt
 			}
-			triggered, tempEnd = false, -1
+			pauseAt, splitAt, resumeAt = -1, -1, -1
+		}
+		if prob < neg && inSpeech {
+			if pauseAt < 0 {
+				pauseAt = pos
+			}
+			if pos-pauseAt > pause {
+				splitAt = pauseAt
+			}
+			if pos-pauseAt < minSilence {
+				continue
+			}
+			if pauseAt-start > minSpeech {
+				spans = append(spans, Span{start, pauseAt})
+			}
+			inSpeech, pauseAt, splitAt, resumeAt = false, -1, -1, -1
 		}
 	}
-	if triggered && total-start > minSpeech {
+	if inSpeech && total-start > minSpeech {
 		spans = append(spans, Span{start, total})
 	}
-	if limit := samplesOf(p.MaxSpeech); limit > 0 {
-		spans = splitLong(spans, probs, chunk, limit)
+	merged := spans[:0]
+	for _, s := range spans {
+		// (whisper.cpp joins them even past MaxSpeech, undoing its splits.)
+		if n := len(merged); n > 0 && s.Start-merged[n-1].End < samplesOf(MergeGap) && s.End-merged[n-1].Start <= maxSpeech {
+			merged[n-1].End = s.End
+			continue
+		}
+		merged = append(merged, s)
 	}
+	spans = slices.DeleteFunc(merged, func(s Span) bool { return s.End-s.Start < minSpeech })
 	for i := range spans {
 		if i == 0 {
 			spans[i].Start = max(0, spans[i].Start-pad)
@@ -111,31 +161,6 @@ func SpeechSegments(probs []float32, chunk, total int, p VADParams) []Span {
 		}
 	}
 	return spans
-}
-
-// splitLong cuts spans longer than max at their least probable chunk.
-func splitLong(spans []Span, probs []float32, chunk, limit int) []Span {
-	var out []Span
-	for len(spans) > 0 {
-		s := spans[0]
-		spans = spans[1:]
-		if s.End-s.Start <= limit {
-			out = append(out, s)
-			continue
-		}
-		// The quietest chunk in the middle half of the allowed length.
-		lo, hi := (s.Start+limit/4)/chunk, min((s.Start+limit)/chunk, len(probs))
-		cut := lo
-		for i := lo; i < hi; i++ {
-			if probs[i] < probs[cut] {
-				cut = i
-			}
-		}
-		at := max(cut*chunk, s.Start+chunk)
-		out = append(out, Span{s.Start, at})
-		spans = append([]Span{{at, s.End}}, spans...)
-	}
-	return out
 }
 
 // EnergyVAD is a baseline detector: a chunk is speech when its level rises

@@ -2,6 +2,7 @@ package audio
 
 import (
 	"math"
+	"slices"
 	"testing"
 	"time"
 )
@@ -31,9 +32,12 @@ func TestSpeechSegments(t *testing.T) {
 		{"one", "...##########.......", []Span{{3 * chunk, 13 * chunk}}},
 		// A pause of 2 chunks (64 ms) is shorter than 100 ms: one segment.
 		{"short pause", "..########..########.......", []Span{{2 * chunk, 20 * chunk}}},
-		// A pause ends speech once 100 ms have passed since it began: at
-		// its fifth chunk (128 ms after the first).
-		{"long pause", "..########.....########.....", []Span{{2 * chunk, 10 * chunk}, {15 * chunk, 23 * chunk}}},
+		// A pause ends speech once 100 ms have passed since it began (at
+		// its fifth chunk, 128 ms after the first); the next speech is a
+		// segment of its own when it starts 200 ms or more after the end.
+		{"long pause", "..########.......########.....", []Span{{2 * chunk, 10 * chunk}, {17 * chunk, 25 * chunk}}},
+		// Closer than that (160 ms), the two are joined, as whisper.cpp does.
+		{"merged", "..########.....########.....", []Span{{2 * chunk, 23 * chunk}}},
 		// Under 250 ms of speech is dropped.
 		{"too short", "...#####.........", nil},
 		{"to the end", "....##########", []Span{{4 * chunk, 14 * chunk}}},
@@ -53,9 +57,9 @@ func TestSpeechSegments(t *testing.T) {
 	}
 	// Padding: 30 ms each side, halved between close neighbours.
 	p.Pad = 30 * time.Millisecond
-	got := SpeechSegments(probsFrom("..##########......##########..."), chunk, 31*chunk, p)
+	got := SpeechSegments(probsFrom("..##########........##########..."), chunk, 33*chunk, p)
 	pad := 480
-	if len(got) != 2 || got[0].Start != 2*chunk-pad || got[0].End != 12*chunk+pad || got[1].Start != 18*chunk-pad {
+	if len(got) != 2 || got[0].Start != 2*chunk-pad || got[0].End != 12*chunk+pad || got[1].Start != 20*chunk-pad {
 		t.Fatalf("padded %v", got)
 	}
 	// Splitting long speech.
@@ -65,6 +69,15 @@ func TestSpeechSegments(t *testing.T) {
 		if s.End-s.Start > SampleRate {
 			t.Fatalf("segment %v longer than 1 s", s)
 		}
+	}
+	// Long speech with a pause of over 98 ms (but under MinSilence) splits
+	// there: at the pause's start, and the speech after it resumes where
+	// the probability rose; the two are not joined again.
+	p.MinSilence = 500 * time.Millisecond
+	probs = probsFrom("..####################.....######################..")
+	got = SpeechSegments(probs, chunk, len(probs)*chunk, p)
+	if want := []Span{{2 * chunk, 22 * chunk}, {27 * chunk, 51 * chunk}}; !slices.Equal(got, want) {
+		t.Fatalf("split %v, want %v", got, want)
 	}
 }
 
