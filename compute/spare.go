@@ -51,4 +51,3 @@ var spare = struct {
 	busy, own float64 // seconds of CPU time at the last reading
 	value     float64
 }{value: float64(runtime.NumCPU())}
-

@@ -80,13 +80,14 @@ func SileroTensorShapes(f *SileroFile) map[string][]uint64 {
 	return s
 }
 
-// SileroTensorNames lists the tensors of a model with f's hyper-parameters.
+// SileroTensorNames lists the tensors of a model with f's hyper-parameters
+// in the order whisper.cpp's converter writes them (the STFT basis last).
 func SileroTensorNames(f *SileroFile) []string {
-	names := []string{SileroSTFT}
+	var names []string
 	for i := range f.Encoder {
 		names = append(names, SileroEncoderWeight(i), SileroEncoderBias(i))
 	}
-	return append(names, SileroLSTMWIH, SileroLSTMWHH, SileroLSTMBIH, SileroLSTMBHH, SileroFinalW, SileroFinalB)
+	return append(names, SileroLSTMWIH, SileroLSTMWHH, SileroLSTMBIH, SileroLSTMBHH, SileroFinalW, SileroFinalB, SileroSTFT)
 }
 
 // ReadSilero parses and checks the Silero VAD model file at path.

@@ -96,6 +96,24 @@ func TestWhisperSpecialTokens(t *testing.T) {
 	}
 }
 
+// The sizes whisper.cpp's headers describe, as its loader names them
+// (large-v3 and turbo told apart from large by the vocabulary, turbo from
+// large-v3 by its 4 decoder layers).
+func TestWhisperSizeNames(t *testing.T) {
+	for _, tc := range []struct {
+		audio, text, vocab int
+		want               string
+	}{
+		{4, 4, 51864, "tiny"}, {6, 6, 51865, "base"}, {12, 12, 51865, "small"}, {24, 24, 51864, "medium"},
+		{32, 32, 51865, "large"}, {32, 32, 51866, "large-v3"}, {32, 4, 51866, "large-v3-turbo"},
+	} {
+		h := models.WhisperHParams{NAudioLayer: tc.audio, NTextLayer: tc.text, NVocab: tc.vocab}
+		if got := h.SizeName(); got != tc.want {
+			t.Errorf("%d+%d layers, %d tokens: %q, want %q", tc.audio, tc.text, tc.vocab, got, tc.want)
+		}
+	}
+}
+
 func TestWhisperCorrupt(t *testing.T) {
 	data := microBin(t)
 	good, err := parseWhisper(data)

@@ -50,6 +50,7 @@ func TestOracle(t *testing.T) {
 	}{
 		{"micro.en", testmodel.WhisperMicro(testmodel.VocabEnglish, 0), false},
 		{"micro-v3", testmodel.WhisperMicroV3(0), false},
+		{"micro-turbo", testmodel.WhisperMicroTurbo(0), false},
 		{"tiny", testmodel.WhisperTiny(testmodel.VocabMultilingual, 0), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

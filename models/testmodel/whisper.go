@@ -5,14 +5,39 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"unicode/utf8"
 
 	"github.com/owlengine/owl/models"
 )
 
 // WhisperConfig describes a generated whisper.cpp model file.
 type WhisperConfig struct {
-	HParams models.WhisperHParams // FType 0 (f32), 1 (f16) or 7 (q8_0)
+	// HParams.FType: 0 (f32), 1 (f16), or a type whisper.cpp's quantize
+	// writes: 2 (q4_0), 3 (q4_1), 7 (q8_0), 8 (q5_0), 9 (q5_1).
+	HParams models.WhisperHParams
 	Seed    uint64
+	// Through, set on an f32 model to a quantized type, sends each weight a
+	// file of that type quantizes through the type and back: the f32 file
+	// then holds exactly the values the quantized one does.
+	Through models.GGMLType
+}
+
+// whisperFTypes are the file types WriteWhisper writes, with the type of
+// their large matrices.
+var whisperFTypes = map[int]models.GGMLType{0: models.TypeF32, 1: models.TypeF16,
+	2: models.TypeQ4_0, 3: models.TypeQ4_1, 7: models.TypeQ8_0, 8: models.TypeQ5_0, 9: models.TypeQ5_1}
+
+// whisperQuantVersion is ggml's quantization version, which whisper.cpp's
+// quantize writes into the file type of the files it makes
+// (1000·version + type).
+const whisperQuantVersion = 2
+
+// whisperQuantizes reports whether whisper.cpp's quantize quantizes the
+// tensor: every matrix (2-D) but the positional embeddings; the
+// convolutions (3-D) and vectors keep their type.
+func whisperQuantizes(name string, dims []uint64) bool {
+	return len(dims) == 2 && name != "encoder.positional_embedding" && name != "decoder.positional_embedding" &&
+		name != "encoder.conv1.bias" && name != "encoder.conv2.bias"
 }
 
 // Whisper vocabulary sizes.
@@ -38,6 +63,15 @@ func WhisperMicroV3(ftype int) WhisperConfig {
 	return WhisperConfig{HParams: whisperHParams(64, 2, 2, VocabLargeV3, 128, ftype), Seed: 13}
 }
 
+// WhisperMicroTurbo has large-v3-turbo's layout at micro size: large-v3's
+// header (128 mels, 100 languages) and fewer decoder layers than encoder
+// layers (turbo: 32 and 4).
+func WhisperMicroTurbo(ftype int) WhisperConfig {
+	c := WhisperConfig{HParams: whisperHParams(64, 2, 3, VocabLargeV3, 128, ftype), Seed: 23}
+	c.HParams.NTextLayer = 1
+	return c
+}
+
 // WhisperTiny has the shape of whisper tiny (n_state 384, 6 heads, 4+4 layers).
 func WhisperTiny(vocab int, ftype int) WhisperConfig {
 	return WhisperConfig{HParams: whisperHParams(384, 6, 4, vocab, 80, ftype), Seed: 17}
@@ -51,16 +85,16 @@ func WhisperBase(vocab int, ftype int) WhisperConfig {
 // WriteWhisper writes the model of c in whisper.cpp's ggml format.
 func WriteWhisper(w io.Writer, c WhisperConfig) error {
 	h := c.HParams
-	var wtype models.GGMLType
-	switch h.FType {
-	case 0:
-		wtype = models.TypeF32
-	case 1:
-		wtype = models.TypeF16
-	case 7:
-		wtype = models.TypeQ8_0
-	default:
-		return fmt.Errorf("generated whisper models are f32, f16 or q8_0, not ftype %d", h.FType)
+	wtype, ok := whisperFTypes[h.FType]
+	if !ok {
+		return fmt.Errorf("generated whisper models are f32, f16, q4_0, q4_1, q5_0, q5_1 or q8_0, not ftype %d", h.FType)
+	}
+	if c.Through != 0 && (h.FType != 0 || !quantizable(c.Through)) {
+		return fmt.Errorf("a model sent through %s must be f32 and the type a legacy quantization", c.Through)
+	}
+	fileType := h.FType
+	if wtype != models.TypeF32 && wtype != models.TypeF16 {
+		fileType += 1000 * whisperQuantVersion
 	}
 	convType := models.TypeF16
 	if wtype == models.TypeF32 {
@@ -70,7 +104,7 @@ func WriteWhisper(w io.Writer, c WhisperConfig) error {
 	var hdr []byte
 	hdr = le.AppendUint32(hdr, 0x67676d6c)
 	for _, v := range []int{h.NVocab, h.NAudioCtx, h.NAudioState, h.NAudioHead, h.NAudioLayer,
-		h.NTextCtx, h.NTextState, h.NTextHead, h.NTextLayer, h.NMels, h.FType} {
+		h.NTextCtx, h.NTextState, h.NTextHead, h.NTextLayer, h.NMels, fileType} {
 		hdr = le.AppendUint32(hdr, uint32(v))
 	}
 	hdr = le.AppendUint32(hdr, uint32(h.NMels))
@@ -102,6 +136,13 @@ func WriteWhisper(w io.Writer, c WhisperConfig) error {
 			t = models.TypeF32
 		case name == "encoder.conv1.weight" || name == "encoder.conv2.weight":
 			t = convType
+		}
+		through := models.GGMLType(0)
+		if c.Through != 0 && whisperQuantizes(name, dims) {
+			through = c.Through
+		}
+		if (through != 0 || t != wtype && quantizable(t) || quantizable(wtype) && t == wtype) && dims[0]%quantBlock != 0 {
+			return fmt.Errorf("%s: rows of %d values cannot be quantized in blocks of %d", name, dims[0], quantBlock)
 		}
 		var th []byte
 		th = le.AppendUint32(th, uint32(len(dims)))
@@ -140,11 +181,35 @@ func WriteWhisper(w io.Writer, c WhisperConfig) error {
 			a := float32(1 / math.Sqrt(fanIn))
 			gen = func() float32 { return r.uniform(a) }
 		}
+		if through != 0 {
+			gen = throughType(through, int(dims[0]), gen)
+		}
 		if err := encodeRows(w, t, count, int(dims[0]), gen); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	return nil
+}
+
+// throughType returns the values of gen, rows of rowLen at a time, as a
+// tensor of type t holds them.
+func throughType(t models.GGMLType, rowLen int, gen func() float32) func() float32 {
+	row := make([]float32, rowLen)
+	var held []float32
+	return func() float32 {
+		if len(held) == 0 {
+			for i := range row {
+				row[i] = gen()
+			}
+			var err error
+			if held, err = roundTrip(t, row); err != nil {
+				panic(err) // WriteWhisper checked the row length
+			}
+		}
+		v := held[0]
+		held = held[1:]
+		return v
+	}
 }
 
 // WriteWhisperFile writes the model to path atomically.
@@ -156,9 +221,14 @@ func hasSuffix(s, suffix string) bool {
 	return len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix
 }
 
-// whisperVocab returns the stored tokens of a generated whisper model: the
-// GPT-2-style byte-level BPE vocabulary up to (not including) EOT, as raw
-// bytes. whisper.cpp synthesizes the special tokens after it.
+// whisperVocab returns the stored tokens of a generated whisper model as
+// whisper.cpp's converter writes them: the GPT-2-style byte-level BPE
+// vocabulary up to EOT as raw bytes, 50,257 texts in all (the last one
+// "<|endoftext|>" in an English-only vocabulary, empty in a multilingual
+// one), and every token whose bytes are
+// not whole UTF-8 characters written as U+FFFD, as the converter's
+// decoding with errors="replace" leaves them. whisper.cpp synthesizes the
+// special tokens after the stored ones.
 func whisperVocab(h models.WhisperHParams) ([][]byte, error) {
 	n := h.SpecialTokens().EOT
 	v, err := buildVocab(n + chatMLSpecial)
@@ -169,11 +239,19 @@ func whisperVocab(h models.WhisperHParams) ([][]byte, error) {
 	for b, r := range byteToUnicode() {
 		u2b[r] = byte(b)
 	}
-	out := make([][]byte, n)
+	out := make([][]byte, n, n+1)
 	for i, t := range v.tokens[:n] {
 		for _, r := range t {
 			out[i] = append(out[i], u2b[r])
 		}
+		if !utf8.Valid(out[i]) {
+			out[i] = []byte(string(utf8.RuneError))
+		}
+	}
+	if h.Multilingual() {
+		out[n-1] = nil
+	} else {
+		out = append(out, []byte("<|endoftext|>"))
 	}
 	return out, nil
 }

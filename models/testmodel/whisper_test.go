@@ -28,9 +28,14 @@ func TestWhisperFilesParse(t *testing.T) {
 			if f.HParams != c.HParams {
 				t.Fatalf("hparams %+v, want %+v", f.HParams, c.HParams)
 			}
-			sp := c.HParams.SpecialTokens()
-			if len(f.Vocab) != sp.EOT {
-				t.Fatalf("%d stored tokens, want %d (up to EOT)", len(f.Vocab), sp.EOT)
+			if len(f.Vocab) != 50257 { // as in whisper.cpp's files
+				t.Fatalf("%d stored tokens, want 50257", len(f.Vocab))
+			}
+			if last := string(f.Vocab[50256]); c.HParams.Multilingual() != (last == "") {
+				t.Fatalf("stored token 50256 is %q", last)
+			}
+			if string(f.Vocab[100]) != "\ufffd" || string(f.Vocab[33]) != "B" { // bytes 0xa7 and 'B' in GPT-2's order
+				t.Fatalf("byte tokens %q and %q, want U+FFFD for a byte that is no character alone", f.Vocab[100], f.Vocab[33])
 			}
 			if string(f.Vocab[220]) != " " {
 				t.Fatalf("token 220 is %q, want a space as in GPT-2", f.Vocab[220])
