@@ -216,6 +216,7 @@ func decodeFLAC(r io.ReadSeeker, l Limits) (Audio, error) {
 }
 
 func decodeMP3(r io.ReadSeeker, l Limits) (Audio, error) {
+	skipStart, skipEnd := mp3Gapless(r)
 	d, err := mp3.NewDecoder(r)
 	if err != nil {
 		return Audio{}, fmt.Errorf("%w: mp3: %v", ErrBadAudio, err)
@@ -247,6 +248,10 @@ func decodeMP3(r io.ReadSeeker, l Limits) (Audio, error) {
 			}
 			return Audio{}, fmt.Errorf("%w: mp3: %v", ErrBadAudio, err)
 		}
+	}
+	// The encoder's input only, as gapless players and ffmpeg decode it.
+	if skipStart+skipEnd < len(c.out) {
+		c.out = c.out[skipStart : len(c.out)-skipEnd]
 	}
 	return c.audio(), nil
 }

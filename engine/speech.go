@@ -88,7 +88,80 @@ type VAD interface {
 
 type energyVAD struct{ *audio.EnergyVAD }
 
-func (energyVAD) Close() error { return nil }
+func (energyVAD) Close() error     { return nil }
+func (energyVAD) Describe() string { return "energy" }
+
+// SpeechRequest asks where the speech in audio is: samples (16 kHz mono)
+// or a file, with a detector as in TranscribeRequest ("energy" when VAD is
+// empty).
+type SpeechRequest struct {
+	Samples  []float32
+	File     string
+	VAD      string
+	VADModel string
+	VADParams
+}
+
+// SpeechSpan is a stretch of speech in audio.
+type SpeechSpan struct {
+	Start, End time.Duration
+}
+
+// Speech is what DetectSpeech found.
+type Speech struct {
+	Detector string        // "energy", "silero-16k v6.2.0"
+	Duration time.Duration // of the audio
+	Segments []SpeechSpan  // in order, not overlapping
+}
+
+// DetectSpeech finds the speech segments of req's audio, the segments a
+// transcription with the same VAD decodes (whisper.cpp's
+// vad-speech-segments). Zero VADParams are the defaults.
+func (e *Engine) DetectSpeech(ctx context.Context, req SpeechRequest) (*Speech, error) {
+	params := req.VADParams
+	if params == (VADParams{}) {
+		params = DefaultVADParams()
+	}
+	if err := params.Check(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadOption, err)
+	}
+	kind := req.VAD
+	if kind == "" {
+		kind = "energy"
+	}
+	samples := req.Samples
+	if req.File != "" {
+		var err error
+		if samples, err = ReadAudio(req.File); err != nil {
+			return nil, err
+		}
+	}
+	vad, err := e.NewVAD(ctx, kind, req.VADModel)
+	if err != nil {
+		return nil, err
+	}
+	defer vad.Close()
+	probs, err := vad.Probabilities(samples)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	sp := &Speech{Detector: kind, Duration: sampleTime(len(samples))}
+	if d, ok := vad.(interface{ Describe() string }); ok {
+		sp.Detector = d.Describe()
+	}
+	for _, s := range audio.SpeechSegments(probs, vad.ChunkSamples(), len(samples), params) {
+		sp.Segments = append(sp.Segments, SpeechSpan{sampleTime(s.Start), sampleTime(s.End)})
+	}
+	return sp, nil
+}
+
+// sampleTime is the time of n samples at 16 kHz.
+func sampleTime(n int) time.Duration {
+	return time.Duration(n) * time.Second / audio.SampleRate
+}
 
 // speechModel returns a lease on the speech model at path, loading it
 // when needed.

@@ -116,6 +116,9 @@ func (s *Silero) Close() error {
 // ChunkSamples is the number of samples each probability covers.
 func (s *Silero) ChunkSamples() int { return s.file.Window }
 
+// Describe names the model: "silero-16k v6.2.0".
+func (s *Silero) Describe() string { return s.file.Type + " v" + s.file.Version }
+
 // Reset forgets the stream so far (the LSTM state).
 func (s *Silero) Reset() {
 	s.mu.Lock()

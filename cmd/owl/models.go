@@ -90,7 +90,10 @@ its size and layers.`,
 					out.Store = &entry.Manifest
 				}
 				if in.Whisper != nil {
-					out.Whisper = in.Whisper
+					out.Whisper = struct {
+						*models.WhisperHParams
+						VocabularyOnly bool `json:"vocabulary_only,omitempty"`
+					}{in.Whisper, in.VocabOnly}
 				}
 				if in.Silero != nil {
 					out.Silero = struct{ Type, Version string }{in.Silero.Type, in.Silero.Version}
@@ -107,7 +110,9 @@ its size and layers.`,
 			fmt.Fprintf(w, "kind\t%s\n", in.Kind)
 			fmt.Fprintf(w, "size\t%s\n", store.FormatBytes(uint64(in.Size)))
 			m := in.Memory
-			if m.Context > 0 && in.Kind == store.KindLLM {
+			if in.VocabOnly {
+				fmt.Fprintf(w, "memory\tnone: the file holds no weights to run\n")
+			} else if m.Context > 0 && in.Kind == store.KindLLM {
 				fmt.Fprintf(w, "memory\tabout %s at %d tokens of context (weights %s, KV cache %s, compute %s)\n",
 					store.FormatBytes(m.Total()), m.Context, store.FormatBytes(m.Weights), store.FormatBytes(m.KVCache), store.FormatBytes(m.Compute))
 			} else {
@@ -134,7 +139,11 @@ its size and layers.`,
 				if h.Multilingual() {
 					langs = fmt.Sprintf("%d languages", h.NumLanguages())
 				}
-				fmt.Fprintf(w, "whisper\t%s, %s, %s weights\n", h.SizeName(), langs, h.WeightType())
+				if in.VocabOnly {
+					fmt.Fprintf(w, "whisper\t%s, %s, %s (%s header)\n", h.SizeName(), langs, models.ErrNoWeights, h.WeightType())
+				} else {
+					fmt.Fprintf(w, "whisper\t%s, %s, %s weights\n", h.SizeName(), langs, h.WeightType())
+				}
 				fmt.Fprintf(w, "encoder\t%d layers, n_state %d, %d heads, %d positions, %d mels\n", h.NAudioLayer, h.NAudioState, h.NAudioHead, h.NAudioCtx, h.NMels)
 				fmt.Fprintf(w, "decoder\t%d layers, n_state %d, %d heads, %d positions, %d tokens\n", h.NTextLayer, h.NTextState, h.NTextHead, h.NTextCtx, h.NVocab)
 			case in.Silero != nil:

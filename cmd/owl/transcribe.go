@@ -12,6 +12,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/owlengine/owl/engine"
@@ -183,18 +184,29 @@ conditioned on the previous one's text unless --no-context.`,
 	fs.BoolVar(&noProg, "no-progress", false, "no progress bar")
 	fs.BoolVar(&vadOn, "vad", false, "decode only the speech a voice activity detector finds (energy-based unless --vad-model)")
 	fs.StringVar(&vadModel, "vad-model", "", "ggml Silero VAD model (ggml-silero-v5.1.2.bin); implies --vad")
-	fs.Float64Var(&vadParams.Threshold, "vad-threshold", vadParams.Threshold, "speech probability that starts speech (implies --vad)")
-	fs.DurationVar(&vadParams.MinSpeech, "vad-min-speech", vadParams.MinSpeech, "speech shorter than this is ignored (implies --vad)")
-	fs.DurationVar(&vadParams.MinSilence, "vad-min-silence", vadParams.MinSilence, "pauses shorter than this do not end speech (implies --vad)")
-	fs.DurationVar(&vadParams.Pad, "vad-pad", vadParams.Pad, "audio kept on each side of speech (implies --vad)")
+	addVADParamFlags(fs, &vadParams, " (implies --vad)")
 	fs.StringVar(&backend, "backend", "native", "recognizer: native (owl's Whisper on ggml) or whispercpp (libwhisper; builds with -tags whispercpp)")
 	fs.SetNormalizeFunc(normalizeFlag)
 	return cmd
 }
 
+// vadParamFlags are the flags of addVADParamFlags.
+var vadParamFlags = []string{"vad-threshold", "vad-min-speech", "vad-min-silence", "vad-pad", "vad-max-speech"}
+
+// addVADParamFlags registers the parameters that turn speech probabilities
+// into segments (whisper.cpp's --vad-* options), each help text ending in
+// suffix.
+func addVADParamFlags(fs *pflag.FlagSet, p *engine.VADParams, suffix string) {
+	fs.Float64Var(&p.Threshold, "vad-threshold", p.Threshold, "speech probability that starts speech"+suffix)
+	fs.DurationVar(&p.MinSpeech, "vad-min-speech", p.MinSpeech, "speech shorter than this is ignored"+suffix)
+	fs.DurationVar(&p.MinSilence, "vad-min-silence", p.MinSilence, "pauses shorter than this do not end speech"+suffix)
+	fs.DurationVar(&p.Pad, "vad-pad", p.Pad, "audio kept on each side of speech"+suffix)
+	fs.DurationVar(&p.MaxSpeech, "vad-max-speech", p.MaxSpeech, "speech longer than this is split, at its last pause when it has one (0: no limit)"+suffix)
+}
+
 // vadTuned reports whether a VAD parameter was given.
 func vadTuned(cmd *cobra.Command) bool {
-	for _, name := range []string{"vad-threshold", "vad-min-speech", "vad-min-silence", "vad-pad"} {
+	for _, name := range vadParamFlags {
 		if cmd.Flags().Changed(name) {
 			return true
 		}
