@@ -17,6 +17,10 @@ type Info struct {
 	GGUF    *models.GGUFSummary    // text models and projectors
 	Whisper *models.WhisperHParams // whisper models
 	Silero  *models.SileroFile     // VAD models
+	// VocabOnly is set for a whisper file with a header, mel filters and
+	// vocabulary but no weights (whisper.cpp's for-tests files): it can
+	// tokenize but not transcribe.
+	VocabOnly bool
 }
 
 // Inspect reads the model file at path: its kind and facts, and its memory
@@ -45,7 +49,10 @@ func Inspect(path string, nCtx uint64) (Info, error) {
 		if err != nil {
 			return Info{}, err
 		}
-		info.Whisper, info.Memory = &w.HParams, w.EstimateMemory(1)
+		info.Whisper, info.VocabOnly = &w.HParams, w.VocabOnly
+		if !w.VocabOnly { // nothing to run, nothing to hold
+			info.Memory = w.EstimateMemory(1)
+		}
 	case KindVAD:
 		v, err := models.ReadSilero(path)
 		if err != nil {
