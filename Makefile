@@ -10,7 +10,7 @@ BUILD   := $(CURDIR)/build
 BIN     := $(CURDIR)/bin
 
 # Debian packages the build and the tests need.
-DEB_PACKAGES := g++ pkg-config nlohmann-json3-dev libstb-dev portaudio19-dev \
+DEB_PACKAGES := g++ pkg-config nlohmann-json3-dev libstb-dev portaudio19-dev libespeak-ng-dev \
 	sox flac lame vorbis-tools opus-tools espeak-ng webp systemd
 
 OLLAMA_MOD := github.com/ollama/ollama
