@@ -130,3 +130,48 @@ func (m *Mic) Overflows() int64 { return m.in.Overflows() }
 
 // Close stops capturing.
 func (m *Mic) Close() error { return m.in.Close() }
+
+// Speaker plays mono samples of any rate on an output device, resampled
+// to the device's rate.
+type Speaker struct {
+	out  *portaudio.Output
+	rate int
+	rs   *Resampler
+}
+
+// OutputDevices lists the playback devices.
+func OutputDevices() ([]InputDevice, error) { return portaudio.OutputDevices() }
+
+// ErrNoOutput is returned when there is no output device.
+var ErrNoOutput = portaudio.ErrNoOutput
+
+// OpenSpeaker starts playback on device index (-1: the default output) of
+// samples at rate.
+func OpenSpeaker(index, rate int) (*Speaker, error) {
+	out, err := portaudio.OpenOutput(index)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := NewResampler(rate, out.SampleRate())
+	if err != nil {
+		out.Close()
+		return nil, fmt.Errorf("speaker: %w", err)
+	}
+	return &Speaker{out: out, rate: rate, rs: rs}, nil
+}
+
+// Play plays samples, blocking until the device has taken them; it stops
+// when ctx ends.
+func (s *Speaker) Play(ctx context.Context, samples []float32) error {
+	return s.out.Write(ctx, s.rs.Write(samples))
+}
+
+// Close plays what the resampler holds and what the device holds, then
+// closes it.
+func (s *Speaker) Close() error {
+	err := s.out.Write(context.Background(), s.rs.Flush())
+	if cerr := s.out.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -52,3 +52,24 @@ func LanguageName(code string) string {
 	}
 	return speech.Languages[i].Name
 }
+
+// AudioWriter encodes mono samples as they come; see audio.Writer.
+type AudioWriter = audio.Writer
+
+// AudioFormats are the formats NewAudioWriter writes: wav, pcm, flac.
+var AudioFormats = audio.EncodeFormats
+
+// NewAudioWriter returns a writer of format ("wav", "pcm", "flac") at rate.
+func NewAudioWriter(w io.Writer, format string, rate int) (AudioWriter, error) {
+	return audio.NewWriter(w, format, rate)
+}
+
+// Speaker plays audio on an output device; see audio.Speaker.
+type Speaker = audio.Speaker
+
+// ErrNoOutput is returned when there is no audio output device.
+var ErrNoOutput = audio.ErrNoOutput
+
+// OpenSpeaker starts playback on output device index (-1: the default) of
+// mono samples at rate.
+func OpenSpeaker(index, rate int) (*Speaker, error) { return audio.OpenSpeaker(index, rate) }

@@ -518,7 +518,8 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		s.log.Warn("server: model store", "err", err)
 	}
-	out := openAIModelList{Object: "list", Data: []openAIModelEntry{}}
+	out := openAIModelList{Object: "list", Data: []openAIModelEntry{
+		{ID: engine.BuiltinVoice, Object: "model", Created: s.started.Unix(), OwnedBy: "owl", Kind: "voice"}}}
 	for _, m := range all {
 		if servable(m) {
 			out.Data = append(out.Data, openAIModel(m))

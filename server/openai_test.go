@@ -46,7 +46,7 @@ func TestOpenAIModels(t *testing.T) {
 			t.Errorf("model %+v", m)
 		}
 	}
-	want := "ggml-micro ggml-micro.en seer tiny" // projectors are not listed
+	want := "espeak ggml-micro ggml-micro.en seer tiny" // the built-in voice first; projectors are not listed
 	if got := strings.Join(ids, " "); got != want {
 		t.Fatalf("models %q, want %q", got, want)
 	}

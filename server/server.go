@@ -28,6 +28,7 @@ type Backend interface {
 	Chat(ctx context.Context, req engine.ChatRequest, onChunk func(engine.Chunk) error) (engine.Result, error)
 	Transcribe(ctx context.Context, req engine.TranscribeRequest) (*engine.Transcript, error)
 	Listen(ctx context.Context, req engine.ListenRequest, onEvent func(engine.ListenEvent) error) (engine.ListenStats, error)
+	OpenVoice(ctx context.Context, model string) (*engine.Voice, error)
 	Metrics() engine.Metrics
 	Load(ctx context.Context, req engine.LoadRequest) error
 	Unload(path string) bool
@@ -167,6 +168,7 @@ func (s *Server) routes() {
 	add("/v1/audio/transcriptions", route{http.MethodPost, apiOpenAI, s.handleTranscriptions})
 	add("/v1/audio/translations", route{http.MethodPost, apiOpenAI, s.handleTranslations})
 	add("/v1/audio/stream", route{http.MethodGet, apiOpenAI, s.handleAudioStream})
+	add("/v1/audio/speech", route{http.MethodPost, apiOpenAI, s.handleSpeech})
 	add("/v1/models", route{http.MethodGet, apiOpenAI, s.handleModels})
 	add("/v1/models/{id...}", route{http.MethodGet, apiOpenAI, s.handleModel})
 	add("/api/chat", route{http.MethodPost, apiOllama, s.handleOllamaChat})

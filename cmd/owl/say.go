@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/owlengine/owl/engine"
+)
+
+func newSayCmd() *cobra.Command {
+	var (
+		model, file, out, format string
+		opts                     engine.SpeakOptions
+		device                   int
+		asJSON                   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "say [TEXT…] | -f FILE",
+		Short: "Speak text aloud, or into an audio file",
+		Long: `Say speaks TEXT (the arguments, or -f FILE, or standard input with -f -)
+sentence by sentence: each sentence plays on the default output device as
+soon as it is made, or goes into -o FILE (WAV, or FLAC / raw PCM by the
+name's extension or --format).
+
+The voice is espeak-ng's own unless -m names another; --voice picks
+espeak-ng's language or voice (owl voices lists them).`,
+		Args: usageArgs(cobra.ArbitraryArgs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			text := strings.Join(args, " ")
+			switch {
+			case file != "" && text != "":
+				return usageError{errors.New("give the text as arguments or with -f, not both")}
+			case file == "-":
+				b, err := io.ReadAll(bufio.NewReader(os.Stdin))
+				if err != nil {
+					return err
+				}
+				text = string(b)
+			case file != "":
+				b, err := os.ReadFile(file)
+				if err != nil {
+					return err
+				}
+				text = string(b)
+			}
+			if strings.TrimSpace(text) == "" {
+				return usageError{errors.New("nothing to say: pass TEXT or -f FILE")}
+			}
+			if format == "" && out != "" {
+				switch strings.ToLower(filepath.Ext(out)) {
+				case ".flac":
+					format = "flac"
+				case ".pcm", ".raw":
+					format = "pcm"
+				default:
+					format = "wav"
+				}
+			}
+			e := engine.New(engine.Options{})
+			defer e.Close()
+			v, err := e.OpenVoice(cmd.Context(), model)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			if err := v.Check(opts); err != nil {
+				return usageError{err}
+			}
+			var play func(engine.SpokenAudio) error
+			var finish func() error
+			if out != "" {
+				f, err := os.Create(out)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				bw := bufio.NewWriter(f)
+				w, err := engine.NewAudioWriter(bw, format, v.SampleRate())
+				if err != nil {
+					return usageError{err}
+				}
+				play = func(a engine.SpokenAudio) error { return w.Write(a.Samples) }
+				finish = func() error {
+					if err := w.Close(); err != nil {
+						return err
+					}
+					if err := bw.Flush(); err != nil {
+						return err
+					}
+					return fixWAVLengths(f, format)
+				}
+			} else {
+				sp, err := engine.OpenSpeaker(device, v.SampleRate())
+				if err != nil {
+					return fmt.Errorf("%w (write a file with -o instead)", err)
+				}
+				play = func(a engine.SpokenAudio) error { return sp.Play(cmd.Context(), a.Samples) }
+				finish = sp.Close
+			}
+			start := time.Now()
+			var spoken time.Duration
+			err = v.Speak(cmd.Context(), text, opts, func(a engine.SpokenAudio) error {
+				d := time.Duration(len(a.Samples)) * time.Second / time.Duration(v.SampleRate())
+				if asJSON {
+					ev := struct {
+						Sentence int     `json:"sentence"`
+						Text     string  `json:"text"`
+						Start    float64 `json:"start"`
+						Duration float64 `json:"duration"`
+						Ready    float64 `json:"ready_after"`
+					}{a.Index, a.Sentence, spoken.Seconds(), d.Seconds(), time.Since(start).Seconds()}
+					if err := printJSONLine(ev); err != nil {
+						return err
+					}
+				} else if verboseEnabled() {
+					fmt.Fprintf(os.Stderr, "%d: %.2f s of speech after %.0f ms: %s\n", a.Index, d.Seconds(), ms(time.Since(start)), a.Sentence)
+				}
+				spoken += d
+				return play(a)
+			})
+			if ferr := finish(); err == nil {
+				err = ferr
+			}
+			return err
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&model, "model", "m", "", `voice model (default: espeak-ng's own voice, "espeak")`)
+	fs.StringVarP(&file, "file", "f", "", "read the text from FILE (- for standard input)")
+	fs.StringVarP(&out, "output", "o", "", "write the speech to FILE instead of playing it")
+	fs.StringVar(&format, "format", "", "file format: wav, flac or pcm (default: by the extension, else wav)")
+	fs.StringVar(&opts.Voice, "voice", "", "espeak-ng voice or language (en-us, de, fr, …; see owl voices)")
+	fs.IntVar(&opts.Speaker, "speaker", 0, "speaker of a multi-speaker voice")
+	fs.Float64Var(&opts.Speed, "speed", 1, "pace: 2 speaks twice as fast (0.25 to 4)")
+	fs.IntVar(&opts.Pitch, "pitch", 0, "espeak-ng's base pitch, 0 to 100 (default 50)")
+	fs.IntVar(&device, "device", -1, "output device index (-1: the default)")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON line per sentence as it is ready")
+	fs.SetNormalizeFunc(normalizeFlag)
+	return cmd
+}
+
+// fixWAVLengths writes the real lengths into a finished WAV file's header
+// (a streamed one says "unknown").
+func fixWAVLengths(f *os.File, format string) error {
+	if format != "wav" {
+		return nil
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	var b [4]byte
+	for _, field := range []struct{ at, value int64 }{{4, size - 8}, {40, size - 44}} {
+		b[0], b[1], b[2], b[3] = byte(field.value), byte(field.value>>8), byte(field.value>>16), byte(field.value>>24)
+		if _, err := f.WriteAt(b[:], field.at); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newVoicesCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "voices",
+		Short: "List the voices owl say can speak with",
+		Args:  usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			voices, err := engine.EspeakVoices()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				type jv struct {
+					Model     string   `json:"model"`
+					Voice     string   `json:"voice"`
+					Name      string   `json:"name"`
+					Languages []string `json:"languages"`
+				}
+				for _, v := range voices {
+					lang := v.Identifier
+					if len(v.Languages) > 0 {
+						lang = v.Languages[0]
+					}
+					if err := printJSONLine(jv{engine.BuiltinVoice, lang, v.Name, v.Languages}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "MODEL\tVOICE\tNAME\tLANGUAGES")
+			for _, v := range voices {
+				lang := v.Identifier
+				if len(v.Languages) > 0 {
+					lang = v.Languages[0]
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", engine.BuiltinVoice, lang, strings.ReplaceAll(v.Name, "_", " "), strings.Join(v.Languages, ", "))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per voice")
+	return cmd
+}
+
+// printJSONLine prints v as one line of JSON.
+func printJSONLine(v any) error {
+	return json.NewEncoder(os.Stdout).Encode(v)
+}

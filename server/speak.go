@@ -1,0 +1,165 @@
+package server
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/owlengine/owl/engine"
+)
+
+// speechRequest is OpenAI's POST /v1/audio/speech body.
+type speechRequest struct {
+	Model          string   `json:"model"`
+	Input          string   `json:"input"`
+	Voice          string   `json:"voice"`
+	ResponseFormat string   `json:"response_format"`
+	Speed          *float64 `json:"speed"`
+	Instructions   string   `json:"instructions"` // accepted, not followed: the voices take no instructions
+	StreamFormat   string   `json:"stream_format"`
+}
+
+// speechRate is the rate of the audio /v1/audio/speech returns, as
+// OpenAI's (its raw pcm is documented as 24 kHz).
+const speechRate = 24000
+
+// maxSpeechInput is OpenAI's limit on input, in characters.
+const maxSpeechInput = 4096
+
+// speechAliases are OpenAI's speech model names, spoken by the built-in
+// voice so that clients written for OpenAI work unchanged.
+var speechAliases = []string{"tts-1", "tts-1-hd", "gpt-4o-mini-tts"}
+
+// openAIVoices maps OpenAI's voice names to espeak-ng's English voices and
+// variants, so that their requests speak.
+var openAIVoices = map[string]string{
+	"alloy": "en-us", "ash": "en-us+m3", "ballad": "en-gb+m2", "coral": "en-us+f2", "echo": "en-us+m7",
+	"fable": "en-gb", "nova": "en-us+f3", "onyx": "en-us+m1", "sage": "en-us+f4", "shimmer": "en-us+f5", "verse": "en-us+m5",
+}
+
+// speechContentTypes are the media types of the formats.
+var speechContentTypes = map[string]string{"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac"}
+
+func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) error {
+	var req speechRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	model := req.Model
+	if model == "" || slices.Contains(speechAliases, model) {
+		model = engine.BuiltinVoice
+	}
+	if model != engine.BuiltinVoice {
+		return &apiError{Status: http.StatusNotFound, Type: typeNotFound, Param: "model", Code: "model_not_found",
+			Message: "voice model " + quoteShort(req.Model) + " not found: the voices are " + engine.BuiltinVoice + " (espeak-ng's, also as " + strings.Join(speechAliases, ", ") + ")"}
+	}
+	switch n := utf8.RuneCountInString(req.Input); {
+	case strings.TrimSpace(req.Input) == "":
+		return badRequest("input", "input is empty: send the text to speak")
+	case n > maxSpeechInput:
+		return badRequest("input", "input is %d characters, over the limit of %d", n, maxSpeechInput)
+	}
+	format := req.ResponseFormat
+	if format == "" {
+		format = "wav"
+	}
+	if _, ok := speechContentTypes[format]; !ok {
+		return badRequest("response_format", "response_format %s: owl writes wav, pcm and flac (mp3, opus and aac need encoders owl does not carry)", quoteShort(format))
+	}
+	if req.StreamFormat != "" && req.StreamFormat != "audio" && req.StreamFormat != "sse" {
+		return badRequest("stream_format", "stream_format %s: want audio or sse", quoteShort(req.StreamFormat))
+	}
+	opts := engine.SpeakOptions{Voice: req.Voice}
+	if v, ok := openAIVoices[strings.ToLower(req.Voice)]; ok {
+		opts.Voice = v
+	}
+	if req.Speed != nil {
+		opts.Speed = *req.Speed
+	}
+	v, err := s.be.OpenVoice(r.Context(), model)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	if err := v.Check(opts); err != nil {
+		if errors.Is(err, engine.ErrUnknownVoice) {
+			return badRequest("voice", "voice %s: %v", quoteShort(req.Voice), err)
+		}
+		return badRequest("speed", "%v", err)
+	}
+	rs, err := engine.NewResampler(v.SampleRate(), speechRate)
+	if err != nil {
+		return err
+	}
+	rc := http.NewResponseController(w)
+	var sink func([]byte) error
+	var sse *eventStream
+	if req.StreamFormat == "sse" {
+		sse = newSSE(w)
+		sink = func(b []byte) error {
+			return sse.send(struct {
+				Type  string `json:"type"`
+				Audio string `json:"audio"`
+			}{"speech.audio.delta", base64.StdEncoding.EncodeToString(b)})
+		}
+	} else {
+		w.Header().Set("Content-Type", speechContentTypes[format])
+		w.Header().Set("X-Sample-Rate", "24000")
+		sink = func(b []byte) error {
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			return rc.Flush()
+		}
+	}
+	var buf bytes.Buffer
+	aw, err := engine.NewAudioWriter(&buf, format, speechRate)
+	if err != nil {
+		return err
+	}
+	flush := func() error {
+		if buf.Len() == 0 {
+			return nil
+		}
+		err := sink(bytes.Clone(buf.Bytes()))
+		buf.Reset()
+		return err
+	}
+	err = v.Speak(r.Context(), req.Input, opts, func(a engine.SpokenAudio) error {
+		if err := aw.Write(rs.Write(a.Samples)); err != nil {
+			return err
+		}
+		return flush()
+	})
+	if err == nil {
+		if err = aw.Write(rs.Flush()); err == nil {
+			if err = aw.Close(); err == nil {
+				err = flush()
+			}
+		}
+	}
+	if err != nil {
+		if sse != nil {
+			return s.streamError(sse, apiOpenAI, err)
+		}
+		return err // before the first write it gets its status; after, it is logged
+	}
+	if sse != nil {
+		return sse.send(struct {
+			Type string `json:"type"`
+		}{"speech.audio.done"})
+	}
+	return nil
+}
+
+// quoteShort quotes a client's string, cut to 60 bytes.
+func quoteShort(s string) string {
+	if len(s) > 60 {
+		s = s[:60] + "…"
+	}
+	return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"`
+}
