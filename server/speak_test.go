@@ -169,8 +169,16 @@ func TestSpeechErrors(t *testing.T) {
 		{"empty input", speechParams("  ", "alloy", "wav"), 400, "input"},
 		{"oversize input", speechParams(strings.Repeat("a", maxSpeechInput+1), "alloy", "wav"), 400, "input"},
 		{"unknown format", speechParams("hi", "alloy", "mp3"), 400, "response_format"},
-		{"bad speed", func() openai.AudioSpeechNewParams { p := speechParams("hi", "alloy", "wav"); p.Speed = openai.Float(9); return p }(), 400, "speed"},
-		{"unknown model", func() openai.AudioSpeechNewParams { p := speechParams("hi", "alloy", "wav"); p.Model = "piper:nope"; return p }(), 404, "model"},
+		{"bad speed", func() openai.AudioSpeechNewParams {
+			p := speechParams("hi", "alloy", "wav")
+			p.Speed = openai.Float(9)
+			return p
+		}(), 400, "speed"},
+		{"unknown model", func() openai.AudioSpeechNewParams {
+			p := speechParams("hi", "alloy", "wav")
+			p.Model = "piper:nope"
+			return p
+		}(), 404, "model"},
 	} {
 		_, err := c.Audio.Speech.New(context.Background(), tc.p)
 		var apiErr *openai.Error

@@ -10,11 +10,11 @@ import (
 
 func TestSentences(t *testing.T) {
 	for in, want := range map[string][]string{
-		"Hello there. How are you? Fine!":              {"Hello there.", "How are you?", "Fine!"},
+		"Hello there. How are you? Fine!":               {"Hello there.", "How are you?", "Fine!"},
 		"It costs $3.50 today. Dr. Smith agrees.":       {"It costs $3.50 today.", "Dr. Smith agrees."},
 		"Wait... what?! \"Really.\" Yes":                {"Wait...", "what?!", "\"Really.\"", "Yes"},
 		"line one\nline two\n\n":                        {"line one", "line two"},
-		"日本語です。次の文！":                                   {"日本語です。", "次の文！"},
+		"日本語です。次の文！":                                    {"日本語です。", "次の文！"},
 		"   ":                                           nil,
 		"...":                                           nil,
 		"see owl.example.com, e.g. this. J. R. Tolkien": {"see owl.example.com, e.g. this.", "J. R. Tolkien"},

@@ -2,9 +2,9 @@ package espeak
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math"
-	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
