@@ -152,6 +152,7 @@ func FuzzParseONNX(f *testing.F) {
 		if err != nil {
 			return
 		}
+		models.FindPiperWeights(&m.Graph) // any graph: an answer, never a panic
 		for _, init := range m.Graph.Initializers {
 			if init.DataType == models.ONNXFloat {
 				if _, err := init.Floats(); err != nil {
