@@ -42,6 +42,7 @@ type ModelMetrics struct {
 	Requests   int64         // requests admitted
 	Running    int           // text: sequences in the batch; speech: transcriptions running
 	Slots      int           // text: sequences the KV cache holds; speech: transcriptions at once
+	Context    int           // text: tokens one sequence may hold
 
 	// Text models.
 	Steps         int64 // decode steps
@@ -104,6 +105,7 @@ func (t *textModel) metrics(mm *ModelMetrics) {
 	mm.QueueWait = r.queue.snapshot()
 	mm.Rejected = r.queue.rejected.Load()
 	mm.Slots = len(r.slots)
+	mm.Context = r.perSeq
 	mm.Running = int(r.stats.running.Load())
 	mm.Requests = r.stats.requests.Load()
 	mm.Steps = r.stats.steps.Load()

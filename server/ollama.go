@@ -444,7 +444,7 @@ func (s *Server) handleOllamaPS(w http.ResponseWriter, r *http.Request) error {
 			expires = mm.LastUsed.Add(mm.KeepAlive)
 		}
 		out.Models = append(out.Models, ollama.ProcessModelResponse{Name: m.Name, Model: m.Name, Size: int64(mm.Bytes),
-			Digest: strings.TrimPrefix(s.models.digest(m), "sha256:"), Details: s.details(m), ExpiresAt: expires.UTC()})
+			Digest: strings.TrimPrefix(s.models.digest(m), "sha256:"), Details: s.details(m), ExpiresAt: expires.UTC(), ContextLength: mm.Context})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -484,7 +484,7 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 			info["general.parameter_count"] = gi.Params
 			info[gi.Architecture+".context_length"] = gi.ContextLength
 			for k, v := range gi.Hyper {
-				info[gi.Architecture+"."+k] = v
+				info[gi.Architecture+"."+k] = jsonScalar(v)
 			}
 			info["tokenizer.ggml.model"] = gi.Tokenizer
 		}
@@ -493,10 +493,41 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 		info["general.architecture"] = "whisper"
 	}
 	if m.Projector != "" {
-		out.ProjectorInfo = map[string]any{"name": m.Projector}
+		// The keys ollama's own show prints (it fails on any missing):
+		// the projector's architecture, parameters, embedding length and
+		// projection size.
+		pi := map[string]any{"name": m.Projector, "general.architecture": "clip"}
+		if in, err := store.Inspect(m.ProjectorPath, 0); err == nil && in.GGUF != nil {
+			pi["general.parameter_count"] = in.GGUF.Params
+			for k, v := range in.GGUF.Hyper {
+				pi[in.GGUF.Architecture+"."+k] = jsonScalar(v)
+			}
+		}
+		for _, k := range []string{"general.parameter_count", "clip.vision.embedding_length", "clip.vision.projection_dim"} {
+			if _, ok := pi[k]; !ok {
+				pi[k] = 0
+			}
+		}
+		out.ProjectorInfo = pi
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// jsonScalar gives a GGUF value read as text its JSON type: a number when
+// it is one (ollama's clients read model_info numbers as numbers), true or
+// false, else the text.
+func jsonScalar(v string) any {
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return n
+	}
+	if f, err := strconv.ParseFloat(v, 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) {
+		return f
+	}
+	if b, err := strconv.ParseBool(v); err == nil {
+		return b
+	}
+	return v
 }
 
 func (s *Server) handleOllamaVersion(w http.ResponseWriter, r *http.Request) error {

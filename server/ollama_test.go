@@ -198,6 +198,16 @@ func TestOllamaModels(t *testing.T) {
 	if err != nil || v != "1.2.3" {
 		t.Fatalf("version %q, %v", v, err)
 	}
+	// Every ollama command first checks the server with HEAD /.
+	if err := c.Heartbeat(ctx); err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+	if code, body := get(t, ts.URL+"/"); code != 200 || !strings.Contains(string(body), "owl is running") {
+		t.Fatalf("GET /: %d %s", code, body)
+	}
+	if code, _ := get(t, ts.URL+"/nothing"); code != 404 {
+		t.Fatalf("GET /nothing: %d", code)
+	}
 
 	list, err := c.List(ctx)
 	if err != nil {
@@ -236,6 +246,21 @@ func TestOllamaModels(t *testing.T) {
 	}
 	if n, ok := show.ModelInfo["general.parameter_count"].(float64); !ok || n <= 0 {
 		t.Fatalf("show seer: parameter count %v", show.ModelInfo["general.parameter_count"])
+	}
+	// What ollama's show prints, read the way it reads it (a missing key or
+	// a number sent as text crashes its command line).
+	for _, k := range []string{arch + ".context_length", arch + ".embedding_length"} {
+		if _, ok := show.ModelInfo[k].(float64); !ok {
+			t.Errorf("model_info %s = %#v, want a number", k, show.ModelInfo[k])
+		}
+	}
+	if pa, _ := show.ProjectorInfo["general.architecture"].(string); pa != "clip" {
+		t.Errorf("projector_info architecture %#v", show.ProjectorInfo["general.architecture"])
+	}
+	for _, k := range []string{"general.parameter_count", "clip.vision.embedding_length", "clip.vision.projection_dim"} {
+		if v, ok := show.ProjectorInfo[k].(float64); !ok || v <= 0 {
+			t.Errorf("projector_info %s = %#v, want a positive number", k, show.ProjectorInfo[k])
+		}
 	}
 	show, err = c.Show(ctx, &ollama.ShowRequest{Name: "ggml-micro.en"})
 	if err != nil {
@@ -315,7 +340,7 @@ func TestOllamaRunningAndKeepAlive(t *testing.T) {
 	before := time.Now()
 	chat(&ollama.Duration{Duration: 42 * time.Minute})
 	m := running()
-	if m == nil || m.Model != "tiny" || m.Size <= 0 || len(m.Digest) != 64 || m.Details.Format != "gguf" {
+	if m == nil || m.Model != "tiny" || m.Size <= 0 || len(m.Digest) != 64 || m.Details.Format != "gguf" || m.ContextLength != 512 {
 		t.Fatalf("after a chat: %+v", m)
 	}
 	if exp := m.ExpiresAt; exp.Before(before.Add(42*time.Minute-time.Second)) || exp.After(time.Now().Add(42*time.Minute+time.Second)) {

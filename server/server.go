@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net"
@@ -187,6 +188,13 @@ func (s *Server) routes() {
 	}
 	s.mux.Handle("/api/", notFound(apiOllama))
 	s.mux.Handle("/", notFound(apiOpenAI))
+	// ollama's clients (its command line first of all) check that a server
+	// is there with HEAD /, and ollama answers GET / in words.
+	add("/{$}", route{http.MethodGet, apiOllama, func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "owl is running (OpenAI API under /v1, ollama's under /api)\n")
+		return nil
+	}})
 }
 
 // apiOf says whose error shape a path gets.
