@@ -37,7 +37,7 @@ func TestOpsCountTheirNodes(t *testing.T) {
 		x := g.Input(make([]float32, 16), 8, 2)
 		y := w.Mulmat(g, x)                                          // [4, 2]
 		y = y.Add(g, g.Input([]float32{1, 2, 3, 4}, 4))              // broadcast rows
-		y = y.Mul(g, y).Scale(g, 0.5).Sqrt(g).Tanh(g)                // elementwise
+		y = y.Mul(g, y).Scale(g, 0.5).Sqrt(g).Tanh(g).ReLU(g)        // elementwise
 		z := x.LayerNorm(g, w.View(g, 0, 8), w.View(g, 32, 8), 1e-5) // weight rows as scale and bias
 		z = z.GELUInPlace(g).Sigmoid(g).ReLUInPlace(g).Softmax(g)
 		z = z.Concat(g, x, 1).Reshape(g, 8, 2, 2).Permute(g, 1, 0, 2, 3).Contiguous(g)

@@ -239,6 +239,14 @@ func (t Tensor) Tanh(g *Graph) Tensor {
 	return Tensor{t: t.t.Duplicate(g.ctx).Tanh(g.ctx)}
 }
 
+// ReLU is max(t, 0), into a new tensor (a copy of t made first, as Tanh).
+func (t Tensor) ReLU(g *Graph) Tensor {
+	if !g.ready("relu", t) || !g.op("relu", 2, t) {
+		return Tensor{}
+	}
+	return Tensor{t: t.t.Duplicate(g.ctx).RELU(g.ctx)}
+}
+
 // ReLUInPlace is max(t, 0) computed in place: t itself is overwritten.
 func (t Tensor) ReLUInPlace(g *Graph) Tensor {
 	if !g.unary("relu", t) {

@@ -1,0 +1,272 @@
+package tts
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/owlengine/owl/bindings/ggml"
+	"github.com/owlengine/owl/models"
+)
+
+// Piper is a Piper VITS voice on ggml: the voice's file read and checked
+// (models.FindPiperWeights), its weights converted once to a GGUF in the
+// cache, the network built from Piper's model code.
+type Piper struct {
+	path    string
+	cfg     *models.PiperConfig
+	h       models.PiperHParams
+	backend *ggml.Backend
+	w       map[string]ggml.Tensor
+}
+
+// PiperOptions set how a voice runs.
+type PiperOptions struct {
+	Threads  int    // CPU threads (0: all)
+	CacheDir string // where converted voices are kept
+}
+
+// LoadPiper opens the Piper voice at path (NAME.onnx, with NAME.onnx.json
+// beside it).
+func LoadPiper(ctx context.Context, path string, o PiperOptions) (*Piper, error) {
+	js, err := os.ReadFile(path + ".json")
+	if err != nil {
+		return nil, fmt.Errorf("%s: a Piper voice needs its configuration beside it: %w", path, err)
+	}
+	cfg, err := models.ParsePiperConfig(js)
+	if err != nil {
+		return nil, fmt.Errorf("%s.json: %w", path, err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := models.ParseONNX(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	v, err := models.FindPiperWeights(&m.Graph)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if cfg.NumSymbols > v.HParams.Symbols {
+		return nil, fmt.Errorf("%s: %w: the configuration has %d symbols, the model %d", path, models.ErrNotPiper, cfg.NumSymbols, v.HParams.Symbols)
+	}
+	if o.CacheDir == "" {
+		o.CacheDir = defaultCacheDir()
+	}
+	gguf, err := models.PiperGGUF(path, v, o.CacheDir)
+	if err != nil {
+		return nil, err
+	}
+	be, err := ggml.Load(ctx, gguf, ggml.Options{Threads: o.Threads})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	p := &Piper{path: path, cfg: cfg, h: v.HParams, backend: be, w: map[string]ggml.Tensor{}}
+	names := []string{}
+	for n := range models.PiperTensorShapes(v.HParams) {
+		names = append(names, n)
+	}
+	for i := range v.HParams.UpsampleRates {
+		names = append(names, "dec.ups."+strconv.Itoa(i)+".phases")
+	}
+	for f := range v.HParams.Flows {
+		p := "flow.flows." + strconv.Itoa(2*f) + "."
+		names = append(names, p+"pre.weight.rev", p+"post.weight.rev", p+"post.bias.rev")
+	}
+	for _, n := range names {
+		t, err := be.Weight(n)
+		if err != nil {
+			be.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		p.w[n] = t
+	}
+	return p, nil
+}
+
+// defaultCacheDir is owl's user cache (see speech.DefaultCacheDir).
+func defaultCacheDir() string {
+	if d := os.Getenv("OWL_CACHE_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return d + "/owl"
+	}
+	return os.TempDir() + "/owl"
+}
+
+// Close frees the voice.
+func (p *Piper) Close() error {
+	p.backend.Close()
+	return nil
+}
+
+// SampleRate is the voice's rate.
+func (p *Piper) SampleRate() int { return p.cfg.Audio.SampleRate }
+
+// Describe names the voice.
+func (p *Piper) Describe() string {
+	name := strings.TrimSuffix(p.path[strings.LastIndexByte(p.path, '/')+1:], ".onnx")
+	return fmt.Sprintf("piper %s (%d Hz, %d channels)", name, p.cfg.Audio.SampleRate, p.h.Hidden)
+}
+
+// The network. Activations are [T, C] (time fastest, ggml's first
+// dimension), as a convolution's im2col takes them.
+
+// conv is torch's Conv1d (stride 1) over x [T, Cin] with w [K, Cin, Cout]
+// (ggml's order of torch's [Cout][Cin][K]) and bias b (or none): [T', Cout].
+func conv(g *ggml.Graph, x, w, b ggml.Tensor, dilation, pad int) ggml.Tensor {
+	k, cin, cout := w.Dim(0), w.Dim(1), w.Dim(2)
+	t := x.Dim(0)
+	cols := x.Reshape(g, t, 1, cin, 1).IM2Col(g, w.Reshape(g, k, 1, cin, cout), 1, 1, pad, 0, dilation, 1) // [K·Cin, T', 1, 1]
+	tp := cols.Dim(1)
+	y := cols.Reshape(g, k*cin, tp).Mulmat(g, w.Reshape(g, k*cin, cout)) // [T', Cout]
+	if b.Valid() {
+		y = y.Add(g, b.Reshape(g, 1, cout))
+	}
+	return y
+}
+
+// leakyReLU is max(x, 0) + slope·min(x, 0).
+func leakyReLU(g *ggml.Graph, x ggml.Tensor, slope float64) ggml.Tensor {
+	return x.Scale(g, slope).Add(g, x.ReLU(g).Scale(g, 1-slope))
+}
+
+func (p *Piper) conv(g *ggml.Graph, x ggml.Tensor, module string, dilation, pad int) ggml.Tensor {
+	return conv(g, x, p.w[module+".weight"], p.w[module+".bias"], dilation, pad)
+}
+
+// upsample is the decoder's transposed convolution i through its phases
+// (see models.PiperGGUF): x [T, Cin] → [T·s, Cout].
+func (p *Piper) upsample(g *ggml.Graph, x ggml.Tensor, i int) ggml.Tensor {
+	s, k := p.h.UpsampleRates[i], p.h.UpsampleKernels[i]
+	m := k / s
+	name := "dec.ups." + strconv.Itoa(i)
+	ph := p.w[name+".phases"] // [M, Cin, s·Cout]
+	cout := ph.Dim(2) / s
+	t := x.Dim(0)
+	z := conv(g, x, ph, ggml.Tensor{}, 1, m-1) // [T+M−1, s·Cout], phase r's channels r·Cout…
+	tp := z.Dim(0)
+	y := z.Reshape(g, tp, cout, s).Permute(g, 1, 2, 0, 3).Contiguous(g).Reshape(g, s*tp, cout) // sample q·s+r
+	pad := (k - s) / 2
+	y = y.View(g, pad*4, t*s, y.Stride(1), cout).Contiguous(g)
+	return y.Add(g, p.w[name+".bias"].Reshape(g, 1, cout))
+}
+
+// wn is a coupling layer's WaveNet over x [T, H].
+func (p *Piper) wn(g *ggml.Graph, x ggml.Tensor, pre string) ggml.Tensor {
+	h := p.h
+	H, t := h.Hidden, x.Dim(0)
+	var out ggml.Tensor
+	for i := range h.WNLayers {
+		n := strconv.Itoa(i)
+		a := p.conv(g, x, pre+".in_layers."+n, 1, (h.WNKernel-1)/2) // [T, 2H]
+		acts := a.View(g, 0, t, a.Stride(1), H).Tanh(g).Mul(g, a.View(g, H*a.Stride(1), t, a.Stride(1), H).Contiguous(g).Sigmoid(g))
+		rs := p.conv(g, acts, pre+".res_skip_layers."+n, 1, 0)
+		skip := rs
+		if i < h.WNLayers-1 {
+			x = x.Add(g, rs.View(g, 0, t, rs.Stride(1), H))
+			skip = rs.View(g, H*rs.Stride(1), t, rs.Stride(1), H)
+		}
+		if i == 0 {
+			out = skip.Contiguous(g)
+		} else {
+			out = out.Add(g, skip)
+		}
+	}
+	return out
+}
+
+// flowReverse runs the coupling flows backwards over z [T, Inter]. The
+// flips between them are folded into the weights (see models.PiperGGUF):
+// a layer after an odd number of flips takes the stored second half as its
+// first, with reversed weights.
+func (p *Piper) flowReverse(g *ggml.Graph, z ggml.Tensor) ggml.Tensor {
+	h := p.h
+	half, t := h.Inter/2, z.Dim(0)
+	for f := h.Flows - 1; f >= 0; f-- {
+		pre := "flow.flows." + strconv.Itoa(2*f)
+		rev := (h.Flows-f)%2 == 1
+		lo := z.View(g, 0, t, z.Stride(1), half).Contiguous(g)
+		hi := z.View(g, half*z.Stride(1), t, z.Stride(1), half).Contiguous(g)
+		x0, x1 := lo, hi
+		preW, postW, postB := p.w[pre+".pre.weight"], p.w[pre+".post.weight"], p.w[pre+".post.bias"]
+		if rev {
+			x0, x1 = hi, lo
+			preW, postW, postB = p.w[pre+".pre.weight.rev"], p.w[pre+".post.weight.rev"], p.w[pre+".post.bias.rev"]
+		}
+		hh := conv(g, x0, preW, p.w[pre+".pre.bias"], 1, 0)
+		m := conv(g, p.wn(g, hh, pre+".enc"), postW, postB, 1, 0)
+		x1 = x1.Add(g, m.Scale(g, -1))
+		if rev {
+			z = x1.Concat(g, x0, 1)
+		} else {
+			z = x0.Concat(g, x1, 1)
+		}
+	}
+	return z
+}
+
+// decode is the HiFi-GAN generator: z [T, Inter] → samples [T·hop].
+func (p *Piper) decode(g *ggml.Graph, z ggml.Tensor) ggml.Tensor {
+	h := p.h
+	x := p.conv(g, z, "dec.conv_pre", 1, 3)
+	nk := len(h.ResblockKernels)
+	for i := range h.UpsampleRates {
+		x = p.upsample(g, leakyReLU(g, x, 0.1), i)
+		var sum ggml.Tensor
+		for j, rk := range h.ResblockKernels {
+			pre := "dec.resblocks." + strconv.Itoa(i*nk+j) + "."
+			y := x
+			for m, d := range h.ResblockDilation[j] {
+				n := strconv.Itoa(m)
+				if h.ResblockType == "1" {
+					t := p.conv(g, leakyReLU(g, y, 0.1), pre+"convs1."+n, d, (rk*d-d)/2)
+					t = p.conv(g, leakyReLU(g, t, 0.1), pre+"convs2."+n, 1, (rk-1)/2)
+					y = t.Add(g, y)
+				} else {
+					y = p.conv(g, leakyReLU(g, y, 0.1), pre+"convs."+n, d, (rk*d-d)/2).Add(g, y)
+				}
+			}
+			if j == 0 {
+				sum = y
+			} else {
+				sum = sum.Add(g, y)
+			}
+		}
+		x = sum.Scale(g, 1/float64(nk))
+	}
+	x = leakyReLU(g, x, 0.01)
+	return conv(g, x, p.w["dec.conv_post.weight"], ggml.Tensor{}, 1, 3).Tanh(g)
+}
+
+// FlowDecode runs the flows backwards, then the decoder, over z (frames ×
+// Inter, frame-major as [t][c]) and returns the samples.
+func (p *Piper) FlowDecode(z []float32, frames int) ([]float32, error) {
+	g := p.backend.NewGraph()
+	defer g.Close()
+	x := g.Input(z, p.h.Inter, frames).Permute(g, 1, 0, 2, 3).Contiguous(g)
+	out := p.decode(g, p.flowReverse(g, x))
+	if err := g.Compute(out); err != nil {
+		return nil, err
+	}
+	return out.Floats(), nil
+}
+
+// Decode runs the decoder over z (frames × Inter, frame-major as
+// [t][c]) and returns the samples.
+func (p *Piper) Decode(z []float32, frames int) ([]float32, error) {
+	g := p.backend.NewGraph()
+	defer g.Close()
+	// [t][c] frame-major is ggml's [C, T]; the network wants [T, C].
+	x := g.Input(z, p.h.Inter, frames).Permute(g, 1, 0, 2, 3).Contiguous(g)
+	out := p.decode(g, x)
+	if err := g.Compute(out); err != nil {
+		return nil, err
+	}
+	return out.Floats(), nil
+}
