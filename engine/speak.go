@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/owlengine/owl/tts"
 )
@@ -33,10 +35,21 @@ type Voice struct {
 	model string
 }
 
-// OpenVoice opens the voice of model: "" or BuiltinVoice for espeak-ng's.
+// OpenVoice opens the voice of model: "" or BuiltinVoice for espeak-ng's,
+// or the path of a Piper voice (NAME.onnx, its NAME.onnx.json beside it).
 func (e *Engine) OpenVoice(ctx context.Context, model string) (*Voice, error) {
+	if strings.HasSuffix(model, ".onnx") {
+		if _, err := os.Stat(model); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnknownVoice, err)
+		}
+		p, err := tts.LoadPiper(ctx, model, tts.PiperOptions{Threads: e.opts.Threads, CacheDir: e.opts.CacheDir})
+		if err != nil {
+			return nil, err
+		}
+		return &Voice{e: e, synth: p, model: model}, nil
+	}
 	if model != "" && model != BuiltinVoice {
-		return nil, fmt.Errorf("%w: %q (owl voices lists the voices; %q is espeak-ng's)", ErrUnknownVoice, model, BuiltinVoice)
+		return nil, fmt.Errorf("%w: %q (owl voices lists the voices; %q is espeak-ng's, a Piper voice is its .onnx file)", ErrUnknownVoice, model, BuiltinVoice)
 	}
 	s, err := tts.NewEspeak()
 	if err != nil {

@@ -3,6 +3,9 @@ package tts
 import (
 	"context"
 	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
 	"os"
 	"strconv"
 	"strings"
@@ -10,6 +13,9 @@ import (
 	"github.com/owlengine/owl/bindings/ggml"
 	"github.com/owlengine/owl/models"
 )
+
+// Piper satisfies Synthesizer.
+var _ Synthesizer = (*Piper)(nil)
 
 // Piper is a Piper VITS voice on ggml: the voice's file read and checked
 // (models.FindPiperWeights), its weights converted once to a GGUF in the
@@ -20,6 +26,10 @@ type Piper struct {
 	h       models.PiperHParams
 	backend *ggml.Backend
 	w       map[string]ggml.Tensor
+	// gw are the weights the Go side reads; relK and relV the relative
+	// attention embeddings by layer prefix.
+	gw         map[string][]float32
+	relK, relV map[string][]float32
 }
 
 // PiperOptions set how a voice runs.
@@ -51,6 +61,9 @@ func LoadPiper(ctx context.Context, path string, o PiperOptions) (*Piper, error)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	if v.HParams.Speakers > 1 {
+		return nil, fmt.Errorf("%s: a voice of %d speakers: owl speaks single-speaker Piper voices so far", path, v.HParams.Speakers)
+	}
 	if cfg.NumSymbols > v.HParams.Symbols {
 		return nil, fmt.Errorf("%s: %w: the configuration has %d symbols, the model %d", path, models.ErrNotPiper, cfg.NumSymbols, v.HParams.Symbols)
 	}
@@ -65,7 +78,23 @@ func LoadPiper(ctx context.Context, path string, o PiperOptions) (*Piper, error)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	p := &Piper{path: path, cfg: cfg, h: v.HParams, backend: be, w: map[string]ggml.Tensor{}}
+	gw, err := goWeights(v)
+	if err != nil {
+		be.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	p := &Piper{path: path, cfg: cfg, h: v.HParams, backend: be, w: map[string]ggml.Tensor{}, gw: gw,
+		relK: map[string][]float32{}, relV: map[string][]float32{}}
+	for l := range v.HParams.Layers {
+		pre := "enc_p.encoder.attn_layers." + strconv.Itoa(l)
+		k, err1 := v.Weights[pre+".emb_rel_k"].Floats()
+		vv, err2 := v.Weights[pre+".emb_rel_v"].Floats()
+		if err1 != nil || err2 != nil {
+			be.Close()
+			return nil, fmt.Errorf("%s: relative embeddings: %v %v", path, err1, err2)
+		}
+		p.relK[pre], p.relV[pre] = k, vv
+	}
 	names := []string{}
 	for n := range models.PiperTensorShapes(v.HParams) {
 		names = append(names, n)
@@ -244,29 +273,124 @@ func (p *Piper) decode(g *ggml.Graph, z ggml.Tensor) ggml.Tensor {
 	return conv(g, x, p.w["dec.conv_post.weight"], ggml.Tensor{}, 1, 3).Tanh(g)
 }
 
-// FlowDecode runs the flows backwards, then the decoder, over z (frames ×
-// Inter, frame-major as [t][c]) and returns the samples.
-func (p *Piper) FlowDecode(z []float32, frames int) ([]float32, error) {
-	g := p.backend.NewGraph()
-	defer g.Close()
-	x := g.Input(z, p.h.Inter, frames).Permute(g, 1, 0, 2, 3).Contiguous(g)
-	out := p.decode(g, p.flowReverse(g, x))
-	if err := g.Compute(out); err != nil {
-		return nil, err
-	}
-	return out.Floats(), nil
+// flowDecode runs the flows backwards, then the decoder, over z
+// (channel-major: [Inter][frames]) and returns the samples; with noFlow
+// only the decoder.
+func (p *Piper) flowDecode(z []float32, frames int, noFlow bool) ([]float32, error) {
+	var out []float32
+	err := p.run(func(g *ggml.Graph) []ggml.Tensor {
+		x := g.Input(z, frames, p.h.Inter)
+		if !noFlow {
+			x = p.flowReverse(g, x)
+		}
+		return []ggml.Tensor{p.decode(g, x)}
+	}, func(v [][]float32) { out = v[0] })
+	return out, err
 }
 
-// Decode runs the decoder over z (frames × Inter, frame-major as
-// [t][c]) and returns the samples.
-func (p *Piper) Decode(z []float32, frames int) ([]float32, error) {
-	g := p.backend.NewGraph()
-	defer g.Close()
-	// [t][c] frame-major is ggml's [C, T]; the network wants [T, C].
-	x := g.Input(z, p.h.Inter, frames).Permute(g, 1, 0, 2, 3).Contiguous(g)
-	out := p.decode(g, x)
-	if err := g.Compute(out); err != nil {
-		return nil, err
+// infer speaks one sentence of phoneme ids: durations from durNoise ([2][T],
+// already times noise_w), the prior sampled with prior(frames)
+// ([Inter][frames], already times noise_scale).
+func (p *Piper) infer(ids []int64, durNoise []float32, prior func(frames int) []float32, lengthScale float64) ([]float32, []int, error) {
+	e, err := p.encode(ids)
+	if err != nil {
+		return nil, nil, err
 	}
-	return out.Floats(), nil
+	frames := p.durations(e, durNoise, lengthScale)
+	total := 0
+	for _, f := range frames {
+		total += f
+	}
+	total = max(total, 1)
+	if total > maxPiperFrames {
+		return nil, nil, errorf("a sentence of %d frames (%.0f s) is too long", total, float64(total*p.h.HopLength())/float64(p.SampleRate()))
+	}
+	eps := prior(total)
+	inter := p.h.Inter
+	z := make([]float32, inter*total)
+	t := 0
+	for ph, f := range frames {
+		for range f {
+			for c := range inter {
+				z[c*total+t] = e.m[c*e.T+ph] + eps[c*total+t]*float32(math.Exp(float64(e.logs[c*e.T+ph])))
+			}
+			t++
+		}
+	}
+	audio, err := p.flowDecode(z, total, false)
+	return audio, frames, err
+}
+
+// maxPiperFrames bounds one sentence's audio (about 3 minutes at 22 kHz).
+const maxPiperFrames = 16384
+
+// Synthesize speaks text sentence by sentence with the voice: each
+// sentence phonemized as Piper does, through the network with fresh noise,
+// peak-normalized as Piper's runtime does (to full scale, gains capped at
+// 100), and followed by Piper's 0.2 s of silence.
+func (p *Piper) Synthesize(ctx context.Context, text string, o Options, emit func(Audio) error) error {
+	if err := o.Check(); err != nil {
+		return err
+	}
+	if o.Speaker != 0 {
+		return errorf("speaker %d: the voice has one speaker", o.Speaker)
+	}
+	inf := p.cfg.Inference
+	lengthScale, noiseScale, noiseW := inf.LengthScale, inf.NoiseScale, inf.NoiseW
+	if lengthScale == 0 {
+		lengthScale = 1
+	}
+	if o.Speed > 0 {
+		lengthScale /= o.Speed
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x6f776c))
+	normal := func(n int, scale float64) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64() * scale)
+		}
+		return v
+	}
+	silence := make([]float32, p.SampleRate()/5)
+	for i, s := range Sentences(text) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var sentences []Phonemes
+		if p.cfg.PhonemeType == "text" {
+			sentences = PhonemizeText(s, ConfigPhonemeMap(p.cfg))
+		} else {
+			var err error
+			if sentences, err = PhonemizeEspeak(p.cfg.Espeak.Voice, s, ConfigPhonemeMap(p.cfg)); err != nil {
+				return err
+			}
+		}
+		var samples []float32
+		for _, ph := range sentences {
+			ids, _ := PhonemeIDs(p.cfg, ph)
+			if len(ids) <= 3 { // nothing but the sentence marks
+				continue
+			}
+			audio, _, err := p.infer(ids, normal(2*len(ids), noiseW), func(n int) []float32 { return normal(p.h.Inter*n, noiseScale) }, lengthScale)
+			if err != nil {
+				return err
+			}
+			peak := float32(0)
+			for _, v := range audio {
+				peak = max(peak, v, -v)
+			}
+			gain := 1 / max(peak, 0.01)
+			for j := range audio {
+				audio[j] = max(-1, min(1, audio[j]*gain))
+			}
+			samples = append(append(samples, audio...), silence...)
+		}
+		if len(samples) == 0 {
+			continue
+		}
+		if err := emit(Audio{Samples: samples, Sentence: s, Index: i}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package tts
 import (
 	"context"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/owlengine/owl/models/testmodel"
@@ -38,13 +39,7 @@ func TestPiperDecoder(t *testing.T) {
 	p, r := loadSmallPiper(t)
 	const frames = 23
 	z := seededMat(r.h.Inter, frames, 5, 1)
-	flat := make([]float32, frames*r.h.Inter)
-	for c := range z {
-		for f := range frames {
-			flat[f*r.h.Inter+c] = float32(z[c][f])
-		}
-	}
-	got, err := p.Decode(flat, frames)
+	got, err := p.flowDecode(flatten32(z), frames, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,13 +60,7 @@ func TestPiperFlow(t *testing.T) {
 	p, r := loadSmallPiper(t)
 	const frames = 19
 	z := seededMat(r.h.Inter, frames, 6, 1)
-	flat := make([]float32, frames*r.h.Inter)
-	for c := range z {
-		for f := range frames {
-			flat[f*r.h.Inter+c] = float32(z[c][f])
-		}
-	}
-	got, err := p.FlowDecode(flat, frames)
+	got, err := p.flowDecode(flatten32(z), frames, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,5 +69,41 @@ func TestPiperFlow(t *testing.T) {
 	t.Logf("flow and decoder: relative error %.2g", e)
 	if e > 1e-4 {
 		t.Fatalf("flow and decoder differ from the reference by %.2g", e)
+	}
+}
+
+// flatten32 is m channel-major as float32.
+func flatten32(m mat) []float32 {
+	var out []float32
+	for _, r := range m {
+		for _, v := range r {
+			out = append(out, float32(v))
+		}
+	}
+	return out
+}
+
+// The whole voice — text encoder, duration predictor, prior, flows,
+// decoder — gives the reference's durations and samples for the same ids
+// and noise.
+func TestPiperVoiceMatchesReference(t *testing.T) {
+	p, r := loadSmallPiper(t)
+	ids := []int64{1, 0, 20, 0, 45, 0, 3, 0, 60, 0, 101, 0, 8, 0, 3, 0, 77, 0, 2}
+	dur := seededMat(2, len(ids), 11, 0.8)
+	prior := func(n int) mat { return seededMat(r.h.Inter, n, 12, 0.667) }
+	for _, scale := range []float64{1, 1.7} {
+		want, wantFrames := r.synthesize(ids, dur, prior, scale)
+		got, frames, err := p.infer(ids, flatten32(dur), func(n int) []float32 { return flatten32(prior(n)) }, scale)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(frames, wantFrames) {
+			t.Fatalf("length scale %v: frames %v, the reference %v", scale, frames, wantFrames)
+		}
+		e := maxRel(got, want)
+		t.Logf("length scale %v: %d frames, %d samples, relative error %.2g", scale, len(frames), len(got), e)
+		if e > 1e-4 {
+			t.Fatalf("the voice differs from the reference by %.2g", e)
+		}
 	}
 }

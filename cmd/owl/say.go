@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/store"
 )
 
 func newSayCmd() *cobra.Command {
@@ -218,4 +220,73 @@ func newVoicesCmd() *cobra.Command {
 // printJSONLine prints v as one line of JSON.
 func printJSONLine(v any) error {
 	return json.NewEncoder(os.Stdout).Encode(v)
+}
+
+// benchSpeakText is the text owl bench speak reads: sentences of the
+// lengths an assistant's answers have.
+const benchSpeakText = "The weather today is mild, with a light breeze from the west. " +
+	"Rain is expected in the evening, so take an umbrella if you go out. " +
+	"Tomorrow will be sunny and a little warmer, around twenty degrees. " +
+	"Is there anything else you would like to know?"
+
+func newBenchSpeakCmd() *cobra.Command {
+	var (
+		model, text string
+		threads     int
+		repeats     int
+	)
+	cmd := &cobra.Command{
+		Use:   "speak [-m VOICE]",
+		Short: "Synthesis speed: real-time factor and time to the first sentence's audio",
+		Long: `Bench speak synthesizes a text of four sentences (or --text) with the voice,
+--repeat times, and reports the real-time factor (seconds of computing per
+second of speech; below 1 is faster than real time), the time until the first
+sentence's audio is ready, and peak memory.`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if repeats < 1 {
+				return usageError{fmt.Errorf("--repeat %d: want at least 1", repeats)}
+			}
+			e := engine.New(engine.Options{Threads: threads})
+			defer e.Close()
+			loadStart := time.Now()
+			v, err := e.OpenVoice(cmd.Context(), model)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			load := time.Since(loadStart)
+			var firsts []time.Duration
+			var work, speech time.Duration
+			for range repeats {
+				start := time.Now()
+				first := time.Duration(0)
+				err := v.Speak(cmd.Context(), text, engine.SpeakOptions{}, func(a engine.SpokenAudio) error {
+					if first == 0 {
+						first = time.Since(start)
+					}
+					speech += time.Duration(len(a.Samples)) * time.Second / time.Duration(v.SampleRate())
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				work += time.Since(start)
+				firsts = append(firsts, first)
+			}
+			slices.Sort(firsts)
+			fmt.Printf("voice: %s, loaded in %.0f ms\n", v.Describe(), ms(load))
+			fmt.Printf("speech: %.2f s in %.2f s of work over %d runs: real-time factor %.3f\n", speech.Seconds(), work.Seconds(), repeats, work.Seconds()/speech.Seconds())
+			fmt.Printf("first sentence's audio after: median %.0f ms (min %.0f, max %.0f)\n", ms(firsts[len(firsts)/2]), ms(firsts[0]), ms(firsts[len(firsts)-1]))
+			fmt.Printf("peak RSS: %s\n", store.FormatBytes(peakRSS()))
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&model, "model", "m", "", `voice: a Piper voice's .onnx, or "espeak" (default)`)
+	fs.StringVar(&text, "text", benchSpeakText, "text to speak")
+	fs.IntVarP(&threads, "threads", "t", 0, "CPU threads (default: all CPUs)")
+	fs.IntVarP(&repeats, "repeat", "r", 3, "runs")
+	fs.SetNormalizeFunc(normalizeFlag)
+	return cmd
 }

@@ -7,19 +7,22 @@
 //	go run ./models/testmodel/gen -kind mmproj -size tiny -o tiny-mmproj.gguf          # pairs with -kind llm -size tiny
 //	go run ./models/testmodel/gen -kind llm -family qwen2vl -o tiny-qwen2vl.gguf
 //	go run ./models/testmodel/gen -kind mmproj -family qwen2vl -o tiny-qwen2vl-mmproj.gguf
+//	go run ./models/testmodel/gen -kind piper -size medium -o piper-medium.onnx              # and piper-medium.onnx.json
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/owlengine/owl/models"
 	"github.com/owlengine/owl/models/testmodel"
 )
 
 func main() {
-	kind := flag.String("kind", "llm", "model kind: llm, mmproj (a vision projector) or whisper")
+	kind := flag.String("kind", "llm", "model kind: llm, mmproj (a vision projector), whisper or piper (a voice)")
 	size := flag.String("size", "tiny", "size: tiny or realistic (llm, mmproj); micro, tiny or base (whisper)")
 	family := flag.String("family", "llava", "vision family of llm and mmproj: llava (llama text model, CLIP ViT + MLP) or qwen2vl (M-RoPE; tiny only)")
 	typ := flag.String("type", "", "weight type: f32, f16 or q8_0 (default f16)")
@@ -56,6 +59,22 @@ func run(kind, size, family, typ, vocab, out string) error {
 		return fmt.Errorf("unknown -family %q (want llava or qwen2vl)", family)
 	}
 	switch kind {
+	case "piper":
+		// A Piper voice: OUT.onnx and OUT.onnx.json.
+		c := testmodel.PiperSmall()
+		switch size {
+		case "small", "tiny":
+		case "medium":
+			c = testmodel.PiperMedium()
+		default:
+			return fmt.Errorf("unknown -size %q for piper (want small or medium)", size)
+		}
+		dir, name := filepath.Split(strings.TrimSuffix(out, ".onnx"))
+		if dir == "" {
+			dir = "."
+		}
+		_, err := testmodel.WritePiperVoice(filepath.Clean(dir), name, c)
+		return err
 	case "mmproj":
 		var c testmodel.ProjectorConfig
 		switch {
