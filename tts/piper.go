@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"time"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/owlengine/owl/bindings/ggml"
 	"github.com/owlengine/owl/models"
