@@ -4,6 +4,9 @@ import (
 	"math"
 	"strconv"
 
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+
 	"github.com/owlengine/owl/bindings/ggml"
 	"github.com/owlengine/owl/models"
 )
@@ -114,58 +117,61 @@ func (p *Piper) run(build func(*ggml.Graph) []ggml.Tensor, take func([][]float32
 }
 
 // attention is the multi-head attention with relative positions (window
-// w, heads sharing the embeddings) over q, k, v [H][T].
+// w, heads sharing the embeddings) over q, k, v [H][T], in matrix products:
+// per head, scores = Qᵀ·K/√dk plus the relative logits on the band |j−i| ≤ w,
+// softmax over j, out = V·Pᵀ plus the relative values of the band.
 func (p *Piper) attention(pre string, q, k, v []float32, T int) []float32 {
 	h := p.h
 	H, heads, win := h.Hidden, h.Heads, h.Window
-	dk := H / heads
-	ek, ev := p.relK[pre], p.relV[pre]
+	dk, band := H/heads, 2*h.Window+1
+	ek, ev := p.relK[pre], p.relV[pre] // [band][dk]
+	impl := blas32.Implementation()
 	out := make([]float32, H*T)
 	scale := float32(1 / math.Sqrt(float64(dk)))
-	scores := make([]float32, T)
+	S := make([]float32, T*T)
+	R := make([]float32, band*T)
+	B := make([]float32, band*T)
 	for hd := range heads {
+		qh, kh, vh, oh := q[hd*dk*T:(hd+1)*dk*T], k[hd*dk*T:(hd+1)*dk*T], v[hd*dk*T:(hd+1)*dk*T], out[hd*dk*T:(hd+1)*dk*T]
+		impl.Sgemm(blas.Trans, blas.NoTrans, T, T, dk, scale, qh, T, kh, T, 0, S, T)       // S[i][j]
+		impl.Sgemm(blas.NoTrans, blas.NoTrans, band, T, dk, scale, ek, dk, qh, T, 0, R, T) // R[d][i]
 		for i := range T {
+			row := S[i*T : (i+1)*T]
+			for d := -win; d <= win; d++ {
+				if j := i + d; j >= 0 && j < T {
+					row[j] += R[(d+win)*T+i]
+				}
+			}
 			mx := float32(math.Inf(-1))
-			for j := range T {
-				var s float32
-				for c := range dk {
-					s += q[(hd*dk+c)*T+i] * k[(hd*dk+c)*T+j]
-				}
-				if d := j - i; d >= -win && d <= win {
-					for c := range dk {
-						s += q[(hd*dk+c)*T+i] * ek[(d+win)*dk+c]
-					}
-				}
-				s *= scale
-				scores[j] = s
-				mx = max(mx, s)
+			for _, x := range row {
+				mx = max(mx, x)
 			}
 			var sum float32
-			for j := range scores {
-				scores[j] = float32(math.Exp(float64(scores[j] - mx)))
-				sum += scores[j]
+			for j, x := range row {
+				e := float32(math.Exp(float64(x - mx)))
+				row[j] = e
+				sum += e
 			}
-			for j := range scores {
-				scores[j] /= sum
+			inv := 1 / sum
+			for j := range row {
+				row[j] *= inv
 			}
-			for c := range dk {
-				var o float32
-				row := v[(hd*dk+c)*T:]
-				for j := range T {
-					o += scores[j] * row[j]
-					if d := j - i; d >= -win && d <= win {
-						o += scores[j] * ev[(d+win)*dk+c]
-					}
+			for d := -win; d <= win; d++ {
+				bv := float32(0)
+				if j := i + d; j >= 0 && j < T {
+					bv = row[j]
 				}
-				out[(hd*dk+c)*T+i] = o
+				B[(d+win)*T+i] = bv
 			}
 		}
+		impl.Sgemm(blas.NoTrans, blas.Trans, dk, T, T, 1, vh, T, S, T, 0, oh, T)     // V·Pᵀ
+		impl.Sgemm(blas.Trans, blas.NoTrans, dk, T, band, 1, ev, dk, B, T, 1, oh, T) // + relative values
 	}
 	return out
 }
 
 // conv1x1 is a 1×1 convolution over x [Cin][T] with weights [Cout][Cin]
-// and bias [Cout].
+// and bias [Cout]: y = W·x + b, one matrix product (gonum's BLAS).
 func conv1x1(x []float32, T int, w, b []float32) []float32 {
 	cin := len(x) / T
 	cout := len(w) / cin
@@ -175,14 +181,8 @@ func conv1x1(x []float32, T int, w, b []float32) []float32 {
 		for t := range row {
 			row[t] = b[o]
 		}
-		for i := range cin {
-			wi := w[o*cin+i]
-			xi := x[i*T : (i+1)*T]
-			for t, xv := range xi {
-				row[t] += wi * xv
-			}
-		}
 	}
+	blas32.Implementation().Sgemm(blas.NoTrans, blas.NoTrans, cout, T, cin, 1, w, cin, x, T, 1, y, T)
 	return y
 }
 
