@@ -126,6 +126,8 @@ func useFor(k store.Kind) string {
 		return "/v1/audio/transcriptions"
 	case store.KindMMProj:
 		return "its text model, which uses it for images"
+	case store.KindVoice:
+		return "/v1/audio/speech"
 	}
 	return "the vad field of live transcription"
 }

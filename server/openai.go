@@ -511,7 +511,9 @@ func openAIModel(m model) openAIModelEntry {
 
 // servable says whether a model is listed: text and speech models are;
 // projectors and voice activity models are used through them.
-func servable(m model) bool { return m.Kind == store.KindLLM || m.Kind == store.KindWhisper }
+func servable(m model) bool {
+	return m.Kind == store.KindLLM || m.Kind == store.KindWhisper || m.Kind == store.KindVoice
+}
 
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) error {
 	all, err := s.models.list()

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/store"
 )
 
 // speechRequest is OpenAI's POST /v1/audio/speech body.
@@ -54,8 +55,16 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) error {
 		model = engine.BuiltinVoice
 	}
 	if model != engine.BuiltinVoice {
-		return &apiError{Status: http.StatusNotFound, Type: typeNotFound, Param: "model", Code: "model_not_found",
-			Message: "voice model " + quoteShort(req.Model) + " not found: the voices are " + engine.BuiltinVoice + " (espeak-ng's, also as " + strings.Join(speechAliases, ", ") + ")"}
+		m, err := s.models.modelOfKind(model, "model", store.KindVoice, "a voice")
+		if err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+				ae.Message = "voice model " + quoteShort(req.Model) + " not found: the voices are " + engine.BuiltinVoice +
+					" (espeak-ng's, also as " + strings.Join(speechAliases, ", ") + ") and the Piper voices GET /v1/models lists"
+			}
+			return err
+		}
+		model = m.Path
 	}
 	switch n := utf8.RuneCountInString(req.Input); {
 	case strings.TrimSpace(req.Input) == "":
@@ -76,6 +85,9 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) error {
 	opts := engine.SpeakOptions{Voice: req.Voice}
 	if v, ok := openAIVoices[strings.ToLower(req.Voice)]; ok {
 		opts.Voice = v
+	}
+	if model != engine.BuiltinVoice {
+		opts.Voice = "" // a Piper voice is its model; "voice" names nothing more (one speaker)
 	}
 	if req.Speed != nil {
 		opts.Speed = *req.Speed

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,8 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/owlengine/owl/audio"
+	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/testmodel"
 )
 
 // speechParams asks for text in format with the SDK.
@@ -190,5 +193,48 @@ func TestSpeechErrors(t *testing.T) {
 	list, err := c.Models.List(context.Background())
 	if err != nil || len(list.Data) == 0 || list.Data[0].ID != "espeak" {
 		t.Fatalf("models: %+v %v", list, err)
+	}
+}
+
+// A Piper voice lying in the models folder speaks through the same route,
+// named by its file, and is listed among the models.
+func TestSpeechPiperVoice(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := testmodel.WritePiperVoice(dir, "small-voice", testmodel.PiperSmall()); err != nil {
+		t.Fatal(err)
+	}
+	e := engine.New(engine.Options{Threads: 2, CacheDir: filepath.Join(dir, "cache")})
+	t.Cleanup(func() { e.Close() })
+	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
+	c := openAIClient(ts.URL)
+	p := speechParams("Hello there. This is a Piper voice.", "alloy", "wav")
+	p.Model = "small-voice"
+	resp, err := c.Audio.Speech.New(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := audio.Decode(bytes.NewReader(body), int64(len(body)), audio.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two sentences, each with Piper's 0.2 s of silence after it.
+	if a.SampleRate != speechRate || a.Duration() < 0.5 {
+		t.Fatalf("%d Hz, %.2f s", a.SampleRate, a.Duration())
+	}
+	list, err := c.Models.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, m := range list.Data {
+		found = found || m.ID == "small-voice"
+	}
+	if !found {
+		t.Fatalf("the voice is not listed: %+v", list.Data)
 	}
 }

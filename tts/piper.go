@@ -3,9 +3,11 @@ package tts
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -367,7 +369,18 @@ func (p *Piper) Synthesize(ctx context.Context, text string, o Options, emit fun
 		}
 		var samples []float32
 		for _, ph := range sentences {
-			ids, _ := PhonemeIDs(p.cfg, ph)
+			ids, missing := PhonemeIDs(p.cfg, ph)
+			if len(missing) > 0 {
+				var list []string
+				for r := range missing {
+					list = append(list, strconv.QuoteRune(r))
+				}
+				slices.Sort(list)
+				if len(ids) <= 3 { // none of the sentence's phonemes
+					return fmt.Errorf("%w: the voice has none of the phonemes of %q (%s)", ErrBadOption, s, strings.Join(list, " "))
+				}
+				slog.Warn("tts: phonemes the voice lacks are skipped", "voice", p.Describe(), "phonemes", strings.Join(list, " "))
+			}
 			if len(ids) <= 3 { // nothing but the sentence marks
 				continue
 			}

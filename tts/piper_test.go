@@ -2,8 +2,10 @@ package tts
 
 import (
 	"context"
+	"errors"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/owlengine/owl/models/testmodel"
@@ -105,5 +107,33 @@ func TestPiperVoiceMatchesReference(t *testing.T) {
 		if e > 1e-4 {
 			t.Fatalf("the voice differs from the reference by %.2g", e)
 		}
+	}
+}
+
+// Text is phonemized and spoken sentence by sentence; a sentence none of
+// whose phonemes the voice has is an error saying so, not silence.
+func TestPiperSynthesize(t *testing.T) {
+	p, _ := loadSmallPiper(t)
+	var got []Audio
+	err := p.Synthesize(context.Background(), "Hello there. How are you?", Options{}, func(a Audio) error { got = append(got, a); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[1].Sentence != "How are you?" || len(got[0].Samples) < p.SampleRate()/5 {
+		t.Fatalf("%d sentences: %+v", len(got), got)
+	}
+	for _, a := range got {
+		peak := float32(0)
+		for _, v := range a.Samples {
+			peak = max(peak, v, -v)
+		}
+		if peak < 0.99 || peak > 1 { // normalized to full scale, as Piper's runtime does
+			t.Fatalf("%q: peak %v", a.Sentence, peak)
+		}
+	}
+	p.cfg.PhonemeIDMap = map[string][]int{"_": {0}, "^": {1}, "$": {2}}
+	err = p.Synthesize(context.Background(), "Hello.", Options{}, func(Audio) error { return nil })
+	if !errors.Is(err, ErrBadOption) || !strings.Contains(err.Error(), "none of the phonemes") {
+		t.Fatalf("a voice without the text's phonemes: %v", err)
 	}
 }

@@ -39,6 +39,7 @@ type jsonInfo struct {
 	*models.GGUFSummary
 	Whisper any `json:"whisper,omitempty"`
 	Silero  any `json:"silero,omitempty"`
+	Voice   any `json:"voice,omitempty"`
 }
 
 type jsonMemory struct {
@@ -98,6 +99,9 @@ its size and layers.`,
 				if in.Silero != nil {
 					out.Silero = struct{ Type, Version string }{in.Silero.Type, in.Silero.Version}
 				}
+				if in.Voice != nil {
+					out.Voice = in.Voice
+				}
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
 				return enc.Encode(out)
@@ -146,6 +150,10 @@ its size and layers.`,
 				}
 				fmt.Fprintf(w, "encoder\t%d layers, n_state %d, %d heads, %d positions, %d mels\n", h.NAudioLayer, h.NAudioState, h.NAudioHead, h.NAudioCtx, h.NMels)
 				fmt.Fprintf(w, "decoder\t%d layers, n_state %d, %d heads, %d positions, %d tokens\n", h.NTextLayer, h.NTextState, h.NTextHead, h.NTextCtx, h.NVocab)
+			case in.Voice != nil:
+				v := in.Voice
+				fmt.Fprintf(w, "piper\t%d channels, %d symbols, %d encoder layers, %d heads, %d flows\n", v.Hidden, v.Symbols, v.Layers, v.Heads, v.Flows)
+				fmt.Fprintf(w, "decoder\tHiFi-GAN from %d channels, upsampling %v (hop %d), resblock %s %v\n", v.UpsampleInitial, v.UpsampleRates, v.HopLength(), v.ResblockType, v.ResblockKernels)
 			case in.Silero != nil:
 				fmt.Fprintf(w, "silero\t%s v%s, %d-sample windows, %d encoder layers\n", in.Silero.Type, in.Silero.Version, in.Silero.Window, len(in.Silero.Encoder))
 			}

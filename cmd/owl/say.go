@@ -68,6 +68,11 @@ espeak-ng's language or voice (owl voices lists them).`,
 					format = "wav"
 				}
 			}
+			if model != "" && model != engine.BuiltinVoice {
+				if err := resolveModels(&model); err != nil {
+					return err
+				}
+			}
 			e := engine.New(engine.Options{})
 			defer e.Close()
 			v, err := e.OpenVoice(cmd.Context(), model)
@@ -183,12 +188,26 @@ func newVoicesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var pipers []store.Model
+			if st, err := store.OpenDefault(); err == nil {
+				all, _ := st.Models()
+				for _, m := range all {
+					if m.Kind == store.KindVoice {
+						pipers = append(pipers, m)
+					}
+				}
+			}
 			if asJSON {
 				type jv struct {
 					Model     string   `json:"model"`
 					Voice     string   `json:"voice"`
 					Name      string   `json:"name"`
 					Languages []string `json:"languages"`
+				}
+				for _, m := range pipers {
+					if err := printJSONLine(jv{m.Name, "", "Piper voice " + m.Name, nil}); err != nil {
+						return err
+					}
 				}
 				for _, v := range voices {
 					lang := v.Identifier
@@ -203,6 +222,9 @@ func newVoicesCmd() *cobra.Command {
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(w, "MODEL\tVOICE\tNAME\tLANGUAGES")
+			for _, m := range pipers {
+				fmt.Fprintf(w, "%s\t-\tPiper voice (%s)\t\n", m.Name, store.FormatBytes(uint64(m.Size)))
+			}
 			for _, v := range voices {
 				lang := v.Identifier
 				if len(v.Languages) > 0 {

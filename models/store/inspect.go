@@ -17,6 +17,7 @@ type Info struct {
 	GGUF    *models.GGUFSummary    // text models and projectors
 	Whisper *models.WhisperHParams // whisper models
 	Silero  *models.SileroFile     // VAD models
+	Voice   *models.PiperHParams   // Piper voices
 	// VocabOnly is set for a whisper file with a header, mel filters and
 	// vocabulary but no weights (whisper.cpp's for-tests files): it can
 	// tokenize but not transcribe.
@@ -53,6 +54,23 @@ func Inspect(path string, nCtx uint64) (Info, error) {
 		if !w.VocabOnly { // nothing to run, nothing to hold
 			info.Memory = w.EstimateMemory(1)
 		}
+	case KindVoice:
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return Info{}, err
+		}
+		m, err := models.ParseONNX(b)
+		if err != nil {
+			return Info{}, fmt.Errorf("%s: %w", path, err)
+		}
+		v, err := models.FindPiperWeights(&m.Graph)
+		if err != nil {
+			return Info{}, fmt.Errorf("%s: %w", path, err)
+		}
+		info.Voice = &v.HParams
+		// The weights as f32 in memory, the decoder's activations of a
+		// sentence of some seconds.
+		info.Memory = models.MemoryEstimate{Weights: uint64(st.Size()), Compute: 256 << 20}
 	case KindVAD:
 		v, err := models.ReadSilero(path)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/owlengine/owl/models"
 )
@@ -18,6 +19,7 @@ const (
 	KindMMProj  Kind = "mmproj"  // a GGUF multimodal projector (general.architecture "clip")
 	KindWhisper Kind = "whisper" // a whisper.cpp ggml speech model
 	KindVAD     Kind = "vad"     // a whisper.cpp ggml Silero voice activity model
+	KindVoice   Kind = "voice"   // a Piper voice: NAME.onnx with NAME.onnx.json beside it
 )
 
 // Describe says what the kind is in words: "text model (llm)".
@@ -31,6 +33,8 @@ func (k Kind) Describe() string {
 		return "whisper speech model"
 	case KindVAD:
 		return "Silero voice activity model (vad)"
+	case KindVoice:
+		return "Piper voice (voice)"
 	}
 	return string(k)
 }
@@ -57,6 +61,9 @@ func DetectKind(path string) (Kind, error) {
 		return "", fmt.Errorf("%s: is a directory", path)
 	}
 	k, err := detectKind(f, st.Size())
+	if errors.Is(err, errONNX) {
+		return detectVoice(path, f, st.Size())
+	}
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
@@ -81,6 +88,9 @@ func detectKind(r io.ReaderAt, size int64) (Kind, error) {
 		return "", err
 	}
 	magic := make([]byte, 4)
+	if _, err := r.ReadAt(magic, 0); err == nil && magic[0] == 0x08 && string(magic) != ggmlMagic {
+		return "", errONNX // protobuf's first field, ir_version: ONNX, read whole by detectVoice
+	}
 	if _, err := r.ReadAt(magic, 0); err != nil || string(magic) != ggmlMagic {
 		return "", fmt.Errorf("%w: neither GGUF nor a whisper.cpp ggml file (it starts with %q)", ErrUnknownKind, magic)
 	}
@@ -99,4 +109,37 @@ func detectKind(r io.ReaderAt, size int64) (Kind, error) {
 		return "", serr
 	}
 	return "", fmt.Errorf("%w: a ggml file that is neither a whisper model (%v) nor a Silero VAD model (%v)", ErrUnknownKind, werr, serr)
+}
+
+// errONNX tells DetectKind that a file may be ONNX.
+var errONNX = errors.New("maybe ONNX")
+
+// maxVoiceBytes bounds the ONNX files read whole to recognize them.
+const maxVoiceBytes = 1 << 30
+
+// detectVoice recognizes a Piper voice: an ONNX file whose graph holds a
+// Piper VITS network's weights, with its configuration beside it.
+func detectVoice(path string, r io.ReaderAt, size int64) (Kind, error) {
+	if size > maxVoiceBytes {
+		return "", fmt.Errorf("%s: %w: an ONNX file of %d bytes", path, ErrUnknownKind, size)
+	}
+	b := make([]byte, size)
+	if _, err := r.ReadAt(b, 0); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	m, err := models.ParseONNX(b)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w: %v", path, ErrUnknownKind, err)
+	}
+	if _, err := models.FindPiperWeights(&m.Graph); err != nil {
+		return "", fmt.Errorf("%s: %w (an ONNX model owl can run only when it is a Piper voice)", path, err)
+	}
+	js, err := os.ReadFile(path + ".json")
+	if err != nil {
+		return "", fmt.Errorf("%s: a Piper voice needs its configuration %s.json beside it", path, filepath.Base(path))
+	}
+	if _, err := models.ParsePiperConfig(js); err != nil {
+		return "", fmt.Errorf("%s.json: %w", path, err)
+	}
+	return KindVoice, nil
 }

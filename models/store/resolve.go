@@ -213,7 +213,7 @@ func within(dir, path string) bool {
 // isModelFile says whether a file name looks like a model file.
 func isModelFile(name string) bool {
 	l := strings.ToLower(name)
-	return strings.HasSuffix(l, ".gguf") || strings.HasSuffix(l, ".bin")
+	return strings.HasSuffix(l, ".gguf") || strings.HasSuffix(l, ".bin") || strings.HasSuffix(l, ".onnx")
 }
 
 // plainFiles lists the model files lying directly in the store's folder,

@@ -54,7 +54,7 @@ func ValidName(name string) error {
 // .gguf or .bin, with characters a name cannot hold replaced by '-'.
 func NameFromFile(file string) string {
 	base := file[strings.LastIndex(file, "/")+1:]
-	for _, ext := range []string{".gguf", ".bin"} {
+	for _, ext := range []string{".gguf", ".bin", ".onnx"} {
 		if strings.HasSuffix(strings.ToLower(base), ext) {
 			base = base[:len(base)-len(ext)]
 			break
