@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/owlengine/owl/tts"
 )
@@ -36,20 +35,18 @@ type Voice struct {
 }
 
 // OpenVoice opens the voice of model: "" or BuiltinVoice for espeak-ng's,
-// or the path of a Piper voice (NAME.onnx, its NAME.onnx.json beside it).
-func (e *Engine) OpenVoice(ctx context.Context, model string) (*Voice, error) {
-	if strings.HasSuffix(model, ".onnx") {
+// or the path of a Piper voice's model (NAME.onnx) with its configuration
+// at config ("": NAME.onnx.json beside it).
+func (e *Engine) OpenVoice(ctx context.Context, model, config string) (*Voice, error) {
+	if model != "" && model != BuiltinVoice {
 		if _, err := os.Stat(model); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnknownVoice, err)
+			return nil, fmt.Errorf("%w: %v (owl voices lists the voices; %q is espeak-ng's)", ErrUnknownVoice, err, BuiltinVoice)
 		}
-		p, err := tts.LoadPiper(ctx, model, tts.PiperOptions{Threads: e.opts.Threads, CacheDir: e.opts.CacheDir})
+		p, err := tts.LoadPiper(ctx, model, tts.PiperOptions{Threads: e.opts.Threads, CacheDir: e.opts.CacheDir, Config: config})
 		if err != nil {
 			return nil, err
 		}
 		return &Voice{e: e, synth: p, model: model}, nil
-	}
-	if model != "" && model != BuiltinVoice {
-		return nil, fmt.Errorf("%w: %q (owl voices lists the voices; %q is espeak-ng's, a Piper voice is its .onnx file)", ErrUnknownVoice, model, BuiltinVoice)
 	}
 	s, err := tts.NewEspeak()
 	if err != nil {

@@ -29,7 +29,7 @@ type Backend interface {
 	Chat(ctx context.Context, req engine.ChatRequest, onChunk func(engine.Chunk) error) (engine.Result, error)
 	Transcribe(ctx context.Context, req engine.TranscribeRequest) (*engine.Transcript, error)
 	Listen(ctx context.Context, req engine.ListenRequest, onEvent func(engine.ListenEvent) error) (engine.ListenStats, error)
-	OpenVoice(ctx context.Context, model string) (*engine.Voice, error)
+	OpenVoice(ctx context.Context, model, config string) (*engine.Voice, error)
 	Metrics() engine.Metrics
 	Load(ctx context.Context, req engine.LoadRequest) error
 	Unload(path string) bool

@@ -50,7 +50,7 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	model := req.Model
+	model, config := req.Model, ""
 	if model == "" || slices.Contains(speechAliases, model) {
 		model = engine.BuiltinVoice
 	}
@@ -64,7 +64,7 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) error {
 			}
 			return err
 		}
-		model = m.Path
+		model, config = m.Path, m.ProjectorPath
 	}
 	switch n := utf8.RuneCountInString(req.Input); {
 	case strings.TrimSpace(req.Input) == "":
@@ -92,7 +92,7 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) error {
 	if req.Speed != nil {
 		opts.Speed = *req.Speed
 	}
-	v, err := s.be.OpenVoice(r.Context(), model)
+	v, err := s.be.OpenVoice(r.Context(), model, config)
 	if err != nil {
 		return err
 	}

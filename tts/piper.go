@@ -38,18 +38,23 @@ type Piper struct {
 type PiperOptions struct {
 	Threads  int    // CPU threads (0: all)
 	CacheDir string // where converted voices are kept
+	Config   string // the voice's configuration ("": the model's path + ".json")
 }
 
 // LoadPiper opens the Piper voice at path (NAME.onnx, with NAME.onnx.json
 // beside it).
 func LoadPiper(ctx context.Context, path string, o PiperOptions) (*Piper, error) {
-	js, err := os.ReadFile(path + ".json")
+	cfgPath := o.Config
+	if cfgPath == "" {
+		cfgPath = path + ".json"
+	}
+	js, err := os.ReadFile(cfgPath)
 	if err != nil {
-		return nil, fmt.Errorf("%s: a Piper voice needs its configuration beside it: %w", path, err)
+		return nil, fmt.Errorf("%s: a Piper voice needs its configuration (NAME.onnx.json beside it): %w", path, err)
 	}
 	cfg, err := models.ParsePiperConfig(js)
 	if err != nil {
-		return nil, fmt.Errorf("%s.json: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", cfgPath, err)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {

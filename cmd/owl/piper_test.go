@@ -72,3 +72,35 @@ func TestSayBadVoices(t *testing.T) {
 		}
 	}
 }
+
+// owl pull piper:VOICE fetches the voice and its configuration from Piper's
+// repository layout (FAMILY/CODE/NAME/QUALITY/VOICE.onnx and .onnx.json),
+// pairs them, and the voice speaks by its store name.
+func TestPullPiperVoice(t *testing.T) {
+	srv, _ := storeEnv(t)
+	c := testmodel.PiperSmall()
+	js, err := testmodel.PiperConfigJSON(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const file = "en/en_US/lessac/medium/en_US-lessac-medium.onnx"
+	srv.AddLFS("rhasspy/piper-voices", file, testmodel.EncodeONNX(testmodel.PiperONNX(c)))
+	srv.AddGit("rhasspy/piper-voices", file+".json", js)
+	r := owl(t, "", "pull", "piper:en_US-lessac-medium")
+	if r.code != 0 || !strings.Contains(r.stdout, "piper:en_US-lessac-medium") {
+		t.Fatalf("pull: %+v", r)
+	}
+	out := filepath.Join(t.TempDir(), "hi.wav")
+	if r := owl(t, "", "say", "-m", "piper:en_US-lessac-medium", "-o", out, "Hello there."); r.code != 0 {
+		t.Fatalf("say: %+v", r)
+	}
+	if a, err := audio.DecodeFile(out, audio.Limits{}); err != nil || a.SampleRate != 16000 {
+		t.Fatalf("%v", err)
+	}
+	if v := owl(t, "", "voices"); !strings.Contains(v.stdout, "piper:en_US-lessac-medium") || strings.Contains(v.stdout, "-config") {
+		t.Fatalf("voices: %+v", v)
+	}
+	if r := owl(t, "", "pull", "piper:not-a-voice"); r.code == 0 {
+		t.Fatalf("a malformed voice name: %+v", r)
+	}
+}

@@ -51,7 +51,7 @@ func resolveWithProjector(arg string) (path, projector string, err error) {
 
 func looksLikeFile(arg string) bool {
 	lower := strings.ToLower(arg)
-	return strings.HasSuffix(lower, ".gguf") || strings.HasSuffix(lower, ".bin")
+	return strings.HasSuffix(lower, ".gguf") || strings.HasSuffix(lower, ".bin") || strings.HasSuffix(lower, ".onnx")
 }
 
 // resolveModels resolves each of the -m style values in place.

@@ -68,14 +68,16 @@ espeak-ng's language or voice (owl voices lists them).`,
 					format = "wav"
 				}
 			}
+			config := ""
 			if model != "" && model != engine.BuiltinVoice {
-				if err := resolveModels(&model); err != nil {
+				var err error
+				if model, config, err = resolveWithProjector(model); err != nil {
 					return err
 				}
 			}
 			e := engine.New(engine.Options{})
 			defer e.Close()
-			v, err := e.OpenVoice(cmd.Context(), model)
+			v, err := e.OpenVoice(cmd.Context(), model, config)
 			if err != nil {
 				return err
 			}
@@ -271,8 +273,15 @@ sentence's audio is ready, and peak memory.`,
 			}
 			e := engine.New(engine.Options{Threads: threads})
 			defer e.Close()
+			config := ""
+			if model != "" && model != engine.BuiltinVoice {
+				var err error
+				if model, config, err = resolveWithProjector(model); err != nil {
+					return err
+				}
+			}
 			loadStart := time.Now()
-			v, err := e.OpenVoice(cmd.Context(), model)
+			v, err := e.OpenVoice(cmd.Context(), model, config)
 			if err != nil {
 				return err
 			}

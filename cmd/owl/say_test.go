@@ -65,7 +65,7 @@ func TestSayToFiles(t *testing.T) {
 		{[]string{"say", "-o", wav}, "nothing to say"},
 		{[]string{"say", "--voice", "zzz", "-o", wav, "hi"}, "unknown"},
 		{[]string{"say", "--speed", "9", "-o", wav, "hi"}, "speed"},
-		{[]string{"say", "-m", "nope", "-o", wav, "hi"}, "owl voices"},
+		{[]string{"say", "-m", "nope", "-o", wav, "hi"}, "no model of that name"},
 		{[]string{"say", "--format", "mp3", "-o", wav, "hi"}, "mp3"},
 	} {
 		r := owl(t, "", tc.args...)

@@ -1,6 +1,10 @@
 package store
 
-import "slices"
+import (
+	"regexp"
+	"slices"
+	"strings"
+)
 
 // CatalogEntry is a well-known model that can be pulled by a short name.
 type CatalogEntry struct {
@@ -15,6 +19,42 @@ type CatalogEntry struct {
 
 // ProjectorName is the store name a model's projector is installed as.
 func ProjectorName(model string) string { return model + "-mmproj" }
+
+// VoiceConfigName is the store name a Piper voice's configuration is
+// installed as.
+func VoiceConfigName(voice string) string { return voice + "-config" }
+
+// piperRepo holds Piper's voices: FAMILY/CODE/NAME/QUALITY/CODE-NAME-QUALITY.onnx
+// and .onnx.json beside it.
+const piperRepo = "rhasspy/piper-voices"
+
+// piperVoice matches the voice part of "piper:en_US-lessac-medium".
+var piperVoice = regexp.MustCompile(`^([a-z]{2,3})_([A-Z]{2})-([A-Za-z0-9_]+)-(x_low|low|medium|high)$`)
+
+// piperEntry is the catalog entry of a Piper voice named piper:VOICE.
+func piperEntry(voice, desc string, bytes int64) (CatalogEntry, bool) {
+	m := piperVoice.FindStringSubmatch(voice)
+	if m == nil {
+		return CatalogEntry{}, false
+	}
+	code := m[1] + "_" + m[2]
+	file := m[1] + "/" + code + "/" + m[3] + "/" + m[4] + "/" + voice + ".onnx"
+	if desc == "" {
+		desc = "Piper voice " + voice
+	}
+	if bytes == 0 {
+		bytes = 63 * mb
+	}
+	return CatalogEntry{Name: "piper:" + voice, Kind: KindVoice, Repo: piperRepo, File: file, Projector: file + ".json", Size: bytes, Description: desc}, true
+}
+
+func mustPiper(voice, desc string) CatalogEntry {
+	e, ok := piperEntry(voice, desc, 0)
+	if !ok {
+		panic("bad Piper voice name " + voice)
+	}
+	return e
+}
 
 const (
 	whisperRepo = "ggerganov/whisper.cpp"
@@ -43,6 +83,11 @@ var catalog = []CatalogEntry{
 		Description: "Silero VAD v5.1.2, voice activity for --vad-model"},
 	{Name: "silero-vad:v6", Kind: KindVAD, Repo: "ggml-org/whisper-vad", File: "ggml-silero-v6.2.0.bin", Size: 1 * mb,
 		Description: "Silero VAD v6.2.0, voice activity for --vad-model"},
+	mustPiper("en_US-lessac-medium", "Piper voice: American English, lessac, medium (22 kHz)"),
+	mustPiper("en_GB-alan-medium", "Piper voice: British English, alan, medium"),
+	mustPiper("de_DE-thorsten-medium", "Piper voice: German, thorsten, medium"),
+	mustPiper("fr_FR-siwis-medium", "Piper voice: French, siwis, medium"),
+	mustPiper("es_ES-davefx-medium", "Piper voice: Spanish, davefx, medium"),
 	{Name: "llama3.2:1b", Kind: KindLLM, Repo: "bartowski/Llama-3.2-1B-Instruct-GGUF", File: "Llama-3.2-1B-Instruct-Q4_K_M.gguf",
 		Size: 808 * mb, Description: "Llama 3.2 1B Instruct, Q4_K_M, text"},
 	{Name: "smolvlm:500m", Kind: KindLLM, Repo: "ggml-org/SmolVLM-500M-Instruct-GGUF", File: "SmolVLM-500M-Instruct-Q8_0.gguf",
@@ -57,11 +102,16 @@ var catalog = []CatalogEntry{
 func Catalog() []CatalogEntry { return slices.Clone(catalog) }
 
 // LookupCatalog finds the catalog entry called name.
+// Any Piper voice of the piper-voices repository is "piper:CODE-NAME-QUALITY"
+// ("piper:en_US-lessac-medium").
 func LookupCatalog(name string) (CatalogEntry, bool) {
 	for _, e := range catalog {
 		if e.Name == name {
 			return e, true
 		}
+	}
+	if voice, ok := strings.CutPrefix(name, "piper:"); ok {
+		return piperEntry(voice, "", 0)
 	}
 	return CatalogEntry{}, false
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/owlengine/owl/models"
 )
@@ -19,7 +18,10 @@ const (
 	KindMMProj  Kind = "mmproj"  // a GGUF multimodal projector (general.architecture "clip")
 	KindWhisper Kind = "whisper" // a whisper.cpp ggml speech model
 	KindVAD     Kind = "vad"     // a whisper.cpp ggml Silero voice activity model
-	KindVoice   Kind = "voice"   // a Piper voice: NAME.onnx with NAME.onnx.json beside it
+	KindVoice   Kind = "voice"   // a Piper voice's model: NAME.onnx (its configuration beside it, or pulled with it)
+	// KindVoiceConfig is a Piper voice's configuration (NAME.onnx.json),
+	// paired with its model as a projector is with a text model.
+	KindVoiceConfig Kind = "voice-config"
 )
 
 // Describe says what the kind is in words: "text model (llm)".
@@ -35,6 +37,8 @@ func (k Kind) Describe() string {
 		return "Silero voice activity model (vad)"
 	case KindVoice:
 		return "Piper voice (voice)"
+	case KindVoiceConfig:
+		return "Piper voice configuration (voice-config)"
 	}
 	return string(k)
 }
@@ -91,6 +95,16 @@ func detectKind(r io.ReaderAt, size int64) (Kind, error) {
 	if _, err := r.ReadAt(magic, 0); err == nil && magic[0] == 0x08 && string(magic) != ggmlMagic {
 		return "", errONNX // protobuf's first field, ir_version: ONNX, read whole by detectVoice
 	}
+	if n, _ := r.ReadAt(magic[:1], 0); n == 1 && magic[0] == '{' && size < 1<<22 {
+		b := make([]byte, size)
+		if _, err := r.ReadAt(b, 0); err != nil {
+			return "", err
+		}
+		if _, err := models.ParsePiperConfig(b); err != nil {
+			return "", fmt.Errorf("%w: a JSON file that is no Piper voice configuration (%v)", ErrUnknownKind, err)
+		}
+		return KindVoiceConfig, nil
+	}
 	if _, err := r.ReadAt(magic, 0); err != nil || string(magic) != ggmlMagic {
 		return "", fmt.Errorf("%w: neither GGUF nor a whisper.cpp ggml file (it starts with %q)", ErrUnknownKind, magic)
 	}
@@ -134,12 +148,12 @@ func detectVoice(path string, r io.ReaderAt, size int64) (Kind, error) {
 	if _, err := models.FindPiperWeights(&m.Graph); err != nil {
 		return "", fmt.Errorf("%s: %w (an ONNX model owl can run only when it is a Piper voice)", path, err)
 	}
-	js, err := os.ReadFile(path + ".json")
-	if err != nil {
-		return "", fmt.Errorf("%s: a Piper voice needs its configuration %s.json beside it", path, filepath.Base(path))
-	}
-	if _, err := models.ParsePiperConfig(js); err != nil {
-		return "", fmt.Errorf("%s.json: %w", path, err)
+	// The configuration, when it lies beside the model, must be one; a
+	// pulled voice has it in the store, paired as a projector is.
+	if js, err := os.ReadFile(path + ".json"); err == nil {
+		if _, err := models.ParsePiperConfig(js); err != nil {
+			return "", fmt.Errorf("%s.json: %w", path, err)
+		}
 	}
 	return KindVoice, nil
 }

@@ -125,8 +125,12 @@ func (s *Store) plan(ctx context.Context, c *hub.Client, what string, opts PullO
 		if e.Projector == "" || opts.NoProjector {
 			return t, nil, nil
 		}
+		want := KindMMProj
 		t.projector = ProjectorName(t.name)
-		return t, &target{name: t.projector, repo: e.Repo, rev: hub.DefaultRevision, file: e.Projector, want: KindMMProj}, nil
+		if e.Kind == KindVoice {
+			t.projector, want = VoiceConfigName(t.name), KindVoiceConfig
+		}
+		return t, &target{name: t.projector, repo: e.Repo, rev: hub.DefaultRevision, file: e.Projector, want: want}, nil
 	}
 	if !hub.IsRef(what) {
 		return target{}, nil, notPullable(what)

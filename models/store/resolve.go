@@ -164,7 +164,7 @@ func (s *Store) fileModel(path, name string, st fs.FileInfo, pair bool) (Model, 
 		return Model{}, f.err
 	}
 	m := Model{Name: name, Kind: f.kind, Path: path, Size: st.Size(), Modified: st.ModTime()}
-	if pair && m.Kind == KindLLM {
+	if pair && (m.Kind == KindLLM || m.Kind == KindVoice) {
 		for _, pf := range s.plainFiles() {
 			if pf.Path == path {
 				m.Projector, m.ProjectorPath = pf.Projector, pf.ProjectorPath
@@ -238,6 +238,12 @@ func (s *Store) plainFiles() []Model {
 		}
 	}
 	for i := range out {
+		if out[i].Kind == KindVoice { // its configuration beside it
+			if cfg := out[i].Path + ".json"; fileExists(cfg) {
+				out[i].Projector, out[i].ProjectorPath = filepath.Base(cfg), cfg
+			}
+			continue
+		}
 		if out[i].Kind != KindLLM {
 			continue
 		}
