@@ -27,11 +27,15 @@ type modelKind int
 const (
 	kindText modelKind = iota
 	kindSpeech
+	kindVoice
 )
 
 func (k modelKind) String() string {
-	if k == kindSpeech {
+	switch k {
+	case kindSpeech:
 		return "speech"
+	case kindVoice:
+		return "voice"
 	}
 	return "text"
 }
@@ -335,8 +339,11 @@ func absPath(p string) string {
 // the weights, the KV cache the engine will give it and compute buffers
 // (a projector attached later adds its own, see attachProjector).
 func (e *Engine) estimate(ref modelRef) (uint64, error) {
-	if ref.kind == kindSpeech {
+	switch ref.kind {
+	case kindSpeech:
 		return estimateSpeech(ref.path, e.opts.Parallel)
+	case kindVoice:
+		return estimateVoice(ref.path, e.opts.Parallel)
 	}
 	path := ref.path
 	g, err := models.ReadGGUF(path)
@@ -503,4 +510,19 @@ func (e *Engine) Unload(path string) bool {
 	e.mu.Unlock()
 	closeAll(victims)
 	return found
+}
+
+// voiceCompute is the allowance for one synthesis's activations: the
+// decoder's of a long sentence (a minute of a medium voice's audio is
+// about 200 MB of them at the last stage).
+const voiceCompute = 256 << 20
+
+// estimateVoice sizes a Piper voice: its float32 weights (as its ONNX file
+// holds them) and the syntheses it runs at once.
+func estimateVoice(path string, syntheses int) (uint64, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, fmt.Errorf("%s: no such file", path)
+	}
+	return uint64(st.Size()) + uint64(max(syntheses, 1))*voiceCompute, nil
 }

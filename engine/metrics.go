@@ -27,7 +27,7 @@ type Metrics struct {
 type ModelMetrics struct {
 	Path         string
 	Projector    string // the vision projector loaded with a text model
-	Kind         string // "text" or "speech"
+	Kind         string // "text", "speech" or "voice"
 	Bytes        uint64 // estimated memory
 	Loading      bool
 	InUse        int           // requests holding the model
@@ -86,12 +86,9 @@ func (e *Engine) Metrics() Metrics {
 		case *textModel:
 			v.metrics(mm)
 		case *speechModel:
-			mm.QueueDepth = v.slots.Waiting()
-			mm.QueueWait = v.queue.snapshot()
-			mm.Rejected = v.queue.rejected.Load()
-			mm.Requests = v.requests.Load()
-			mm.Running = v.slots.Used()
-			mm.Slots = v.slots.Capacity()
+			v.metrics(mm)
+		case *voiceModel:
+			v.metrics(mm)
 		}
 	}
 	slices.SortFunc(out.Models, func(a, b ModelMetrics) int { return strings.Compare(a.Path, b.Path) })

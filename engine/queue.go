@@ -82,25 +82,37 @@ var errQueueWait = errors.New("queue wait over")
 // Live transcriptions are admitted as whole streams by their callers (the
 // server's stream limit) and do not take these slots.
 type speechModel struct {
-	rec      speech.Recognizer
-	slots    *compute.Gate
-	maxQueue int
-	queue    queueStats
-	requests atomic.Int64
-
-	mu sync.Mutex // guards service
-	// service is a moving average of how long the model's transcriptions
-	// run, from which the wait of a newcomer is estimated.
-	service time.Duration
+	rec speech.Recognizer
+	slotQueue
 }
 
 // Close frees the recognizer.
 func (m *speechModel) Close() error { return m.rec.Close() }
 
+// slotQueue admits a model's requests to its places (a speech model's
+// transcriptions at once, a voice's syntheses), most urgent first, and
+// keeps the pace from which a newcomer's wait is estimated. what names a
+// request in messages ("transcriptions").
+type slotQueue struct {
+	slots    *compute.Gate
+	maxQueue int
+	what     string
+	queue    queueStats
+	requests atomic.Int64
+
+	mu sync.Mutex // guards service
+	// service is a moving average of how long the model's requests run.
+	service time.Duration
+}
+
+func newSlotQueue(places, maxQueue int, what string) slotQueue {
+	return slotQueue{slots: compute.NewGate(places), maxQueue: maxQueue, what: what}
+}
+
 // expectedWait estimates how long a newcomer would wait for a slot: a
-// round of the average transcription for each Parallel of those ahead of
-// it (0 before any transcription has finished, or with a slot free).
-func (m *speechModel) expectedWait() time.Duration {
+// round of the average request for each Parallel of those ahead of it (0
+// before any request has finished, or with a slot free).
+func (m *slotQueue) expectedWait() time.Duration {
 	m.mu.Lock()
 	service := m.service
 	m.mu.Unlock()
@@ -111,8 +123,8 @@ func (m *speechModel) expectedWait() time.Duration {
 	return time.Duration(rounds) * service
 }
 
-// finished folds a transcription's running time into the average.
-func (m *speechModel) finished(d time.Duration) {
+// finished folds a request's running time into the average.
+func (m *slotQueue) finished(d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.service == 0 {
@@ -122,19 +134,28 @@ func (m *speechModel) finished(d time.Duration) {
 	}
 }
 
-// admitSpeech waits for one of m's transcription slots; done gives it
-// back, saying whether the transcription ran to its end (only those count
-// toward the model's pace). A
+// metrics fills in the queue's counters.
+func (m *slotQueue) metrics(mm *ModelMetrics) {
+	mm.QueueDepth = m.slots.Waiting()
+	mm.QueueWait = m.queue.snapshot()
+	mm.Rejected = m.queue.rejected.Load()
+	mm.Requests = m.requests.Load()
+	mm.Running = m.slots.Used()
+	mm.Slots = m.slots.Capacity()
+}
+
+// admit waits for one of m's slots; done gives it back, saying whether the
+// request ran to its end (only those count toward the model's pace). A
 // request that would wait longer than Options.QueueWait by the model's
 // recent pace is turned away at once, with that wait as its RetryAfter.
-func (e *Engine) admitSpeech(ctx context.Context, m *speechModel, prio int, name string) (done func(completed bool), err error) {
+func (e *Engine) admit(ctx context.Context, m *slotQueue, prio int, name string) (done func(completed bool), err error) {
 	start := time.Now()
 	wctx := ctx
 	if e.opts.QueueWait > 0 {
 		if wait := m.expectedWait(); wait > e.opts.QueueWait {
 			m.queue.rejected.Add(1)
-			return nil, &BusyError{RetryAfter: wait, Reason: fmt.Sprintf("%s runs %d transcriptions at once and %d wait: about %s before a new one starts, more than the %s a request may wait",
-				name, m.slots.Capacity(), m.slots.Waiting(), wait.Round(time.Second), e.opts.QueueWait)}
+			return nil, &BusyError{RetryAfter: wait, Reason: fmt.Sprintf("%s runs %d %s at once and %d wait: about %s before a new one starts, more than the %s a request may wait",
+				name, m.slots.Capacity(), m.what, m.slots.Waiting(), wait.Round(time.Second), e.opts.QueueWait)}
 		}
 		var cancel context.CancelFunc
 		wctx, cancel = context.WithTimeoutCause(ctx, e.opts.QueueWait, errQueueWait)
@@ -144,11 +165,11 @@ func (e *Engine) admitSpeech(ctx context.Context, m *speechModel, prio int, name
 	switch {
 	case errors.Is(err, compute.ErrFull):
 		m.queue.rejected.Add(1)
-		return nil, &BusyError{RetryAfter: m.expectedWait(), Reason: fmt.Sprintf("%d transcriptions are waiting for %s", m.maxQueue, name)}
+		return nil, &BusyError{RetryAfter: m.expectedWait(), Reason: fmt.Sprintf("%d %s are waiting for %s", m.maxQueue, m.what, name)}
 	case errors.Is(err, errQueueWait) && ctx.Err() == nil:
 		m.queue.rejected.Add(1)
-		return nil, &BusyError{RetryAfter: m.expectedWait(), Reason: fmt.Sprintf("waited %s for one of the %d transcriptions %s runs at once",
-			e.opts.QueueWait, m.slots.Capacity(), name)}
+		return nil, &BusyError{RetryAfter: m.expectedWait(), Reason: fmt.Sprintf("waited %s for one of the %d %s %s runs at once",
+			e.opts.QueueWait, m.slots.Capacity(), m.what, name)}
 	case err != nil:
 		return nil, err
 	}

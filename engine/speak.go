@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/owlengine/owl/tts"
 )
@@ -27,32 +28,55 @@ var ErrUnknownVoice = tts.ErrUnknownVoice
 const BuiltinVoice = tts.EspeakName
 
 // Voice is an open voice: its sample rate, and a way to speak with it.
-// Close it when done.
+// Close it when done. A Piper voice is a model like the others: loaded on
+// first use within the memory budget, shared by every request that opens
+// it, kept loaded for the keep-alive after the last one, its syntheses
+// admitted Parallel at a time, most urgent first.
 type Voice struct {
 	e     *Engine
 	synth tts.Synthesizer
 	model string
+	vm    *voiceModel // nil for the built-in voice
+	lease *lease
+	// Priority orders this voice's syntheses among those waiting (a live
+	// conversation's sentence before a batch job's); see Priority.
+	Priority Priority
 }
+
+// voiceModel is a loaded Piper voice.
+type voiceModel struct {
+	synth *tts.Piper
+	slotQueue
+}
+
+func (m *voiceModel) Close() error { return m.synth.Close() }
 
 // OpenVoice opens the voice of model: "" or BuiltinVoice for espeak-ng's,
 // or the path of a Piper voice's model (NAME.onnx) with its configuration
 // at config ("": NAME.onnx.json beside it).
 func (e *Engine) OpenVoice(ctx context.Context, model, config string) (*Voice, error) {
-	if model != "" && model != BuiltinVoice {
-		if _, err := os.Stat(model); err != nil {
-			return nil, fmt.Errorf("%w: %v (owl voices lists the voices; %q is espeak-ng's)", ErrUnknownVoice, err, BuiltinVoice)
+	if model == "" || model == BuiltinVoice {
+		s, err := tts.NewEspeak()
+		if err != nil {
+			return nil, err
 		}
+		return &Voice{e: e, synth: s, model: BuiltinVoice}, nil
+	}
+	if _, err := os.Stat(model); err != nil {
+		return nil, fmt.Errorf("%w: %v (owl voices lists the voices; %q is espeak-ng's)", ErrUnknownVoice, err, BuiltinVoice)
+	}
+	l, err := e.acquire(ctx, modelRef{path: model, kind: kindVoice}, func() (closer, error) {
 		p, err := tts.LoadPiper(ctx, model, tts.PiperOptions{Threads: e.opts.Threads, CacheDir: e.opts.CacheDir, Config: config})
 		if err != nil {
 			return nil, err
 		}
-		return &Voice{e: e, synth: p, model: model}, nil
-	}
-	s, err := tts.NewEspeak()
+		return &voiceModel{synth: p, slotQueue: newSlotQueue(e.opts.Parallel, e.opts.MaxQueue, "syntheses")}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &Voice{e: e, synth: s, model: BuiltinVoice}, nil
+	vm := l.m.val.(*voiceModel)
+	return &Voice{e: e, synth: vm.synth, model: model, vm: vm, lease: l}, nil
 }
 
 // SampleRate is the rate of the voice's samples.
@@ -74,13 +98,30 @@ func (v *Voice) Check(o SpeakOptions) error {
 }
 
 // Speak says text sentence by sentence, handing each sentence's audio to
-// emit as soon as it is ready (see tts.Synthesizer).
+// emit as soon as it is ready (see tts.Synthesizer). A Piper voice's
+// synthesis first waits for one of its places.
 func (v *Voice) Speak(ctx context.Context, text string, o SpeakOptions, emit func(SpokenAudio) error) error {
-	return speakError(v.synth.Synthesize(ctx, text, o, emit))
+	if v.vm == nil {
+		return speakError(v.synth.Synthesize(ctx, text, o, emit))
+	}
+	done, err := v.e.admit(ctx, &v.vm.slotQueue, int(v.Priority), filepath.Base(v.model))
+	if err != nil {
+		return err
+	}
+	err = v.synth.Synthesize(ctx, text, o, emit)
+	done(err == nil)
+	return speakError(err)
 }
 
-// Close releases the voice.
-func (v *Voice) Close() error { return v.synth.Close() }
+// Close releases the voice (a Piper voice stays loaded for its keep-alive).
+func (v *Voice) Close() error {
+	if v.lease != nil {
+		v.lease.release(nil)
+		v.lease = nil
+		return nil
+	}
+	return v.synth.Close()
+}
 
 // speakError marks the tts package's option errors as the engine's.
 func speakError(err error) error {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/owlengine/owl/audio"
-	"github.com/owlengine/owl/compute"
 	"github.com/owlengine/owl/speech"
 )
 
@@ -171,7 +170,7 @@ func (e *Engine) speechModel(ctx context.Context, path string) (*speechModel, *l
 		if err != nil {
 			return nil, err
 		}
-		return &speechModel{rec: rec, slots: compute.NewGate(e.opts.Parallel), maxQueue: e.opts.MaxQueue}, nil
+		return &speechModel{rec: rec, slotQueue: newSlotQueue(e.opts.Parallel, e.opts.MaxQueue, "transcriptions")}, nil
 	})
 	if err != nil {
 		return nil, nil, err
@@ -206,7 +205,7 @@ func (e *Engine) Transcribe(ctx context.Context, req TranscribeRequest) (*Transc
 		return nil, err
 	}
 	defer l.release(req.KeepAlive)
-	done, err := e.admitSpeech(ctx, m, req.Priority, filepath.Base(req.Model))
+	done, err := e.admit(ctx, &m.slotQueue, req.Priority, filepath.Base(req.Model))
 	if err != nil {
 		return nil, err
 	}

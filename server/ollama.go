@@ -432,8 +432,11 @@ func (s *Server) handleOllamaPS(w http.ResponseWriter, r *http.Request) error {
 		}
 		if !ok {
 			m = model{Name: filepath.Base(mm.Path), Path: mm.Path, Kind: store.KindLLM}
-			if mm.Kind == "speech" {
+			switch mm.Kind {
+			case "speech":
 				m.Kind = store.KindWhisper
+			case "voice":
+				m.Kind = store.KindVoice
 			}
 		}
 		var expires time.Time
