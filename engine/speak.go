@@ -79,6 +79,15 @@ func (e *Engine) OpenVoice(ctx context.Context, model, config string) (*Voice, e
 	return &Voice{e: e, synth: vm.synth, model: model, vm: vm, lease: l}, nil
 }
 
+// Speakers names a multi-speaker Piper voice's speakers in id order (nil
+// for a voice of one speaker).
+func (v *Voice) Speakers() []string {
+	if v.vm == nil {
+		return nil
+	}
+	return v.vm.synth.Speakers()
+}
+
 // SampleRate is the rate of the voice's samples.
 func (v *Voice) SampleRate() int { return v.synth.SampleRate() }
 

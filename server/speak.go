@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -86,8 +87,9 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) error {
 	if v, ok := openAIVoices[strings.ToLower(req.Voice)]; ok {
 		opts.Voice = v
 	}
-	if model != engine.BuiltinVoice {
-		opts.Voice = "" // a Piper voice is its model; "voice" names nothing more (one speaker)
+	piper := model != engine.BuiltinVoice
+	if piper {
+		opts.Voice = "" // a Piper voice is its model; "voice" may name one of its speakers
 	}
 	if req.Speed != nil {
 		opts.Speed = *req.Speed
@@ -97,6 +99,18 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer v.Close()
+	if names := v.Speakers(); piper && len(names) > 0 && req.Voice != "" {
+		if i := slices.Index(names, req.Voice); i >= 0 {
+			opts.Speaker = i
+		} else if n, err := strconv.Atoi(req.Voice); err == nil {
+			opts.Speaker = n
+		} else if _, openAI := openAIVoices[strings.ToLower(req.Voice)]; !openAI {
+			return badRequest("voice", "voice %s: the voice's speakers are %s", quoteShort(req.Voice), strings.Join(names[:min(len(names), 8)], ", "))
+		}
+		if opts.Speaker < 0 || opts.Speaker >= len(names) {
+			return badRequest("voice", "speaker %d: the voice has speakers 0 to %d", opts.Speaker, len(names)-1)
+		}
+	}
 	if err := v.Check(opts); err != nil {
 		if errors.Is(err, engine.ErrUnknownVoice) {
 			return badRequest("voice", "voice %s: %v", quoteShort(req.Voice), err)

@@ -238,3 +238,29 @@ func TestSpeechPiperVoice(t *testing.T) {
 		t.Fatalf("the voice is not listed: %+v", list.Data)
 	}
 }
+
+// A multi-speaker voice's speakers are named by "voice".
+func TestSpeechPiperSpeakers(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := testmodel.WritePiperVoice(dir, "multi", testmodel.PiperMulti()); err != nil {
+		t.Fatal(err)
+	}
+	e := engine.New(engine.Options{Threads: 2, CacheDir: filepath.Join(dir, "cache")})
+	t.Cleanup(func() { e.Close() })
+	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
+	c := openAIClient(ts.URL)
+	for voice, status := range map[string]int{"speaker2": 200, "1": 200, "alloy": 200, "nobody": 400, "7": 400} {
+		p := speechParams("Hello.", voice, "pcm")
+		p.Model = "multi"
+		resp, err := c.Audio.Speech.New(context.Background(), p)
+		var apiErr *openai.Error
+		switch {
+		case status == 200 && err != nil:
+			t.Errorf("%s: %v", voice, err)
+		case status == 200:
+			resp.Body.Close()
+		case !errors.As(err, &apiErr) || apiErr.StatusCode != status || apiErr.Param != "voice":
+			t.Errorf("%s: %v", voice, err)
+		}
+	}
+}

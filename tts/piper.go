@@ -68,9 +68,6 @@ func LoadPiper(ctx context.Context, path string, o PiperOptions) (*Piper, error)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if v.HParams.Speakers > 1 {
-		return nil, fmt.Errorf("%s: a voice of %d speakers: owl speaks single-speaker Piper voices so far", path, v.HParams.Speakers)
-	}
 	if cfg.NumSymbols > v.HParams.Symbols {
 		return nil, fmt.Errorf("%s: %w: the configuration has %d symbols, the model %d", path, models.ErrNotPiper, cfg.NumSymbols, v.HParams.Symbols)
 	}
@@ -141,6 +138,15 @@ func (p *Piper) Close() error {
 	return nil
 }
 
+// Speakers names a multi-speaker voice's speakers by id (its
+// configuration's speaker_id_map; nil for one speaker).
+func (p *Piper) Speakers() []string {
+	if p.h.Speakers <= 1 {
+		return nil
+	}
+	return p.cfg.Speakers()
+}
+
 // SampleRate is the voice's rate.
 func (p *Piper) SampleRate() int { return p.cfg.Audio.SampleRate }
 
@@ -193,14 +199,21 @@ func (p *Piper) upsample(g *ggml.Graph, x ggml.Tensor, i int) ggml.Tensor {
 	return y.Add(g, p.w[name+".bias"].Reshape(g, 1, cout))
 }
 
-// wn is a coupling layer's WaveNet over x [T, H].
-func (p *Piper) wn(g *ggml.Graph, x ggml.Tensor, pre string) ggml.Tensor {
+// wn is a coupling layer's WaveNet over x [T, H]; spk is the speaker's
+// embedding [1, Gin] of a multi-speaker voice (else invalid).
+func (p *Piper) wn(g *ggml.Graph, x ggml.Tensor, pre string, spk ggml.Tensor) ggml.Tensor {
 	h := p.h
 	H, t := h.Hidden, x.Dim(0)
-	var out ggml.Tensor
+	var out, gc ggml.Tensor
+	if spk.Valid() {
+		gc = p.conv(g, spk, pre+".cond_layer", 1, 0) // [1, 2H·layers]
+	}
 	for i := range h.WNLayers {
 		n := strconv.Itoa(i)
 		a := p.conv(g, x, pre+".in_layers."+n, 1, (h.WNKernel-1)/2) // [T, 2H]
+		if gc.Valid() {
+			a = a.Add(g, gc.View(g, 2*H*i*gc.Stride(1), 1, gc.Stride(1), 2*H).Contiguous(g))
+		}
 		acts := a.View(g, 0, t, a.Stride(1), H).Tanh(g).Mul(g, a.View(g, H*a.Stride(1), t, a.Stride(1), H).Contiguous(g).Sigmoid(g))
 		rs := p.conv(g, acts, pre+".res_skip_layers."+n, 1, 0)
 		skip := rs
@@ -221,7 +234,7 @@ func (p *Piper) wn(g *ggml.Graph, x ggml.Tensor, pre string) ggml.Tensor {
 // flips between them are folded into the weights (see models.PiperGGUF):
 // a layer after an odd number of flips takes the stored second half as its
 // first, with reversed weights.
-func (p *Piper) flowReverse(g *ggml.Graph, z ggml.Tensor) ggml.Tensor {
+func (p *Piper) flowReverse(g *ggml.Graph, z, spk ggml.Tensor) ggml.Tensor {
 	h := p.h
 	half, t := h.Inter/2, z.Dim(0)
 	for f := h.Flows - 1; f >= 0; f-- {
@@ -236,7 +249,7 @@ func (p *Piper) flowReverse(g *ggml.Graph, z ggml.Tensor) ggml.Tensor {
 			preW, postW, postB = p.w[pre+".pre.weight.rev"], p.w[pre+".post.weight.rev"], p.w[pre+".post.bias.rev"]
 		}
 		hh := conv(g, x0, preW, p.w[pre+".pre.bias"], 1, 0)
-		m := conv(g, p.wn(g, hh, pre+".enc"), postW, postB, 1, 0)
+		m := conv(g, p.wn(g, hh, pre+".enc", spk), postW, postB, 1, 0)
 		x1 = x1.Add(g, m.Scale(g, -1))
 		if rev {
 			z = x1.Concat(g, x0, 1)
@@ -248,9 +261,12 @@ func (p *Piper) flowReverse(g *ggml.Graph, z ggml.Tensor) ggml.Tensor {
 }
 
 // decode is the HiFi-GAN generator: z [T, Inter] → samples [T·hop].
-func (p *Piper) decode(g *ggml.Graph, z ggml.Tensor) ggml.Tensor {
+func (p *Piper) decode(g *ggml.Graph, z, spk ggml.Tensor) ggml.Tensor {
 	h := p.h
 	x := p.conv(g, z, "dec.conv_pre", 1, 3)
+	if spk.Valid() {
+		x = x.Add(g, p.conv(g, spk, "dec.cond", 1, 0))
+	}
 	nk := len(h.ResblockKernels)
 	for i := range h.UpsampleRates {
 		x = p.upsample(g, leakyReLU(g, x, 0.1), i)
@@ -283,14 +299,18 @@ func (p *Piper) decode(g *ggml.Graph, z ggml.Tensor) ggml.Tensor {
 // flowDecode runs the flows backwards, then the decoder, over z
 // (channel-major: [Inter][frames]) and returns the samples; with noFlow
 // only the decoder.
-func (p *Piper) flowDecode(z []float32, frames int, noFlow bool) ([]float32, error) {
+func (p *Piper) flowDecode(z []float32, frames int, noFlow bool, speaker []float32) ([]float32, error) {
 	var out []float32
 	err := p.run(func(g *ggml.Graph) []ggml.Tensor {
 		x := g.Input(z, frames, p.h.Inter)
-		if !noFlow {
-			x = p.flowReverse(g, x)
+		var spk ggml.Tensor
+		if speaker != nil {
+			spk = g.Input(speaker, 1, len(speaker))
 		}
-		return []ggml.Tensor{p.decode(g, x)}
+		if !noFlow {
+			x = p.flowReverse(g, x, spk)
+		}
+		return []ggml.Tensor{p.decode(g, x, spk)}
 	}, func(v [][]float32) { out = v[0] })
 	return out, err
 }
@@ -298,12 +318,12 @@ func (p *Piper) flowDecode(z []float32, frames int, noFlow bool) ([]float32, err
 // infer speaks one sentence of phoneme ids: durations from durNoise ([2][T],
 // already times noise_w), the prior sampled with prior(frames)
 // ([Inter][frames], already times noise_scale).
-func (p *Piper) infer(ids []int64, durNoise []float32, prior func(frames int) []float32, lengthScale float64) ([]float32, []int, error) {
+func (p *Piper) infer(ids []int64, durNoise []float32, prior func(frames int) []float32, lengthScale float64, speaker []float32) ([]float32, []int, error) {
 	e, err := p.encode(ids)
 	if err != nil {
 		return nil, nil, err
 	}
-	frames := p.durations(e, durNoise, lengthScale)
+	frames := p.durations(e, durNoise, lengthScale, speaker)
 	total := 0
 	for _, f := range frames {
 		total += f
@@ -324,7 +344,7 @@ func (p *Piper) infer(ids []int64, durNoise []float32, prior func(frames int) []
 			t++
 		}
 	}
-	audio, err := p.flowDecode(z, total, false)
+	audio, err := p.flowDecode(z, total, false, speaker)
 	return audio, frames, err
 }
 
@@ -339,11 +359,18 @@ func (p *Piper) Synthesize(ctx context.Context, text string, o Options, emit fun
 	if err := o.Check(); err != nil {
 		return err
 	}
-	if o.Speaker != 0 {
-		return errorf("speaker %d: the voice has one speaker", o.Speaker)
+	spk, err := p.speaker(o.Speaker)
+	if err != nil {
+		return err
 	}
 	inf := p.cfg.Inference
 	lengthScale, noiseScale, noiseW := inf.LengthScale, inf.NoiseScale, inf.NoiseW
+	if o.NoiseScale != nil {
+		noiseScale = *o.NoiseScale
+	}
+	if o.NoiseW != nil {
+		noiseW = *o.NoiseW
+	}
 	if lengthScale == 0 {
 		lengthScale = 1
 	}
@@ -389,7 +416,7 @@ func (p *Piper) Synthesize(ctx context.Context, text string, o Options, emit fun
 			if len(ids) <= 3 { // nothing but the sentence marks
 				continue
 			}
-			audio, _, err := p.infer(ids, normal(2*len(ids), noiseW), func(n int) []float32 { return normal(p.h.Inter*n, noiseScale) }, lengthScale)
+			audio, _, err := p.infer(ids, normal(2*len(ids), noiseW), func(n int) []float32 { return normal(p.h.Inter*n, noiseScale) }, lengthScale, spk)
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/owlengine/owl/models"
 	"github.com/owlengine/owl/models/testmodel"
 )
 
@@ -41,7 +42,7 @@ func TestPiperDecoder(t *testing.T) {
 	p, r := loadSmallPiper(t)
 	const frames = 23
 	z := seededMat(r.h.Inter, frames, 5, 1)
-	got, err := p.flowDecode(flatten32(z), frames, true)
+	got, err := p.flowDecode(flatten32(z), frames, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestPiperFlow(t *testing.T) {
 	p, r := loadSmallPiper(t)
 	const frames = 19
 	z := seededMat(r.h.Inter, frames, 6, 1)
-	got, err := p.flowDecode(flatten32(z), frames, false)
+	got, err := p.flowDecode(flatten32(z), frames, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func TestPiperVoiceMatchesReference(t *testing.T) {
 	prior := func(n int) mat { return seededMat(r.h.Inter, n, 12, 0.667) }
 	for _, scale := range []float64{1, 1.7} {
 		want, wantFrames := r.synthesize(ids, dur, prior, scale)
-		got, frames, err := p.infer(ids, flatten32(dur), func(n int) []float32 { return flatten32(prior(n)) }, scale)
+		got, frames, err := p.infer(ids, flatten32(dur), func(n int) []float32 { return flatten32(prior(n)) }, scale, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,4 +137,67 @@ func TestPiperSynthesize(t *testing.T) {
 	if !errors.Is(err, ErrBadOption) || !strings.Contains(err.Error(), "none of the phonemes") {
 		t.Fatalf("a voice without the text's phonemes: %v", err)
 	}
+}
+
+// A multi-speaker voice: each speaker's embedding conditions the duration
+// predictor, the flows and the decoder as in the reference, and speakers
+// differ.
+func TestPiperMultiSpeaker(t *testing.T) {
+	dir := t.TempDir()
+	c := testmodel.PiperMulti()
+	path, err := testmodel.WritePiperVoice(dir, "multi", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := LoadPiper(context.Background(), path, PiperOptions{Threads: 2, CacheDir: dir + "/cache"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	m, err := models.ParseONNX(testmodel.EncodeONNX(testmodel.PiperONNX(c)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := models.FindPiperWeights(&m.Graph)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRefVoice(v)
+	ids := []int64{1, 0, 20, 0, 45, 0, 3, 0, 60, 0, 2}
+	dur := seededMat(2, len(ids), 21, 0.8)
+	prior := func(n int) mat { return seededMat(r.h.Inter, n, 22, 0.667) }
+	var outs [][]float32
+	for spk := range c.HParams.Speakers {
+		r.setSpeaker(spk)
+		want, wantFrames := r.synthesize(ids, dur, prior, 1)
+		g, err := p.speaker(spk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, frames, err := p.infer(ids, flatten32(dur), func(n int) []float32 { return flatten32(prior(n)) }, 1, g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(frames, wantFrames) {
+			t.Fatalf("speaker %d: frames %v, the reference %v", spk, frames, wantFrames)
+		}
+		if e := maxRel(got, want); e > 1e-4 {
+			t.Fatalf("speaker %d differs from the reference by %.2g", spk, e)
+		}
+		outs = append(outs, got)
+	}
+	if len(outs[0]) == len(outs[1]) && maxRel(outs[0], widen64(outs[1])) < 1e-3 {
+		t.Fatal("speakers 0 and 1 sound the same")
+	}
+	if _, err := p.speaker(3); !errors.Is(err, ErrBadOption) {
+		t.Fatalf("speaker 3 of 3: %v", err)
+	}
+}
+
+func widen64(a []float32) []float64 {
+	out := make([]float64, len(a))
+	for i, v := range a {
+		out[i] = float64(v)
+	}
+	return out
 }

@@ -22,7 +22,7 @@ import (
 func goWeights(v *models.PiperVoice) (map[string][]float32, error) {
 	out := map[string][]float32{}
 	for name, t := range v.Weights {
-		if name == "enc_p.emb.weight" || len(name) > 3 && name[:3] == "dp." {
+		if name == "enc_p.emb.weight" || name == "emb_g.weight" || len(name) > 3 && name[:3] == "dp." {
 			f, err := t.Floats()
 			if err != nil {
 				return nil, err
@@ -316,10 +316,19 @@ func inverseSpline(y float64, uw, uh, ud []float64) float64 {
 }
 
 // durations runs the duration predictor backwards from noise [2][T]
-// (already times noise_w) and returns each phoneme's frames.
-func (p *Piper) durations(e *encoded, noise []float32, lengthScale float64) []int {
+// (already times noise_w) and returns each phoneme's frames; g is the
+// speaker's embedding of a multi-speaker voice, or nil.
+func (p *Piper) durations(e *encoded, noise []float32, lengthScale float64, g []float32) []int {
 	T, H, K := e.T, p.h.Hidden, p.h.DPBins
 	x := conv1x1(e.x, T, p.gw["dp.pre.weight"], p.gw["dp.pre.bias"])
+	if g != nil { // the speaker, at every phoneme
+		c := conv1x1(g, 1, p.gw["dp.cond.weight"], p.gw["dp.cond.bias"])
+		for ch, v := range c {
+			for t := range T {
+				x[ch*T+t] += v
+			}
+		}
+	}
 	x = p.dds("dp.convs", x, nil, T)
 	x = conv1x1(x, T, p.gw["dp.proj.weight"], p.gw["dp.proj.bias"])
 	z0, z1 := append([]float32(nil), noise[:T]...), append([]float32(nil), noise[T:2*T]...)
@@ -350,4 +359,18 @@ func (p *Piper) durations(e *encoded, noise []float32, lengthScale float64) []in
 		frames[t] = int(math.Ceil(math.Exp(logw) * lengthScale))
 	}
 	return frames
+}
+
+// speaker returns speaker id's embedding (nil for a single-speaker voice).
+func (p *Piper) speaker(id int) ([]float32, error) {
+	if p.h.Speakers <= 1 {
+		if id != 0 {
+			return nil, errorf("speaker %d: the voice has one speaker", id)
+		}
+		return nil, nil
+	}
+	if id < 0 || id >= p.h.Speakers {
+		return nil, errorf("speaker %d: the voice has speakers 0 to %d", id, p.h.Speakers-1)
+	}
+	return p.gw["emb_g.weight"][id*p.h.Gin : (id+1)*p.h.Gin], nil
 }

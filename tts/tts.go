@@ -39,6 +39,10 @@ type Options struct {
 	Speed float64
 	// Pitch is espeak-ng's base pitch, 0 to 100 (0: its 50).
 	Pitch int
+	// NoiseScale and NoiseW replace a Piper voice's noise of the prior and
+	// of the duration predictor (nil: the voice's own, from its
+	// configuration; 0 is no noise).
+	NoiseScale, NoiseW *float64
 }
 
 // Audio is the speech of one sentence.
@@ -72,6 +76,10 @@ func (o Options) Check() error {
 		return errorf("pitch %d: want 0 to 100", o.Pitch)
 	case o.Speaker < 0:
 		return errorf("speaker %d must not be negative", o.Speaker)
+	case o.NoiseScale != nil && (*o.NoiseScale < 0 || *o.NoiseScale > 2):
+		return errorf("noise scale %v: want 0 to 2", *o.NoiseScale)
+	case o.NoiseW != nil && (*o.NoiseW < 0 || *o.NoiseW > 2):
+		return errorf("noise width %v: want 0 to 2", *o.NoiseW)
 	}
 	return nil
 }

@@ -18,6 +18,37 @@ type refVoice struct {
 	h models.PiperHParams
 	w map[string][]float64
 	s map[string][]int64
+	g []float64 // the speaker's embedding (multi-speaker voices), or nil
+}
+
+// setSpeaker picks a multi-speaker voice's speaker: emb_g's row.
+func (r *refVoice) setSpeaker(id int) {
+	gin := r.h.Gin
+	r.g = r.w["emb_g.weight"][id*gin : (id+1)*gin]
+}
+
+// cond is a 1×1 convolution of the speaker embedding: one value per output
+// channel, the same at every time.
+func (r *refVoice) cond(name string) []float64 {
+	w, b := r.w[name+".weight"], r.w[name+".bias"]
+	out := make([]float64, len(b))
+	for o := range out {
+		out[o] = b[o]
+		for i, gv := range r.g {
+			out[o] += w[o*len(r.g)+i] * gv
+		}
+	}
+	return out
+}
+
+// addCond adds a per-channel vector at every time.
+func addCond(x mat, v []float64) mat {
+	for c := range x {
+		for t := range x[c] {
+			x[c][t] += v[c]
+		}
+	}
+	return x
 }
 
 func newRefVoice(v *models.PiperVoice) *refVoice {
@@ -345,6 +376,9 @@ func splineForward(x float64, uw, uh, ud []float64) float64 {
 func (r *refVoice) durations(x mat, noise mat, lengthScale float64) []int {
 	H := float64(r.h.Hidden)
 	h := r.conv1d("dp.pre", x, 1, 0, 1)
+	if r.g != nil {
+		h = addCond(h, r.cond("dp.cond"))
+	}
 	h = r.dds("dp.convs", h, nil)
 	h = r.conv1d("dp.proj", h, 1, 0, 1)
 	z := [][]float64{append([]float64(nil), noise[0]...), append([]float64(nil), noise[1]...)}
@@ -382,9 +416,16 @@ func (r *refVoice) durations(x mat, noise mat, lengthScale float64) []int {
 func (r *refVoice) wn(p string, x mat) mat {
 	H := r.h.Hidden
 	var out mat
+	var gc []float64
+	if r.g != nil {
+		gc = r.cond(p + ".cond_layer")
+	}
 	for i := range r.h.WNLayers {
 		n := strconv.Itoa(i)
 		a := r.conv1d(p+".in_layers."+n, x, 1, (r.h.WNKernel-1)/2, 1)
+		if gc != nil {
+			a = addCond(a, gc[2*H*i:2*H*(i+1)])
+		}
 		acts := newMat(H, x.T())
 		for c := range H {
 			for t := range acts[c] {
@@ -428,6 +469,9 @@ func (r *refVoice) flowReverse(z mat) mat {
 // decode is the HiFi-GAN generator.
 func (r *refVoice) decode(z mat) []float64 {
 	x := r.conv1d("dec.conv_pre", z, 1, 3, 1)
+	if r.g != nil {
+		x = addCond(x, r.cond("dec.cond"))
+	}
 	nk := len(r.h.ResblockKernels)
 	for i, rate := range r.h.UpsampleRates {
 		x = apply(x, leaky(0.1))

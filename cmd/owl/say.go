@@ -25,6 +25,7 @@ func newSayCmd() *cobra.Command {
 		opts                     engine.SpeakOptions
 		device                   int
 		asJSON                   bool
+		noiseScale, noiseW       float64
 	)
 	cmd := &cobra.Command{
 		Use:   "say [TEXT…] | -f FILE",
@@ -82,6 +83,12 @@ espeak-ng's language or voice (owl voices lists them).`,
 				return err
 			}
 			defer v.Close()
+			if noiseScale >= 0 {
+				opts.NoiseScale = &noiseScale
+			}
+			if noiseW >= 0 {
+				opts.NoiseW = &noiseW
+			}
 			if err := v.Check(opts); err != nil {
 				return usageError{err}
 			}
@@ -153,6 +160,8 @@ espeak-ng's language or voice (owl voices lists them).`,
 	fs.Float64Var(&opts.Speed, "speed", 1, "pace: 2 speaks twice as fast (0.25 to 4)")
 	fs.IntVar(&opts.Pitch, "pitch", 0, "espeak-ng's base pitch, 0 to 100 (default 50)")
 	fs.IntVar(&device, "device", -1, "output device index (-1: the default)")
+	fs.Float64Var(&noiseScale, "noise-scale", -1, "a Piper voice's prior noise (default: the voice's, 0.667 in most)")
+	fs.Float64Var(&noiseW, "noise-w", -1, "a Piper voice's duration noise (default: the voice's, 0.8 in most)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON line per sentence as it is ready")
 	fs.SetNormalizeFunc(normalizeFlag)
 	return cmd

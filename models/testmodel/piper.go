@@ -34,6 +34,14 @@ func PiperSmall() PiperConfig {
 		SampleRate: 16000, Voice: "en-us", Seed: 41}
 }
 
+// PiperMulti is PiperSmall with three speakers (a speaker embedding of 16
+// conditioning the duration predictor, every flow and the decoder).
+func PiperMulti() PiperConfig {
+	c := PiperSmall()
+	c.HParams.Speakers, c.HParams.Gin, c.Seed = 3, 16, 47
+	return c
+}
+
 // PiperMedium has the sizes of Piper's "medium" voices (en_US-lessac-medium:
 // 192 channels, 256 symbols, 22,050 Hz), for benchmarks.
 func PiperMedium() PiperConfig {
@@ -82,6 +90,11 @@ func PiperConfigJSON(c PiperConfig) ([]byte, error) {
 	cfg.Inference.NoiseScale, cfg.Inference.LengthScale, cfg.Inference.NoiseW = 0.667, 1, 0.8
 	cfg.PhonemeType, cfg.PhonemeMap, cfg.PhonemeIDMap = "espeak", map[string][]string{}, ids
 	cfg.NumSymbols, cfg.NumSpeakers, cfg.SpeakerIDMap = c.HParams.Symbols, c.HParams.Speakers, map[string]int{}
+	if c.HParams.Speakers > 1 {
+		for i := range c.HParams.Speakers {
+			cfg.SpeakerIDMap[fmt.Sprintf("speaker%d", i)] = i
+		}
+	}
 	cfg.PiperVersion, cfg.Dataset = "1.0.0", "owl-test"
 	return json.MarshalIndent(cfg, "", "  ")
 }
