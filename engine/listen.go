@@ -21,6 +21,14 @@ type (
 	StreamOptions = speech.StreamOptions
 )
 
+// The types of live transcription events; see speech.Event.
+const (
+	EventPartial       = speech.EventPartial
+	EventFinal         = speech.EventFinal
+	EventSpeechStarted = speech.EventSpeechStarted // with StreamOptions.SpeechEvents
+	EventSpeechStopped = speech.EventSpeechStopped
+)
+
 // ErrNoDevice is returned when there is no audio input device.
 var ErrNoDevice = audio.ErrNoDevice
 

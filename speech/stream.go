@@ -25,6 +25,12 @@ type StreamOptions struct {
 	// instead of a 30-s window: passes get several times cheaper, at some
 	// cost in accuracy with trained models (see Options.AudioCtx).
 	FitAudioCtx bool
+	// SpeechEvents adds an EventSpeechStarted when an utterance has
+	// MinSpeech of voiced audio (a cough or a click does not start one),
+	// and an EventSpeechStopped when it ends, before its final text is
+	// decoded: what a conversation needs to stop talking when its user
+	// starts.
+	SpeechEvents bool
 }
 
 // DefaultStreamVADParams are Silero's defaults with utterances ending after
@@ -49,6 +55,10 @@ type Event struct {
 const (
 	EventPartial = "partial"
 	EventFinal   = "final"
+	// With StreamOptions.SpeechEvents: speech began at Start; speech ended
+	// at End.
+	EventSpeechStarted = "speech_started"
+	EventSpeechStopped = "speech_stopped"
 )
 
 // Streamer turns a stream of samples into events: a voice activity detector
@@ -73,6 +83,7 @@ type Streamer struct {
 	pos      int       // samples given to the VAD so far
 	preRoll  []float32 // the last pad samples before speech
 	inSpeech bool
+	started  bool // EventSpeechStarted sent for the utterance
 	utt      []float32
 	uttStart int // stream position of utt[0]
 	voiced   int // samples of the utterance above the threshold
@@ -167,17 +178,22 @@ func (s *Streamer) feed(ctx context.Context, chunk []float32, p float64) ([]Even
 		s.uttStart = start - len(s.preRoll)
 		s.preRoll = nil
 		s.voiced, s.silence, s.since = len(chunk), 0, len(chunk)
-		s.prev, s.committed = nil, nil
-		return nil, nil
+		s.prev, s.committed, s.started = nil, nil, false
+		return s.speechStarted(), nil
 	}
 	s.utt = append(s.utt, chunk...)
 	s.since += len(chunk)
+	var events []Event
 	switch {
 	case p >= s.o.VADParams.Threshold:
 		s.voiced += len(chunk)
 		s.silence = 0
+		events = s.speechStarted()
 	case p < s.neg:
 		s.silence += len(chunk)
+	}
+	if events != nil {
+		return events, nil
 	}
 	if s.silence >= s.minSilence {
 		// Speech ended where the silence began; keep pad samples of it.
@@ -260,9 +276,23 @@ func (s *Streamer) finish(ctx context.Context, end int) ([]Event, error) {
 	if s.voiced < s.minSpeech {
 		return nil, nil
 	}
+	var events []Event
+	if s.started {
+		events = append(events, Event{Type: EventSpeechStopped, Start: dur(s.uttStart), End: dur(s.uttStart + len(utt))})
+	}
 	words, err := s.decode(ctx, utt)
 	if err != nil || len(words) == 0 {
-		return nil, err
+		return events, err
 	}
-	return []Event{{Type: EventFinal, Text: strings.Join(words, " "), Start: dur(s.uttStart), End: dur(s.uttStart + len(utt))}}, nil
+	return append(events, Event{Type: EventFinal, Text: strings.Join(words, " "), Start: dur(s.uttStart), End: dur(s.uttStart + len(utt))}), nil
+}
+
+// speechStarted is the EventSpeechStarted of the utterance once it holds
+// MinSpeech of voiced audio, when SpeechEvents asks for it.
+func (s *Streamer) speechStarted() []Event {
+	if !s.o.SpeechEvents || s.started || s.voiced < max(s.minSpeech, 1) {
+		return nil
+	}
+	s.started = true
+	return []Event{{Type: EventSpeechStarted, Start: dur(s.uttStart), End: dur(s.pos)}}
 }
