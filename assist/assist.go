@@ -111,8 +111,14 @@ func New(ctx context.Context, e *engine.Engine, cfg Config) (*Conversation, erro
 	return c, nil
 }
 
+// SetPlay sets Config.Play (before Run).
+func (c *Conversation) SetPlay(play func(ctx context.Context, samples []float32) error) { c.cfg.Play = play }
+
 // Close releases the voice.
 func (c *Conversation) Close() error { return c.voice.Close() }
+
+// Describe names the conversation's voice.
+func (c *Conversation) Describe() string { return c.voice.Describe() }
 
 // SampleRate is the rate of the answers' audio.
 func (c *Conversation) SampleRate() int { return c.voice.SampleRate() }

@@ -261,7 +261,6 @@ func types(evs []Event) []string {
 	return out
 }
 
-
 // spokenPieces are the pieces an answer is spoken in, as the conversation
 // cuts them while it streams (the text arriving whole cuts the same way
 // once the clause rule is applied repeatedly).

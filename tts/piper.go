@@ -319,11 +319,22 @@ func (p *Piper) flowDecode(z []float32, frames int, noFlow bool, speaker []float
 // already times noise_w), the prior sampled with prior(frames)
 // ([Inter][frames], already times noise_scale).
 func (p *Piper) infer(ids []int64, durNoise []float32, prior func(frames int) []float32, lengthScale float64, speaker []float32) ([]float32, []int, error) {
+	return p.inferContext(context.Background(), ids, durNoise, prior, lengthScale, speaker)
+}
+
+// inferContext is infer, stopping between its stages when ctx ends.
+func (p *Piper) inferContext(ctx context.Context, ids []int64, durNoise []float32, prior func(frames int) []float32, lengthScale float64, speaker []float32) ([]float32, []int, error) {
 	e, err := p.encode(ids)
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
 	frames := p.durations(e, durNoise, lengthScale, speaker)
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
 	total := 0
 	for _, f := range frames {
 		total += f
@@ -416,7 +427,7 @@ func (p *Piper) Synthesize(ctx context.Context, text string, o Options, emit fun
 			if len(ids) <= 3 { // nothing but the sentence marks
 				continue
 			}
-			audio, _, err := p.infer(ids, normal(2*len(ids), noiseW), func(n int) []float32 { return normal(p.h.Inter*n, noiseScale) }, lengthScale, spk)
+			audio, _, err := p.inferContext(ctx, ids, normal(2*len(ids), noiseW), func(n int) []float32 { return normal(p.h.Inter*n, noiseScale) }, lengthScale, spk)
 			if err != nil {
 				return err
 			}

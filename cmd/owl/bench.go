@@ -18,7 +18,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure speed",
 	}
-	cmd.AddCommand(newBenchLLMCmd(), newBenchSpeechCmd(), newBenchListenCmd(), newBenchEngineCmd(), newBenchVisionCmd(), newBenchServeCmd(), newBenchSpeakCmd())
+	cmd.AddCommand(newBenchLLMCmd(), newBenchSpeechCmd(), newBenchListenCmd(), newBenchEngineCmd(), newBenchVisionCmd(), newBenchServeCmd(), newBenchSpeakCmd(), newBenchAssistCmd())
 	return cmd
 }
 
