@@ -112,7 +112,9 @@ func New(ctx context.Context, e *engine.Engine, cfg Config) (*Conversation, erro
 }
 
 // SetPlay sets Config.Play (before Run).
-func (c *Conversation) SetPlay(play func(ctx context.Context, samples []float32) error) { c.cfg.Play = play }
+func (c *Conversation) SetPlay(play func(ctx context.Context, samples []float32) error) {
+	c.cfg.Play = play
+}
 
 // Close releases the voice.
 func (c *Conversation) Close() error { return c.voice.Close() }

@@ -201,7 +201,9 @@ func engineWAV(samples []float32, rate int) []byte {
 	out := []byte(b.String())
 	// Real lengths in the header (the writer streams with "unknown").
 	size := len(out)
-	put := func(at, v int) { out[at], out[at+1], out[at+2], out[at+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24) }
+	put := func(at, v int) {
+		out[at], out[at+1], out[at+2], out[at+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+	}
 	put(4, size-8)
 	put(40, size-44)
 	return out
