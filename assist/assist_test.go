@@ -1,7 +1,10 @@
 package assist
 
 import (
+	"bytes"
 	"context"
+	"image"
+	"image/png"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -288,5 +291,50 @@ func TestCut(t *testing.T) {
 	ready, rest = cut(long)
 	if len(ready) != 1 || len(ready[0]) > maxClause || !strings.HasPrefix(long, ready[0]) || rest == "" {
 		t.Fatalf("%q %q", ready, rest)
+	}
+}
+
+// An image shown with the conversation goes through the projector once,
+// however many turns the conversation holds (later turns find its
+// embedding in the engine's cache).
+func TestImageOncePerConversation(t *testing.T) {
+	e, cfg := setup(t)
+	dir := t.TempDir()
+	proj := filepath.Join(dir, "mmproj.gguf")
+	if err := testmodel.WriteProjectorFile(proj, testmodel.TinyLlavaProjector()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Projector = proj
+	var img bytes.Buffer
+	pic := image.NewRGBA(image.Rect(0, 0, 32, 24))
+	for i := range pic.Pix {
+		pic.Pix[i] = byte(i * 7)
+	}
+	if err := png.Encode(&img, pic); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Images = [][]byte{img.Bytes()}
+	c, err := New(context.Background(), e, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var rec recorder
+	src := engine.SampleSource(spoken(t, 2, "What is in this picture", "And what colour is it", "Thank you"), true)
+	if err := c.Run(context.Background(), src, rec.emit); err != nil {
+		t.Fatal(err)
+	}
+	answers := 0
+	for _, ev := range rec.events {
+		if ev.Type == EventAnswerDone {
+			answers++
+		}
+	}
+	var encoded int64
+	for _, m := range e.Metrics().Models {
+		encoded += m.ImagesEncoded
+	}
+	if answers != 3 || encoded != 1 {
+		t.Fatalf("%d answers, the image encoded %d times (want once)", answers, encoded)
 	}
 }
