@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +44,8 @@ type serveFlags struct {
 	maxBody         string
 	maxAudio        time.Duration
 	shutdownGrace   time.Duration
+	tlsCert, tlsKey string
+	tlsSelfSigned   bool
 }
 
 func newServeCmd() *cobra.Command {
@@ -83,6 +87,9 @@ rest and exits 0.`,
 	fs.IntVarP(&f.threads, "threads", "t", 0, "CPU threads per model (default: all CPUs)")
 	fs.IntVarP(&f.ctxSize, "ctx-size", "c", 0, "context tokens per request (default: min(4096, trained))")
 	fs.StringVar(&f.maxBody, "max-body", "25MiB", "largest request body")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "the certificate's private key (PEM)")
+	fs.BoolVar(&f.tlsSelfSigned, "tls-self-signed", false, "serve HTTPS with a self-signed certificate made once and kept in the models folder's tls/ (for a LAN: clients trust it by its fingerprint)")
 	fs.DurationVar(&f.maxAudio, "max-audio", server.DefaultMaxAudio, "longest audio per transcription or live stream")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "how long requests in flight may finish at shutdown")
 	fs.SetNormalizeFunc(normalizeFlag)
@@ -145,6 +152,12 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 	addr, err := listenAddr(f.host)
 	if err != nil {
 		return usageError{err}
+	}
+	switch {
+	case f.tlsSelfSigned && (f.tlsCert != "" || f.tlsKey != ""):
+		return usageError{errors.New("--tls-self-signed makes its own certificate: give it, or --tls-cert and --tls-key, not both")}
+	case (f.tlsCert == "") != (f.tlsKey == ""):
+		return usageError{errors.New("--tls-cert and --tls-key go together")}
 	}
 	// A socket from the service manager (systemd's owl.socket) replaces
 	// --host.
@@ -212,6 +225,11 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 		e.Close()
 		return err
 	}
+	tlsCfg, certDesc, err := tlsConfig(f.tlsCert, f.tlsKey, f.tlsSelfSigned, filepath.Join(f.modelsDir, "tls"), addr)
+	if err != nil {
+		e.Close()
+		return usageError{err}
+	}
 	ln := inherited
 	if ln == nil {
 		if ln, err = net.Listen("tcp", addr); err != nil {
@@ -219,7 +237,12 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(stderr, "owl %s serving on http://%s (models: %s)\n", version, ln.Addr(), f.modelsDir)
+	scheme := "http"
+	if tlsCfg != nil {
+		ln, scheme = tls.NewListener(ln, tlsCfg), "https"
+		fmt.Fprintf(stderr, "owl: TLS certificate %s\n", certDesc)
+	}
+	fmt.Fprintf(stderr, "owl %s serving on %s://%s (models: %s)\n", version, scheme, ln.Addr(), f.modelsDir)
 	slog.Info("serving", "addr", ln.Addr().String(), "models", f.modelsDir, "features", strings.Join(engine.SystemFeatures(), " "))
 	// Once shutdown begins, a second signal kills the process the usual way.
 	stopReset := context.AfterFunc(ctx, func() { signal.Reset(os.Interrupt, syscall.SIGTERM) })

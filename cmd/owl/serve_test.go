@@ -60,7 +60,7 @@ func (l *lockedBuffer) waitFor(t *testing.T, re *regexp.Regexp, timeout time.Dur
 }
 
 var (
-	servingRe      = regexp.MustCompile(`serving on http://(\S+) `)
+	servingRe      = regexp.MustCompile(`serving on https?://(\S+) `)
 	shuttingDownRe = regexp.MustCompile(`owl: shutting down`)
 )
 
