@@ -201,3 +201,33 @@ func widen64(a []float32) []float64 {
 	}
 	return out
 }
+
+// Decoding in windows with context equals decoding the whole.
+func TestPiperChunkedDecoding(t *testing.T) {
+	p, r := loadSmallPiper(t)
+	const frames = 700
+	z := flatten32(seededMat(r.h.Inter, frames, 31, 1))
+	whole, err := p.flowDecode(z, frames, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.flowDecodeChunked(context.Background(), z, frames, nil, decodeChunk, decodeContext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := maxRel(got, widen64(whole))
+	t.Logf("windows of %d frames with %d of context: relative difference %.2g", decodeChunk, decodeContext, e)
+	if len(got) != len(whole) || e > 1e-5 {
+		t.Fatalf("%d samples, the whole decoding %d; difference %.2g", len(got), len(whole), e)
+	}
+	// Too little context shows at the windows' edges.
+	short, _ := p.flowDecodeChunked(context.Background(), z, frames, nil, decodeChunk, 2)
+	if maxRel(short, widen64(whole)) < 1e-3 {
+		t.Fatal("two frames of context made no difference: the test cannot see the edges")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := p.flowDecodeChunked(ctx, z, frames, nil, decodeChunk, decodeContext); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+}
