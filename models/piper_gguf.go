@@ -30,19 +30,25 @@ func PiperGGUF(src string, v *PiperVoice, cacheDir string) (string, error) {
 	key := piperKey(st.Size(), st.ModTime(), v)
 	base := strings.TrimSuffix(filepath.Base(src), filepath.Ext(src))
 	dst := filepath.Join(cacheDir, fmt.Sprintf("%s-%s.gguf", base, key[:16]))
-	if g, err := ReadGGUF(dst); err == nil {
-		if k, _ := g.String(keySource); k == key && len(g.Tensors) == len(v.Weights)+len(v.HParams.UpsampleRates)+3*v.HParams.Flows {
-			return dst, nil
+	return cachedGGUF(src, dst, key, 0, func(w io.Writer) error {
+		specs, names, err := piperSpecs(v)
+		if err != nil {
+			return err
 		}
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("voice cache: %w", err)
-	}
-	tmp, err := os.CreateTemp(cacheDir, ".convert-*.gguf")
-	if err != nil {
-		return "", fmt.Errorf("voice cache: %w", err)
-	}
-	defer os.Remove(tmp.Name())
+		kvs := []GGUFKV{
+			{Key: "general.architecture", Value: "piper"},
+			{Key: "general.name", Value: base},
+			{Key: "piper.block_count", Value: uint32(piperBlocks(names))},
+			{Key: keySource, Value: key},
+		}
+		return WriteGGUF(w, kvs, specs)
+	})
+}
+
+// piperSpecs are the tensors of a voice's GGUF: its weights, the phases of
+// its transposed convolutions and its flows' reversed weights; names are
+// the weights' names.
+func piperSpecs(v *PiperVoice) ([]TensorSpec, []string, error) {
 	names := make([]string, 0, len(v.Weights))
 	for n := range v.Weights {
 		names = append(names, n)
@@ -82,14 +88,12 @@ func PiperGGUF(src string, v *PiperVoice, cacheDir string) (string, error) {
 		t := v.Weights[name+".weight"]
 		cin, cout, k := int(t.Dims[0]), int(t.Dims[1]), int(t.Dims[2])
 		if k%stride != 0 {
-			tmp.Close()
-			return "", fmt.Errorf("%w: %s has %d taps, not a multiple of its stride %d", ErrNotPiper, name, k, stride)
+			return nil, nil, fmt.Errorf("%w: %s has %d taps, not a multiple of its stride %d", ErrNotPiper, name, k, stride)
 		}
 		m := k / stride
 		w, err := t.Floats()
 		if err != nil {
-			tmp.Close()
-			return "", err
+			return nil, nil, err
 		}
 		ph := make([]float32, stride*cout*cin*m)
 		for r := range stride {
@@ -109,8 +113,7 @@ func PiperGGUF(src string, v *PiperVoice, cacheDir string) (string, error) {
 	// it is given its input convolution with the input channels reversed
 	// and its output convolution with the output channels reversed.
 	if h.Flows%2 != 0 {
-		tmp.Close()
-		return "", fmt.Errorf("%w: %d coupling flows (Piper has an even number)", ErrNotPiper, h.Flows)
+		return nil, nil, fmt.Errorf("%w: %d coupling flows (Piper has an even number)", ErrNotPiper, h.Flows)
 	}
 	for f := range h.Flows {
 		p := fmt.Sprintf("flow.flows.%d.", 2*f)
@@ -118,8 +121,7 @@ func PiperGGUF(src string, v *PiperVoice, cacheDir string) (string, error) {
 		post, err2 := v.Weights[p+"post.weight"].Floats()
 		postB, err3 := v.Weights[p+"post.bias"].Floats()
 		if err := errors.Join(err1, err2, err3); err != nil {
-			tmp.Close()
-			return "", err
+			return nil, nil, err
 		}
 		half, hid := h.Inter/2, h.Hidden
 		preR, postR, postBR := make([]float32, len(pre)), make([]float32, len(post)), make([]float32, len(postB))
@@ -142,27 +144,7 @@ func PiperGGUF(src string, v *PiperVoice, cacheDir string) (string, error) {
 				Write: func(w io.Writer) error { _, err := w.Write(Float32Bytes(r.data)); return err }})
 		}
 	}
-	kvs := []GGUFKV{
-		{Key: "general.architecture", Value: "piper"},
-		{Key: "general.name", Value: base},
-		{Key: "piper.block_count", Value: uint32(piperBlocks(names))},
-		{Key: keySource, Value: key},
-	}
-	if err := WriteGGUF(tmp, kvs, specs); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("%s: converting to GGUF: %w", src, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return "", err
-	}
-	return dst, nil
+	return specs, names, nil
 }
 
 // piperBlocks is the block count the ggml backend must be told: it files

@@ -40,20 +40,42 @@ func legacyGGUF(src string, size int64, mtime time.Time, tensors []FileTensor, c
 	}
 	base := strings.TrimSuffix(filepath.Base(src), filepath.Ext(src))
 	dst := filepath.Join(cacheDir, fmt.Sprintf("%s-%s.gguf", base, key[:16]))
+	return cachedGGUF(src, dst, key, len(tensors), func(w io.Writer) error { return writeLegacyGGUF(w, in, tensors, kvs(key)) })
+}
+
+// DefaultCacheDir is where converted models are kept: $OWL_CACHE_DIR, or
+// owl's folder in the user's cache.
+func DefaultCacheDir() string {
+	if d := os.Getenv("OWL_CACHE_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "owl")
+	}
+	return filepath.Join(os.TempDir(), "owl-cache")
+}
+
+// cachedGGUF is the conversion of src at dst: dst as it is when it holds
+// the conversion of key (and, unless tensors is 0, that many tensors),
+// else written anew by write — into a temporary file in its folder,
+// renamed into place once whole, so that a conversion cut short is never
+// taken for one.
+func cachedGGUF(src, dst, key string, tensors int, write func(io.Writer) error) (string, error) {
 	if g, err := ReadGGUF(dst); err == nil {
-		if k, _ := g.String(keySource); k == key && len(g.Tensors) == len(tensors) {
+		if k, _ := g.String(keySource); k == key && (tensors == 0 || len(g.Tensors) == tensors) {
 			return dst, nil
 		}
 	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("whisper model cache: %w", err)
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("model cache: %w", err)
 	}
-	tmp, err := os.CreateTemp(cacheDir, ".convert-*.gguf")
+	tmp, err := os.CreateTemp(dir, ".convert-*.gguf")
 	if err != nil {
-		return "", fmt.Errorf("whisper model cache: %w", err)
+		return "", fmt.Errorf("model cache: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if err := writeLegacyGGUF(tmp, in, tensors, kvs(key)); err != nil {
+	if err := write(tmp); err != nil {
 		tmp.Close()
 		return "", fmt.Errorf("%s: converting to GGUF: %w", src, err)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -25,15 +23,7 @@ type LoadOptions struct {
 }
 
 // DefaultCacheDir is $OWL_CACHE_DIR, or owl's folder in the user cache.
-func DefaultCacheDir() string {
-	if d := os.Getenv("OWL_CACHE_DIR"); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "owl")
-	}
-	return filepath.Join(os.TempDir(), "owl-cache")
-}
+func DefaultCacheDir() string { return models.DefaultCacheDir() }
 
 // Model is a loaded Whisper model: its weights on a ggml backend and its
 // vocabulary and mel filters. Many transcriptions may run on one Model at

@@ -72,7 +72,7 @@ func LoadPiper(ctx context.Context, path string, o PiperOptions) (*Piper, error)
 		return nil, fmt.Errorf("%s: %w: the configuration has %d symbols, the model %d", path, models.ErrNotPiper, cfg.NumSymbols, v.HParams.Symbols)
 	}
 	if o.CacheDir == "" {
-		o.CacheDir = defaultCacheDir()
+		o.CacheDir = models.DefaultCacheDir()
 	}
 	gguf, err := models.PiperGGUF(path, v, o.CacheDir)
 	if err != nil {
@@ -119,17 +119,6 @@ func LoadPiper(ctx context.Context, path string, o PiperOptions) (*Piper, error)
 		p.w[n] = t
 	}
 	return p, nil
-}
-
-// defaultCacheDir is owl's user cache (see speech.DefaultCacheDir).
-func defaultCacheDir() string {
-	if d := os.Getenv("OWL_CACHE_DIR"); d != "" {
-		return d
-	}
-	if d, err := os.UserCacheDir(); err == nil {
-		return d + "/owl"
-	}
-	return os.TempDir() + "/owl"
 }
 
 // Close frees the voice.

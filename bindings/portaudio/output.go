@@ -23,30 +23,7 @@ type Output struct {
 }
 
 // OutputDevices lists the output devices.
-func OutputDevices() ([]Device, error) {
-	if err := acquire(); err != nil {
-		return nil, err
-	}
-	defer release()
-	all, err := pa.Devices()
-	if err != nil {
-		return nil, fmt.Errorf("portaudio: %w", err)
-	}
-	def, _ := pa.DefaultOutputDevice()
-	var out []Device
-	for i, d := range all {
-		if d.MaxOutputChannels < 1 {
-			continue
-		}
-		host := ""
-		if d.HostApi != nil {
-			host = d.HostApi.Name
-		}
-		out = append(out, Device{Index: i, Name: d.Name, HostAPI: host, Channels: d.MaxOutputChannels,
-			SampleRate: d.DefaultSampleRate, Default: def != nil && def.Name == d.Name})
-	}
-	return out, nil
-}
+func OutputDevices() ([]Device, error) { return devices(true) }
 
 // OpenOutput starts a mono stream on device index (-1: the default output)
 // at its default rate.

@@ -49,9 +49,9 @@ func release() {
 	}
 }
 
-// Device is an input device.
+// Device is an input or output device.
 type Device struct {
-	Index      int // in the list Devices returns
+	Index      int // PortAudio's index, what Open and OpenOutput take
 	Name       string
 	HostAPI    string
 	Channels   int
@@ -60,7 +60,11 @@ type Device struct {
 }
 
 // Devices lists the input devices.
-func Devices() ([]Device, error) {
+func Devices() ([]Device, error) { return devices(false) }
+
+// devices lists the input devices, or the output devices; Channels is the
+// direction's channel count.
+func devices(output bool) ([]Device, error) {
 	if err := acquire(); err != nil {
 		return nil, err
 	}
@@ -70,16 +74,23 @@ func Devices() ([]Device, error) {
 		return nil, fmt.Errorf("portaudio: %w", err)
 	}
 	def, _ := pa.DefaultInputDevice()
+	if output {
+		def, _ = pa.DefaultOutputDevice()
+	}
 	var out []Device
 	for i, d := range all {
-		if d.MaxInputChannels < 1 {
+		channels := d.MaxInputChannels
+		if output {
+			channels = d.MaxOutputChannels
+		}
+		if channels < 1 {
 			continue
 		}
 		host := ""
 		if d.HostApi != nil {
 			host = d.HostApi.Name
 		}
-		out = append(out, Device{Index: i, Name: d.Name, HostAPI: host, Channels: d.MaxInputChannels,
+		out = append(out, Device{Index: i, Name: d.Name, HostAPI: host, Channels: channels,
 			SampleRate: d.DefaultSampleRate, Default: def != nil && def.Name == d.Name})
 	}
 	return out, nil

@@ -9,12 +9,12 @@ import (
 	"os"
 	"os/signal"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/owlengine/owl/assist"
+	"github.com/owlengine/owl/audio"
 	"github.com/owlengine/owl/engine"
 	"github.com/owlengine/owl/models/store"
 )
@@ -63,11 +63,9 @@ devices. --json prints the events as they happen.`,
 			if err := resolveModels(&whisper, &vadModel); err != nil {
 				return err
 			}
-			voiceConfig := ""
-			if voice != "" && voice != engine.BuiltinVoice {
-				if voice, voiceConfig, err = resolveWithProjector(voice); err != nil {
-					return err
-				}
+			voice, voiceConfig, err := resolveVoice(voice)
+			if err != nil {
+				return err
 			}
 			cfg := assist.Config{ChatModel: chat, Projector: proj, SpeechModel: whisper, VAD: vad, VADModel: vadModel, Language: lang,
 				Voice: voice, VoiceConfig: voiceConfig, System: system, MaxTokens: maxTokens,
@@ -165,7 +163,7 @@ devices. --json prints the events as they happen.`,
 				return err
 			}
 			if out != "" {
-				if err := os.WriteFile(out, engineWAV(answers, rate), 0o644); err != nil {
+				if err := os.WriteFile(out, audio.EncodeWAV(answers, rate), 0o644); err != nil {
 					return err
 				}
 			}
@@ -190,23 +188,6 @@ devices. --json prints the events as they happen.`,
 	fs.BoolVar(&asJSON, "json", false, "print the events as JSON lines")
 	fs.SetNormalizeFunc(normalizeFlag)
 	return cmd
-}
-
-// engineWAV is a 16-bit WAV of samples at rate.
-func engineWAV(samples []float32, rate int) []byte {
-	var b strings.Builder
-	w, _ := engine.NewAudioWriter(&b, "wav", rate)
-	w.Write(samples)
-	w.Close()
-	out := []byte(b.String())
-	// Real lengths in the header (the writer streams with "unknown").
-	size := len(out)
-	put := func(at, v int) {
-		out[at], out[at+1], out[at+2], out[at+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
-	}
-	put(4, size-8)
-	put(40, size-44)
-	return out
 }
 
 func newBenchAssistCmd() *cobra.Command {
@@ -236,11 +217,9 @@ answer's stop is reported too.`,
 			if err := resolveModels(&whisper); err != nil {
 				return err
 			}
-			voiceConfig := ""
-			if voice != "" && voice != engine.BuiltinVoice {
-				if voice, voiceConfig, err = resolveWithProjector(voice); err != nil {
-					return err
-				}
+			voice, voiceConfig, err := resolveVoice(voice)
+			if err != nil {
+				return err
 			}
 			e := engine.New(engine.Options{Threads: threads})
 			defer e.Close()

@@ -16,7 +16,7 @@ func TestAssistFile(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("OWL_CACHE_DIR", filepath.Join(dir, "cache"))
 	whisper := whisperModel(t, dir, "ggml-micro.en.bin", testmodel.WhisperMicro(testmodel.VocabEnglish, 1))
-	wav, _ := spokenFile(t, dir, 1.5, "Hello there, how are you today", "Good night")
+	wav, _ := spokenFile(t, dir, 3, "Hello there, how are you today", "Good night") // pauses long enough for an answer on a busy machine
 	out := filepath.Join(dir, "answer.wav")
 	r := owl(t, "", "assist", "-m", tiny, "--whisper", whisper, "--file", wav, "--out", out, "--json", "--max-tokens", "12", "--temperature", "0", "-t", "2")
 	if r.code != 0 {

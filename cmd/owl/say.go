@@ -69,12 +69,9 @@ espeak-ng's language or voice (owl voices lists them).`,
 					format = "wav"
 				}
 			}
-			config := ""
-			if model != "" && model != engine.BuiltinVoice {
-				var err error
-				if model, config, err = resolveWithProjector(model); err != nil {
-					return err
-				}
+			model, config, err := resolveVoice(model)
+			if err != nil {
+				return err
 			}
 			e := engine.New(engine.Options{})
 			defer e.Close()
@@ -165,6 +162,15 @@ espeak-ng's language or voice (owl voices lists them).`,
 	fs.BoolVar(&asJSON, "json", false, "print one JSON line per sentence as it is ready")
 	fs.SetNormalizeFunc(normalizeFlag)
 	return cmd
+}
+
+// resolveVoice resolves a voice's -m: the built-in voice as it is, a Piper
+// voice to its model file and its configuration (paired by the store).
+func resolveVoice(arg string) (model, config string, err error) {
+	if arg == "" || arg == engine.BuiltinVoice {
+		return arg, "", nil
+	}
+	return resolveWithProjector(arg)
 }
 
 // fixWAVLengths writes the real lengths into a finished WAV file's header
@@ -282,12 +288,9 @@ sentence's audio is ready, and peak memory.`,
 			}
 			e := engine.New(engine.Options{Threads: threads})
 			defer e.Close()
-			config := ""
-			if model != "" && model != engine.BuiltinVoice {
-				var err error
-				if model, config, err = resolveWithProjector(model); err != nil {
-					return err
-				}
+			model, config, err := resolveVoice(model)
+			if err != nil {
+				return err
 			}
 			loadStart := time.Now()
 			v, err := e.OpenVoice(cmd.Context(), model, config)
