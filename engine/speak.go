@@ -133,12 +133,20 @@ func (v *Voice) Close() error {
 }
 
 // speakError marks the tts package's option errors as the engine's.
+// The error keeps its own words ("bad synthesis option: …"), which
+// ErrBadOption's ("invalid transcription option") would not fit.
 func speakError(err error) error {
 	if errors.Is(err, tts.ErrBadOption) && !errors.Is(err, ErrBadOption) {
-		return fmt.Errorf("%w: %v", ErrBadOption, err)
+		return badSpeakOption{err}
 	}
 	return err
 }
+
+// badSpeakOption is a synthesis option error that is also ErrBadOption.
+type badSpeakOption struct{ error }
+
+func (e badSpeakOption) Unwrap() error        { return e.error }
+func (e badSpeakOption) Is(target error) bool { return target == ErrBadOption }
 
 // EspeakVoices lists espeak-ng's voices.
 func EspeakVoices() ([]EspeakVoice, error) { return tts.EspeakVoices() }
