@@ -20,6 +20,14 @@ import (
 	"github.com/owlengine/owl/tts"
 )
 
+// Engine is what a conversation runs on: *engine.Engine, or the server's
+// view of it.
+type Engine interface {
+	Listen(ctx context.Context, req engine.ListenRequest, onEvent func(engine.ListenEvent) error) (engine.ListenStats, error)
+	Chat(ctx context.Context, req engine.ChatRequest, onChunk func(engine.Chunk) error) (engine.Result, error)
+	OpenVoice(ctx context.Context, model, config string) (*engine.Voice, error)
+}
+
 // Config is a conversation's models and manners.
 type Config struct {
 	ChatModel, Projector string // the text model (and its vision projector, for Images)
@@ -52,6 +60,9 @@ type Event struct {
 	At         time.Duration `json:"-"`
 	Samples    []float32     `json:"-"` // EventAudio: the sentence's speech
 	SampleRate int           `json:"-"`
+	// Begins marks an EventAudio that is the first audio of its Text (a
+	// long sentence's speech comes in several pieces).
+	Begins bool `json:"-"`
 }
 
 // Event types.
@@ -69,7 +80,7 @@ const (
 
 // Conversation is one conversation. Run it once.
 type Conversation struct {
-	e     *engine.Engine
+	e     Engine
 	cfg   Config
 	voice *engine.Voice
 	start time.Time
@@ -82,9 +93,29 @@ type Conversation struct {
 }
 
 // New opens the conversation's voice; the other models load on first use.
-func New(ctx context.Context, e *engine.Engine, cfg Config) (*Conversation, error) {
-	if cfg.ChatModel == "" || cfg.SpeechModel == "" {
-		return nil, errors.New("assist: a conversation needs a text model and a speech model")
+// Run needs Config.SpeechModel; Reply does not.
+func New(ctx context.Context, e Engine, cfg Config) (*Conversation, error) {
+	if cfg.ChatModel == "" {
+		return nil, errors.New("assist: a conversation needs a text model")
+	}
+	v, err := e.OpenVoice(ctx, cfg.Voice, cfg.VoiceConfig)
+	if err != nil {
+		return nil, err
+	}
+	c, err := NewWithVoice(e, cfg, v)
+	if err != nil {
+		v.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// NewWithVoice is New with the voice already open (Config.Voice and
+// VoiceConfig are not used). The conversation owns v once made, and
+// closes it with itself; on an error v stays the caller's.
+func NewWithVoice(e Engine, cfg Config, v *engine.Voice) (*Conversation, error) {
+	if cfg.ChatModel == "" {
+		return nil, errors.New("assist: a conversation needs a text model")
 	}
 	if cfg.MaxTokens == 0 {
 		cfg.MaxTokens = 256
@@ -95,13 +126,8 @@ func New(ctx context.Context, e *engine.Engine, cfg Config) (*Conversation, erro
 			cfg.VAD = "silero"
 		}
 	}
-	v, err := e.OpenVoice(ctx, cfg.Voice, cfg.VoiceConfig)
-	if err != nil {
-		return nil, err
-	}
 	v.Priority = engine.PriorityInteractive
 	if err := v.Check(cfg.Speak); err != nil {
-		v.Close()
 		return nil, err
 	}
 	c := &Conversation{e: e, cfg: cfg, voice: v}
@@ -137,6 +163,9 @@ func (c *Conversation) History() []engine.Message {
 // emit gets every event, from one goroutine at a time. It returns when the
 // source has ended and the last answer is done.
 func (c *Conversation) Run(ctx context.Context, src engine.AudioSource, emit func(Event) error) error {
+	if c.cfg.SpeechModel == "" {
+		return errors.New("assist: listening needs a speech model")
+	}
 	c.start = time.Now()
 	var emitMu sync.Mutex
 	send := func(ev Event) error {
@@ -160,6 +189,9 @@ func (c *Conversation) Run(ctx context.Context, src engine.AudioSource, emit fun
 		case engine.EventPartial:
 			return send(Event{Type: EventPartial, Turn: c.currentTurn(), Text: ev.Text, Start: ev.Start, End: ev.End})
 		case engine.EventFinal:
+			if strings.TrimSpace(ev.Text) == "" {
+				return nil // speech with no words in it: nothing to answer
+			}
 			turn := c.currentTurn()
 			if err := send(Event{Type: EventTranscript, Turn: turn, Text: ev.Text, Start: ev.Start, End: ev.End}); err != nil {
 				return err
@@ -225,7 +257,8 @@ func (c *Conversation) answer(ctx context.Context, turn int, text string, send f
 	go func() {
 		defer close(done)
 		defer cancel()
-		said, complete, err := c.respond(actx, turn, msgs, send)
+		r, err := c.Reply(actx, turn, msgs, ReplyOptions{}, send)
+		said, complete := r.Said, r.Complete
 		c.mu.Lock()
 		if said != "" {
 			c.history = append(c.history, engine.Message{Role: "assistant", Content: said})
@@ -254,22 +287,60 @@ func (c *Conversation) imagesShown() bool {
 	return false
 }
 
-// respond generates and speaks the answer to msgs. said is what was
-// spoken (whole sentences); complete reports whether all of it was.
-func (c *Conversation) respond(ctx context.Context, turn int, msgs []engine.Message, send func(Event) error) (said string, complete bool, err error) {
+// ReplyOptions shape one answer.
+type ReplyOptions struct {
+	TextOnly  bool // generate the answer without speaking it
+	MaxTokens int  // of the answer (0: Config.MaxTokens; negative: until the context is full)
+}
+
+// Reply is one answer, as generated and as spoken.
+type Reply struct {
+	Text string // everything generated
+	// Said is what was spoken (whole pieces, as Sentences holds them),
+	// or with ReplyOptions.TextOnly what was generated.
+	Said      string
+	Sentences []Sentence
+	Complete  bool          // all of it was generated and spoken
+	Usage     engine.Result // the generation's counts
+}
+
+// Sentence is a piece of an answer spoken: its text, and where its audio
+// lies in the answer's audio.
+type Sentence struct {
+	Text       string
+	Start, End time.Duration
+}
+
+// Reply generates the answer to msgs and, unless opts.TextOnly, speaks it
+// piece by piece (sentences, and clauses of long ones) as each is
+// complete, while the rest is generated. send gets EventAnswerDelta and
+// EventAudio events (tagged turn). An answer cut off through ctx returns
+// what was said before with ctx's error.
+func (c *Conversation) Reply(ctx context.Context, turn int, msgs []engine.Message, opts ReplyOptions, send func(Event) error) (Reply, error) {
+	switch {
+	case opts.MaxTokens == 0:
+		opts.MaxTokens = c.cfg.MaxTokens
+	case opts.MaxTokens < 0:
+		opts.MaxTokens = 0 // the engine's: until the context is full
+	}
+	var r Reply
 	sentences := make(chan string, 16)
 	var genErr error
 	go func() {
 		defer close(sentences)
-		var pending strings.Builder
-		_, genErr = c.e.Chat(ctx, engine.ChatRequest{Model: c.cfg.ChatModel, Projector: c.cfg.Projector, Messages: msgs,
-			GenerateOptions: engine.GenerateOptions{MaxTokens: c.cfg.MaxTokens, Sampling: c.cfg.Sampling, Priority: engine.PriorityInteractive}},
+		var pending, all strings.Builder
+		r.Usage, genErr = c.e.Chat(ctx, engine.ChatRequest{Model: c.cfg.ChatModel, Projector: c.cfg.Projector, Messages: msgs,
+			GenerateOptions: engine.GenerateOptions{MaxTokens: opts.MaxTokens, Sampling: c.cfg.Sampling, Priority: engine.PriorityInteractive}},
 			func(ch engine.Chunk) error {
 				if ch.Text == "" {
 					return nil
 				}
 				if err := send(Event{Type: EventAnswerDelta, Turn: turn, Text: ch.Text}); err != nil {
 					return err
+				}
+				all.WriteString(ch.Text)
+				if opts.TextOnly {
+					return nil
 				}
 				pending.WriteString(ch.Text)
 				// Every complete sentence goes to the voice at once; the
@@ -286,7 +357,8 @@ func (c *Conversation) respond(ctx context.Context, turn int, msgs []engine.Mess
 				pending.WriteString(rest)
 				return nil
 			})
-		if genErr == nil {
+		r.Text = all.String()
+		if genErr == nil && !opts.TextOnly {
 			if rest := strings.TrimSpace(pending.String()); rest != "" {
 				sentences <- rest
 			}
@@ -298,10 +370,12 @@ func (c *Conversation) respond(ctx context.Context, turn int, msgs []engine.Mess
 		if ctx.Err() != nil {
 			continue // drain
 		}
+		start, index := at, -1
 		err := c.voice.Speak(ctx, s, c.cfg.Speak, func(a engine.SpokenAudio) error {
 			d := time.Duration(len(a.Samples)) * time.Second / time.Duration(c.voice.SampleRate())
-			ev := Event{Type: EventAudio, Turn: turn, Text: a.Sentence, Samples: a.Samples, SampleRate: c.voice.SampleRate(), Start: at, End: at + d}
-			at += d
+			ev := Event{Type: EventAudio, Turn: turn, Text: a.Sentence, Samples: a.Samples, SampleRate: c.voice.SampleRate(),
+				Start: at, End: at + d, Begins: a.Index != index}
+			at, index = at+d, a.Index
 			if err := send(ev); err != nil {
 				return err
 			}
@@ -312,22 +386,28 @@ func (c *Conversation) respond(ctx context.Context, turn int, msgs []engine.Mess
 		})
 		if err != nil {
 			if ctx.Err() == nil {
-				return strings.Join(spoken, " "), false, err
+				r.Said = strings.Join(spoken, " ")
+				return r, err
 			}
 			continue
 		}
 		if ctx.Err() == nil {
 			spoken = append(spoken, s)
+			r.Sentences = append(r.Sentences, Sentence{Text: s, Start: start, End: at})
 		}
 	}
-	said = strings.Join(spoken, " ")
+	r.Said = strings.Join(spoken, " ")
+	if opts.TextOnly {
+		r.Said = r.Text
+	}
 	switch {
 	case ctx.Err() != nil:
-		return said, false, ctx.Err()
+		return r, ctx.Err()
 	case genErr != nil:
-		return said, false, fmt.Errorf("answer: %w", genErr)
+		return r, fmt.Errorf("answer: %w", genErr)
 	}
-	return said, true, nil
+	r.Complete = true
+	return r, nil
 }
 
 // maxClause is how long an unfinished sentence grows before its head is

@@ -37,7 +37,13 @@ func NewWriter(w io.Writer, format string, rate int) (Writer, error) {
 	return nil, fmt.Errorf("audio format %q: want one of wav, pcm, flac", format)
 }
 
-func toInt16(v float32) int16 { return int16(max(-1, min(1, v)) * 32767) }
+// toInt16 is v as a 16-bit sample, clipped to [-1, 1] (NaN is silence).
+func toInt16(v float32) int16 {
+	if v != v {
+		return 0
+	}
+	return int16(max(-1, min(1, v)) * 32767)
+}
 
 type pcmWriter struct {
 	w   io.Writer

@@ -73,3 +73,15 @@ var ErrNoOutput = audio.ErrNoOutput
 // OpenSpeaker starts playback on output device index (-1: the default) of
 // mono samples at rate.
 func OpenSpeaker(index, rate int) (*Speaker, error) { return audio.OpenSpeaker(index, rate) }
+
+// G.711 telephone audio, 8 kHz and a byte a sample (μ-law and A-law); see
+// audio.DecodeMuLaw.
+var (
+	DecodeMuLaw = audio.DecodeMuLaw
+	EncodeMuLaw = audio.EncodeMuLaw
+	DecodeALaw  = audio.DecodeALaw
+	EncodeALaw  = audio.EncodeALaw
+)
+
+// G711Rate is the sample rate of G.711 audio.
+const G711Rate = audio.G711Rate

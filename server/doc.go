@@ -5,12 +5,15 @@
 //     parts, SSE streaming, JSON-schema response formats enforced by a
 //     grammar), POST /v1/completions, POST /v1/audio/transcriptions and
 //     /v1/audio/translations (every response format, SSE streaming),
-//     GET /v1/models.
+//     POST /v1/audio/speech, GET /v1/models.
 //   - ollama-compatible: POST /api/chat and /api/generate (base64 images,
 //     NDJSON streaming by default, keep_alive, options), GET /api/tags,
 //     GET /api/ps, POST /api/show, GET /api/version.
 //   - GET /v1/audio/stream: live transcription over a WebSocket, the
 //     pipeline of owl listen.
+//   - GET /v1/realtime: OpenAI's Realtime API over a WebSocket, a voice
+//     conversation in the assist package's loop (turn detection, Whisper,
+//     the text model, speech sentence by sentence, barge-in).
 //   - GET /health, and GET /metrics in Prometheus' text format.
 //
 // Model names resolve through the model store in the models folder, and

@@ -42,6 +42,7 @@ const (
 	DefaultMaxImagePixels = 32 << 20
 	DefaultMaxImages      = 16
 	DefaultMaxStreams     = 4
+	DefaultMaxRealtime    = 4
 	DefaultRetryAfter     = 2 * time.Second
 )
 
@@ -53,6 +54,7 @@ type Limits struct {
 	MaxImagePixels int64         // width × height of one image (413 beyond)
 	MaxImages      int           // images in one request (400 beyond)
 	MaxStreams     int           // live transcriptions at once (503 beyond)
+	MaxRealtime    int           // Realtime sessions at once (503 beyond)
 	RetryAfter     time.Duration // what Retry-After tells a client turned away busy
 }
 
@@ -71,6 +73,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxStreams <= 0 {
 		l.MaxStreams = DefaultMaxStreams
+	}
+	if l.MaxRealtime <= 0 {
+		l.MaxRealtime = DefaultMaxRealtime
 	}
 	if l.RetryAfter <= 0 {
 		l.RetryAfter = DefaultRetryAfter
@@ -106,6 +111,7 @@ type Server struct {
 	mediaDir  string
 	mux       *http.ServeMux
 	streams   chan struct{} // one token per live transcription running
+	realtime  chan struct{} // one token per Realtime session open
 	started   time.Time
 	collector *metricsCollector
 
@@ -136,6 +142,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.models = newModelIndex(dir)
 	s.streams = make(chan struct{}, s.lim.MaxStreams)
+	s.realtime = make(chan struct{}, s.lim.MaxRealtime)
 	s.collector = newMetricsCollector(cfg.Engine)
 	s.routes()
 	return s, nil
@@ -170,6 +177,7 @@ func (s *Server) routes() {
 	add("/v1/audio/translations", route{http.MethodPost, apiOpenAI, s.handleTranslations})
 	add("/v1/audio/stream", route{http.MethodGet, apiOpenAI, s.handleAudioStream})
 	add("/v1/audio/speech", route{http.MethodPost, apiOpenAI, s.handleSpeech})
+	add("/v1/realtime", route{http.MethodGet, apiOpenAI, s.handleRealtime})
 	add("/v1/models", route{http.MethodGet, apiOpenAI, s.handleModels})
 	add("/v1/models/{id...}", route{http.MethodGet, apiOpenAI, s.handleModel})
 	add("/api/chat", route{http.MethodPost, apiOllama, s.handleOllamaChat})
@@ -240,9 +248,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authorized checks the request's API key in constant time.
 func (s *Server) authorized(r *http.Request) bool {
 	key := r.Header.Get("X-API-Key")
-	if r.URL.Path == "/v1/audio/stream" && key == "" {
-		// Browsers cannot set headers on a WebSocket.
+	if (r.URL.Path == "/v1/audio/stream" || r.URL.Path == "/v1/realtime") && key == "" {
+		// Browsers cannot set headers on a WebSocket: the key comes in
+		// the query, or as OpenAI's browser clients send it, as a
+		// subprotocol "openai-insecure-api-key.KEY".
 		key = r.URL.Query().Get("api_key")
+		for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+			for _, p := range strings.Split(h, ",") {
+				if k, ok := strings.CutPrefix(strings.TrimSpace(p), "openai-insecure-api-key."); ok {
+					key = k
+				}
+			}
+		}
 	}
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		scheme, token, ok := strings.Cut(auth, " ")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"net/http"
@@ -51,22 +52,6 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	model, config := req.Model, ""
-	if model == "" || slices.Contains(speechAliases, model) {
-		model = engine.BuiltinVoice
-	}
-	if model != engine.BuiltinVoice {
-		m, err := s.models.modelOfKind(model, "model", store.KindVoice, "a voice")
-		if err != nil {
-			var ae *apiError
-			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
-				ae.Message = "voice model " + quoteShort(req.Model) + " not found: the voices are " + engine.BuiltinVoice +
-					" (espeak-ng's, also as " + strings.Join(speechAliases, ", ") + ") and the Piper voices GET /v1/models lists"
-			}
-			return err
-		}
-		model, config = m.Path, m.ProjectorPath
-	}
 	switch n := utf8.RuneCountInString(req.Input); {
 	case strings.TrimSpace(req.Input) == "":
 		return badRequest("input", "input is empty: send the text to speak")
@@ -83,40 +68,15 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) error {
 	if req.StreamFormat != "" && req.StreamFormat != "audio" && req.StreamFormat != "sse" {
 		return badRequest("stream_format", "stream_format %s: want audio or sse", quoteShort(req.StreamFormat))
 	}
-	opts := engine.SpeakOptions{Voice: req.Voice}
-	if v, ok := openAIVoices[strings.ToLower(req.Voice)]; ok {
-		opts.Voice = v
-	}
-	piper := model != engine.BuiltinVoice
-	if piper {
-		opts.Voice = "" // a Piper voice is its model; "voice" may name one of its speakers
-	}
+	opts := engine.SpeakOptions{}
 	if req.Speed != nil {
 		opts.Speed = *req.Speed
 	}
-	v, err := s.be.OpenVoice(r.Context(), model, config)
+	v, opts, err := s.openVoice(r.Context(), req.Model, req.Voice, opts)
 	if err != nil {
 		return err
 	}
 	defer v.Close()
-	if names := v.Speakers(); piper && len(names) > 0 && req.Voice != "" {
-		if i := slices.Index(names, req.Voice); i >= 0 {
-			opts.Speaker = i
-		} else if n, err := strconv.Atoi(req.Voice); err == nil {
-			opts.Speaker = n
-		} else if _, openAI := openAIVoices[strings.ToLower(req.Voice)]; !openAI {
-			return badRequest("voice", "voice %s: the voice's speakers are %s", quoteShort(req.Voice), strings.Join(names[:min(len(names), 8)], ", "))
-		}
-		if opts.Speaker < 0 || opts.Speaker >= len(names) {
-			return badRequest("voice", "speaker %d: the voice has speakers 0 to %d", opts.Speaker, len(names)-1)
-		}
-	}
-	if err := v.Check(opts); err != nil {
-		if errors.Is(err, engine.ErrUnknownVoice) {
-			return badRequest("voice", "voice %s: %v", quoteShort(req.Voice), err)
-		}
-		return badRequest("speed", "%v", err)
-	}
 	rs, err := engine.NewResampler(v.SampleRate(), speechRate)
 	if err != nil {
 		return err
@@ -180,6 +140,64 @@ func (s *Server) handleSpeech(w http.ResponseWriter, r *http.Request) error {
 		}{"speech.audio.done"})
 	}
 	return nil
+}
+
+// openVoice opens the voice a request names: model is "", an OpenAI
+// speech model name or BuiltinVoice for espeak-ng's voice, or a Piper
+// voice the store holds; voice is an OpenAI voice name (spoken by an
+// espeak-ng variant), an espeak-ng voice, or a Piper voice's speaker (by
+// name or number). opts come back with the voice and speaker set, checked.
+func (s *Server) openVoice(ctx context.Context, modelName, voice string, opts engine.SpeakOptions) (*engine.Voice, engine.SpeakOptions, error) {
+	model, config := modelName, ""
+	if model == "" || slices.Contains(speechAliases, model) {
+		model = engine.BuiltinVoice
+	}
+	if model != engine.BuiltinVoice {
+		m, err := s.models.modelOfKind(model, "model", store.KindVoice, "a voice")
+		if err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+				ae.Message = "voice model " + quoteShort(modelName) + " not found: the voices are " + engine.BuiltinVoice +
+					" (espeak-ng's, also as " + strings.Join(speechAliases, ", ") + ") and the Piper voices GET /v1/models lists"
+			}
+			return nil, opts, err
+		}
+		model, config = m.Path, m.ProjectorPath
+	}
+	opts.Voice = voice
+	if v, ok := openAIVoices[strings.ToLower(voice)]; ok {
+		opts.Voice = v
+	}
+	piper := model != engine.BuiltinVoice
+	if piper {
+		opts.Voice = "" // a Piper voice is its model; "voice" may name one of its speakers
+	}
+	v, err := s.be.OpenVoice(ctx, model, config)
+	if err != nil {
+		return nil, opts, err
+	}
+	if names := v.Speakers(); piper && len(names) > 0 && voice != "" {
+		if i := slices.Index(names, voice); i >= 0 {
+			opts.Speaker = i
+		} else if n, err := strconv.Atoi(voice); err == nil {
+			opts.Speaker = n
+		} else if _, openAI := openAIVoices[strings.ToLower(voice)]; !openAI {
+			v.Close()
+			return nil, opts, badRequest("voice", "voice %s: the voice's speakers are %s", quoteShort(voice), strings.Join(names[:min(len(names), 8)], ", "))
+		}
+		if opts.Speaker < 0 || opts.Speaker >= len(names) {
+			v.Close()
+			return nil, opts, badRequest("voice", "speaker %d: the voice has speakers 0 to %d", opts.Speaker, len(names)-1)
+		}
+	}
+	if err := v.Check(opts); err != nil {
+		v.Close()
+		if errors.Is(err, engine.ErrUnknownVoice) {
+			return nil, opts, badRequest("voice", "voice %s: %v", quoteShort(voice), err)
+		}
+		return nil, opts, badRequest("speed", "%v", err)
+	}
+	return v, opts, nil
 }
 
 // quoteShort quotes a client's string, cut to 60 bytes.

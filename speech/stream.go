@@ -29,7 +29,8 @@ type StreamOptions struct {
 	// MinSpeech of voiced audio (a cough or a click does not start one),
 	// and an EventSpeechStopped when it ends, before its final text is
 	// decoded: what a conversation needs to stop talking when its user
-	// starts.
+	// starts. An utterance so started always ends with a final event,
+	// its text empty when nothing was recognized.
 	SpeechEvents bool
 }
 
@@ -281,7 +282,7 @@ func (s *Streamer) finish(ctx context.Context, end int) ([]Event, error) {
 		events = append(events, Event{Type: EventSpeechStopped, Start: dur(s.uttStart), End: dur(s.uttStart + len(utt))})
 	}
 	words, err := s.decode(ctx, utt)
-	if err != nil || len(words) == 0 {
+	if err != nil || (len(words) == 0 && !s.started) {
 		return events, err
 	}
 	return append(events, Event{Type: EventFinal, Text: strings.Join(words, " "), Start: dur(s.uttStart), End: dur(s.uttStart + len(utt))}), nil
