@@ -26,6 +26,7 @@ type Engine interface {
 	Listen(ctx context.Context, req engine.ListenRequest, onEvent func(engine.ListenEvent) error) (engine.ListenStats, error)
 	Chat(ctx context.Context, req engine.ChatRequest, onChunk func(engine.Chunk) error) (engine.Result, error)
 	OpenVoice(ctx context.Context, model, config string) (*engine.Voice, error)
+	Load(ctx context.Context, req engine.LoadRequest) error
 }
 
 // Config is a conversation's models and manners.
@@ -35,6 +36,10 @@ type Config struct {
 	VAD, VADModel        string // "energy" (default) or "silero" with its model
 	VADParams            engine.VADParams
 	Language             string // of the user's speech ("" : the model's)
+	// FitAudioCtx encodes the user's turns with an audio context just
+	// long enough for them instead of 30-s windows: several times faster,
+	// less accurate (see engine.StreamOptions).
+	FitAudioCtx bool
 	Voice, VoiceConfig   string // the voice (""/"espeak": espeak-ng's; a Piper voice's .onnx)
 	Speak                engine.SpeakOptions
 	System               string   // the system prompt
@@ -137,6 +142,18 @@ func NewWithVoice(e Engine, cfg Config, v *engine.Voice) (*Conversation, error) 
 	return c, nil
 }
 
+// Prepare loads the text model (with its projector) and the speech model
+// ahead of the first turn, so that the first answer waits for no load.
+func (c *Conversation) Prepare(ctx context.Context) error {
+	if err := c.e.Load(ctx, engine.LoadRequest{Model: c.cfg.ChatModel, Projector: c.cfg.Projector}); err != nil {
+		return err
+	}
+	if c.cfg.SpeechModel == "" {
+		return nil
+	}
+	return c.e.Load(ctx, engine.LoadRequest{Model: c.cfg.SpeechModel, Speech: true})
+}
+
 // SetPlay sets Config.Play (before Run).
 func (c *Conversation) SetPlay(play func(ctx context.Context, samples []float32) error) {
 	c.cfg.Play = play
@@ -175,7 +192,7 @@ func (c *Conversation) Run(ctx context.Context, src engine.AudioSource, emit fun
 		return emit(ev)
 	}
 	req := engine.ListenRequest{Model: c.cfg.SpeechModel, Source: src, VAD: c.cfg.VAD, VADModel: c.cfg.VADModel,
-		StreamOptions: engine.StreamOptions{VADParams: c.cfg.VADParams, SpeechEvents: true, Options: engine.TranscribeOptions{Language: c.cfg.Language}}}
+		StreamOptions: engine.StreamOptions{VADParams: c.cfg.VADParams, SpeechEvents: true, EagerFinal: true, FitAudioCtx: c.cfg.FitAudioCtx, Options: engine.TranscribeOptions{Language: c.cfg.Language}}}
 	_, err := c.e.Listen(ctx, req, func(ev engine.ListenEvent) error {
 		switch ev.Type {
 		case engine.EventSpeechStarted:

@@ -114,6 +114,7 @@ func (e *Engine) Listen(ctx context.Context, req ListenRequest, onEvent func(Lis
 		so.Priority = int(PriorityInteractive) // someone is speaking and waiting
 	}
 	s := speech.NewStreamer(rec.rec, vad, so)
+	defer s.Stop() // before the model's lease goes
 	pad := req.StreamOptions.VADParams.Pad
 	if req.StreamOptions.VADParams == (audio.VADParams{}) {
 		pad = speech.DefaultStreamVADParams().Pad

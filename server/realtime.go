@@ -923,7 +923,16 @@ func (ss *rtSession) run() {
 	}
 	ss.mu.Lock()
 	ss.startListener()
+	conv := ss.conv
 	ss.mu.Unlock()
+	// The text model loads while the user speaks, not after.
+	ss.wg.Add(1)
+	go func() {
+		defer ss.wg.Done()
+		if err := conv.Prepare(ss.ctx); err != nil && ss.ctx.Err() == nil {
+			ss.sendErr(err, "")
+		}
+	}()
 	for {
 		typ, b, err := ss.conn.Read(ss.ctx)
 		if err != nil {
@@ -1817,7 +1826,7 @@ func (ss *rtSession) startListener() {
 	ss.listener = l
 	cfg := ss.cfg
 	req := engine.ListenRequest{Model: cfg.SpeechModel.Path, Source: l.src, VAD: "energy",
-		StreamOptions: engine.StreamOptions{VADParams: cfg.Turn.vadParams(), SpeechEvents: true,
+		StreamOptions: engine.StreamOptions{VADParams: cfg.Turn.vadParams(), SpeechEvents: true, EagerFinal: true,
 			Options: engine.TranscribeOptions{Language: transcriptionLanguage(cfg)}}}
 	go func() {
 		defer close(l.done)

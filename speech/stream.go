@@ -32,7 +32,19 @@ type StreamOptions struct {
 	// starts. An utterance so started always ends with a final event,
 	// its text empty when nothing was recognized.
 	SpeechEvents bool
+	// EagerFinal starts an utterance's final pass as soon as its pause
+	// has lasted eagerAfter, on the audio the final pass would decode,
+	// and throws it away if the speech resumes: when the pause does end
+	// the utterance, the final text is ready up to MinSilence sooner (the
+	// same text; only passes thrown away cost more). For conversations,
+	// where the answer waits for it.
+	EagerFinal bool
 }
+
+// eagerAfter is how long a pause lasts before EagerFinal's pass begins:
+// longer than most pauses between words, shorter than most that end a
+// turn.
+const eagerAfter = 150 * time.Millisecond
 
 // DefaultStreamVADParams are Silero's defaults with utterances ending after
 // 500 ms of silence.
@@ -79,6 +91,7 @@ type Streamer struct {
 	pad        int
 	step       int
 	maxUtt     int
+	eagerAt    int
 
 	pending  []float32 // samples not yet given to the VAD
 	pos      int       // samples given to the VAD so far
@@ -94,6 +107,18 @@ type Streamer struct {
 	prev      []string // words of the previous hypothesis
 	committed []string
 	lastPass  time.Duration // how long the last decoding pass took
+	eager     *eagerPass    // EagerFinal's pass under way, or thrown away and ending
+}
+
+// eagerPass is a final pass begun during a pause (StreamOptions.EagerFinal).
+type eagerPass struct {
+	end     int // samples of the utterance it decodes
+	dropped bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+	words   []string
+	took    time.Duration
+	err     error
 }
 
 // NewStreamer transcribes a stream with rec, delimited by vad.
@@ -121,7 +146,7 @@ func NewStreamer(rec Recognizer, vad audio.VAD, o StreamOptions) *Streamer {
 	vad.Reset()
 	return &Streamer{rec: rec, vad: vad, o: o, chunk: vad.ChunkSamples(), neg: o.VADParams.Threshold - 0.15,
 		minSilence: at(o.VADParams.MinSilence), minSpeech: at(o.VADParams.MinSpeech), pad: at(o.VADParams.Pad),
-		step: at(o.Step), maxUtt: at(o.MaxUtterance)}
+		step: at(o.Step), maxUtt: at(o.MaxUtterance), eagerAt: at(eagerAfter)}
 }
 
 func dur(samples int) time.Duration {
@@ -189,12 +214,16 @@ func (s *Streamer) feed(ctx context.Context, chunk []float32, p float64) ([]Even
 	case p >= s.o.VADParams.Threshold:
 		s.voiced += len(chunk)
 		s.silence = 0
+		s.dropEager() // the speech goes on
 		events = s.speechStarted()
 	case p < s.neg:
 		s.silence += len(chunk)
 	}
 	if events != nil {
 		return events, nil
+	}
+	if s.o.EagerFinal && (s.eager == nil || s.eager.dropped) && s.silence >= max(s.eagerAt, s.pad) && s.silence < s.minSilence && s.voiced >= s.minSpeech {
+		s.startEager(ctx, len(s.utt)-s.silence+s.pad)
 	}
 	if s.silence >= s.minSilence {
 		// Speech ended where the silence began; keep pad samples of it.
@@ -212,8 +241,10 @@ func (s *Streamer) feed(ctx context.Context, chunk []float32, p float64) ([]Even
 	}
 	// A pass is due every Step of audio, but no sooner than the last pass
 	// took: on a slow machine partial results come less often instead of
-	// falling behind the speaker.
-	if s.since >= max(s.step, int(s.lastPass.Seconds()*SampleRate)) {
+	// falling behind the speaker. None starts while the speaker pauses:
+	// the pause may end the utterance, and the final pass should not wait
+	// behind a partial one (it runs when the speech resumes).
+	if s.since >= max(s.step, int(s.lastPass.Seconds()*SampleRate)) && s.silence == 0 {
 		s.since = 0
 		return s.partial(ctx)
 	}
@@ -224,6 +255,15 @@ func (s *Streamer) feed(ctx context.Context, chunk []float32, p float64) ([]Even
 // tokens decoded are capped by the audio's length: a pass that would loop
 // on repetitions stops early instead of holding up the stream.
 func (s *Streamer) decode(ctx context.Context, samples []float32) ([]string, error) {
+	s.settleEager()
+	words, took, err := s.pass(ctx, samples)
+	s.lastPass = took
+	return words, err
+}
+
+// pass decodes samples; it touches nothing of s but its options, so that
+// an eager pass can run beside the VAD.
+func (s *Streamer) pass(ctx context.Context, samples []float32) ([]string, time.Duration, error) {
 	o := s.o.Options
 	if o.MaxTokens == 0 {
 		o.MaxTokens = 10 + 8*len(samples)/SampleRate
@@ -235,12 +275,48 @@ func (s *Streamer) decode(ctx context.Context, samples []float32) ([]string, err
 	}
 	t0 := time.Now()
 	tr, err := s.rec.Transcribe(ctx, samples, o)
-	s.lastPass = time.Since(t0)
 	if err != nil {
-		return nil, err
+		return nil, time.Since(t0), err
 	}
-	return strings.Fields(tr.Text()), nil
+	return strings.Fields(tr.Text()), time.Since(t0), nil
 }
+
+// startEager begins the final pass of the utterance up to end while the
+// pause goes on.
+func (s *Streamer) startEager(ctx context.Context, end int) {
+	s.settleEager()
+	ectx, cancel := context.WithCancel(ctx)
+	e := &eagerPass{end: end, cancel: cancel, done: make(chan struct{})}
+	samples := s.utt[:end:end] // appends to s.utt never write here
+	go func() {
+		defer close(e.done)
+		e.words, e.took, e.err = s.pass(ectx, samples)
+	}()
+	s.eager = e
+}
+
+// dropEager throws the eager pass away (the speech resumed); it ends on
+// its own, and the next pass waits for it.
+func (s *Streamer) dropEager() {
+	if s.eager != nil {
+		s.eager.cancel()
+		s.eager.dropped = true
+	}
+}
+
+// settleEager waits for an eager pass thrown away, so that passes never
+// run side by side.
+func (s *Streamer) settleEager() {
+	if s.eager != nil {
+		s.eager.cancel()
+		<-s.eager.done
+		s.eager = nil
+	}
+}
+
+// Stop ends what the Streamer still runs (an eager pass); call it before
+// the recognizer goes away.
+func (s *Streamer) Stop() { s.settleEager() }
 
 // partial decodes the utterance so far and commits what two hypotheses
 // in a row agree on.
@@ -281,7 +357,18 @@ func (s *Streamer) finish(ctx context.Context, end int) ([]Event, error) {
 	if s.started {
 		events = append(events, Event{Type: EventSpeechStopped, Start: dur(s.uttStart), End: dur(s.uttStart + len(utt))})
 	}
-	words, err := s.decode(ctx, utt)
+	var words []string
+	var err error
+	if e := s.eager; e != nil && !e.dropped && e.end == len(utt) {
+		<-e.done
+		s.eager = nil
+		words, err, s.lastPass = e.words, e.err, e.took
+		if err == nil && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+	} else {
+		words, err = s.decode(ctx, utt)
+	}
 	if err != nil || (len(words) == 0 && !s.started) {
 		return events, err
 	}

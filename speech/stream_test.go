@@ -2,8 +2,10 @@ package speech
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,5 +129,91 @@ func TestStreamerLimits(t *testing.T) {
 	}
 	if finals < 2 {
 		t.Fatalf("%d finals for 5 s of speech cut every 2 s", finals)
+	}
+}
+
+// lengthRecognizer names the audio it decodes by its length, noting how
+// much of the stream had been written when each pass began; safe for the
+// eager pass's goroutine.
+type lengthRecognizer struct {
+	mu      sync.Mutex
+	written *int
+	at      map[int]int // samples decoded → stream written then
+}
+
+func (r *lengthRecognizer) Transcribe(ctx context.Context, samples []float32, _ Options) (*Transcript, error) {
+	r.mu.Lock()
+	if _, ok := r.at[len(samples)]; !ok {
+		r.at[len(samples)] = *r.written
+	}
+	r.mu.Unlock()
+	time.Sleep(20 * time.Millisecond) // a pass takes time
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return &Transcript{Segments: []Segment{{Text: fmt.Sprintf("len%d", len(samples))}}}, nil
+}
+
+func (r *lengthRecognizer) Close() error { return nil }
+
+// EagerFinal changes when an utterance's final pass runs, not what it
+// says: the same finals as without it, through pauses too short to end an
+// utterance (an eager pass begun and thrown away) and long ones (the eager
+// pass's text used, its pass begun before the pause was over).
+func TestStreamerEagerFinal(t *testing.T) {
+	// Speech with 400-ms pauses (over eagerAfter, under the 500 ms that
+	// end an utterance) and 1.2-s ones, in 100-ms writes.
+	samples := tones(".####....####.###............####......", 0.1)
+	run := func(eager bool) ([]Event, map[int]int) {
+		written := 0
+		rec := &lengthRecognizer{written: &written, at: map[int]int{}}
+		s := NewStreamer(rec, audio.NewEnergyVAD(), StreamOptions{Step: time.Hour, EagerFinal: eager})
+		defer s.Stop()
+		var finals []Event
+		for i := 0; i < len(samples); i += 1600 {
+			rec.mu.Lock()
+			written = i + 1600
+			rec.mu.Unlock()
+			time.Sleep(5 * time.Millisecond) // the eager pass runs beside the stream
+			ev, err := s.Write(context.Background(), samples[i:min(len(samples), i+1600)])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range ev {
+				if e.Type == EventFinal {
+					finals = append(finals, e)
+				}
+			}
+		}
+		ev, err := s.Close(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ev {
+			if e.Type == EventFinal {
+				finals = append(finals, e)
+			}
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return finals, rec.at
+	}
+	plain, _ := run(false)
+	eager, at := run(true)
+	if len(plain) != 2 || len(eager) != len(plain) {
+		t.Fatalf("finals: %+v without EagerFinal, %+v with it", plain, eager)
+	}
+	for i := range plain {
+		if plain[i] != eager[i] {
+			t.Fatalf("final %d: %+v without EagerFinal, %+v with it", i, plain[i], eager[i])
+		}
+		var n int
+		fmt.Sscanf(eager[i].Text, "len%d", &n)
+		if end := int(eager[i].End.Seconds()*SampleRate) - int(DefaultStreamVADParams().Pad.Seconds()*SampleRate); at[n] >= end+int(0.5*SampleRate) {
+			t.Errorf("final %d: its pass began %d samples into the stream, not before the pause ended (%d)", i, at[n], end+int(0.5*SampleRate))
+		}
+	}
+	if len(at) <= 2 {
+		t.Errorf("passes %v: no eager pass was thrown away at the short pauses", at)
 	}
 }

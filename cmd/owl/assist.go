@@ -32,11 +32,11 @@ type jsonAssistEvent struct {
 
 func newAssistCmd() *cobra.Command {
 	var (
-		model, whisper, voice, system, file, out, vad, vadModel, lang string
-		images                                                        []string
-		asJSON                                                        bool
-		threads, maxTokens, speaker                                   int
-		temperature                                                   float64
+		model, whisper, voice, system, file, out, vad, vadModel, lang, audioCtx string
+		images                                                                  []string
+		asJSON                                                                  bool
+		threads, maxTokens, speaker                                             int
+		temperature                                                             float64
 	)
 	cmd := &cobra.Command{
 		Use:   "assist -m LLM --whisper MODEL [--voice VOICE]",
@@ -67,7 +67,10 @@ devices. --json prints the events as they happen.`,
 			if err != nil {
 				return err
 			}
-			cfg := assist.Config{ChatModel: chat, Projector: proj, SpeechModel: whisper, VAD: vad, VADModel: vadModel, Language: lang,
+			if audioCtx != "" && audioCtx != "fit" {
+				return usageError{fmt.Errorf("--audio-ctx %q: want fit", audioCtx)}
+			}
+			cfg := assist.Config{ChatModel: chat, Projector: proj, SpeechModel: whisper, VAD: vad, VADModel: vadModel, Language: lang, FitAudioCtx: audioCtx == "fit",
 				Voice: voice, VoiceConfig: voiceConfig, System: system, MaxTokens: maxTokens,
 				Speak: engine.SpeakOptions{Speaker: speaker}, Sampling: engine.Sampling{Temperature: float32(temperature), Seed: -1}}
 			for _, p := range images {
@@ -84,6 +87,14 @@ devices. --json prints the events as they happen.`,
 			defer stop()
 			e := engine.New(engine.Options{Threads: threads})
 			defer e.Close()
+			conv, err := assist.New(ctx, e, cfg)
+			if err != nil {
+				return err
+			}
+			defer conv.Close()
+			if err := conv.Prepare(ctx); err != nil {
+				return err
+			}
 			var src engine.AudioSource
 			if file != "" {
 				src, err = engine.OpenFileSource(file, true)
@@ -97,11 +108,6 @@ devices. --json prints the events as they happen.`,
 				return err
 			}
 			defer src.Close()
-			conv, err := assist.New(ctx, e, cfg)
-			if err != nil {
-				return err
-			}
-			defer conv.Close()
 			rate := conv.SampleRate()
 			var answers []float32
 			if out == "" {
@@ -183,6 +189,7 @@ devices. --json prints the events as they happen.`,
 	fs.StringVar(&vadModel, "vad-model", "", "ggml Silero VAD model")
 	fs.StringVarP(&lang, "language", "l", "", "the language you speak")
 	fs.IntVar(&maxTokens, "max-tokens", 256, "longest answer, in tokens")
+	fs.StringVar(&audioCtx, "audio-ctx", "", `"fit": encode each turn with an audio context just long enough for it (faster, less accurate)`)
 	fs.Float64Var(&temperature, "temperature", 0.7, "sampling temperature of the answers (0: greedy)")
 	fs.IntVarP(&threads, "threads", "t", 0, "CPU threads (default: all CPUs)")
 	fs.BoolVar(&asJSON, "json", false, "print the events as JSON lines")
@@ -192,8 +199,8 @@ devices. --json prints the events as they happen.`,
 
 func newBenchAssistCmd() *cobra.Command {
 	var (
-		model, whisper, voice, file string
-		threads, maxTokens          int
+		model, whisper, voice, file, audioCtx string
+		threads, maxTokens                    int
 	)
 	cmd := &cobra.Command{
 		Use:   "assist -m LLM --whisper MODEL -f AUDIO",
@@ -210,6 +217,9 @@ answer's stop is reported too.`,
 			if model == "" || whisper == "" || file == "" {
 				return usageError{errors.New("bench assist needs -m, --whisper and -f AUDIO")}
 			}
+			if audioCtx != "" && audioCtx != "fit" {
+				return usageError{fmt.Errorf("--audio-ctx %q: want fit", audioCtx)}
+			}
 			chat, proj, err := resolveWithProjector(model)
 			if err != nil {
 				return err
@@ -224,11 +234,14 @@ answer's stop is reported too.`,
 			e := engine.New(engine.Options{Threads: threads})
 			defer e.Close()
 			conv, err := assist.New(cmd.Context(), e, assist.Config{ChatModel: chat, Projector: proj, SpeechModel: whisper,
-				Voice: voice, VoiceConfig: voiceConfig, MaxTokens: maxTokens, System: "You are brief."})
+				Voice: voice, VoiceConfig: voiceConfig, MaxTokens: maxTokens, System: "You are brief.", FitAudioCtx: audioCtx == "fit"})
 			if err != nil {
 				return err
 			}
 			defer conv.Close()
+			if err := conv.Prepare(cmd.Context()); err != nil { // the turns time answers, not loads
+				return err
+			}
 			src, err := engine.OpenFileSource(file, true)
 			if err != nil {
 				return err
@@ -294,6 +307,7 @@ answer's stop is reported too.`,
 	fs.StringVar(&voice, "voice", "", `the voice: "espeak" (default) or a Piper voice`)
 	fs.StringVarP(&file, "file", "f", "", "recording of several turns (speech with pauses)")
 	fs.IntVar(&maxTokens, "max-tokens", 48, "longest answer, in tokens")
+	fs.StringVar(&audioCtx, "audio-ctx", "", `"fit": encode each turn with an audio context just long enough for it (faster, less accurate)`)
 	fs.IntVarP(&threads, "threads", "t", 0, "CPU threads (default: all CPUs)")
 	fs.SetNormalizeFunc(normalizeFlag)
 	return cmd
