@@ -11,7 +11,7 @@ BIN     := $(CURDIR)/bin
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := g++ pkg-config nlohmann-json3-dev libstb-dev portaudio19-dev libespeak-ng-dev \
-	sox flac lame vorbis-tools opus-tools espeak-ng webp systemd python3-onnx
+	sox flac lame vorbis-tools opus-tools espeak-ng webp systemd python3-onnx chromium
 
 OLLAMA_MOD := github.com/ollama/ollama
 MALGO_MOD  := github.com/gen2brain/malgo@v0.11.24
@@ -26,7 +26,7 @@ export CGO_CFLAGS   = $(OPT)
 export CGO_CXXFLAGS = $(OPT)
 export CGO_CPPFLAGS = -I$(BUILD)/include -I$(OLLAMA_DIR)/llama/llama.cpp/include -I$(OLLAMA_DIR)/ml/backend/ggml/ggml/include -I$(OLLAMA_DIR)/llama/llama.cpp/tools/mtmd
 
-.PHONY: all build deps test run bench soak lint fuzz clean models env vet-whispercpp
+.PHONY: all build deps test run bench soak lint fuzz clean models env vet-whispercpp screenshots
 
 all: build
 
@@ -131,6 +131,10 @@ soak: build models
 lint: deps
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+
+# The page's screenshots in docs/screenshots, made by its browser tests.
+screenshots: deps
+	OWL_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestPage' ./server
 
 # Run every fuzz target for FUZZTIME each.
 FUZZTIME ?= 30s

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/hub"
 )
 
 // Backend is the engine a Server drives; *engine.Engine implements it. Its
@@ -96,8 +96,11 @@ type Config struct {
 	// from; "" refuses them all.
 	AllowedMediaDir string
 	Limits          Limits
-	Logger          *slog.Logger // nil: slog.Default()
-	Version         string       // reported by /health and /api/version
+	// Hub, when set, is where /api/pull downloads models from; nil
+	// refuses pulls (an offline server).
+	Hub     *hub.Client
+	Logger  *slog.Logger // nil: slog.Default()
+	Version string       // reported by /health and /api/version
 }
 
 // Server is an http.Handler serving the APIs of the package documentation.
@@ -186,6 +189,8 @@ func (s *Server) routes() {
 	add("/api/ps", route{http.MethodGet, apiOllama, s.handleOllamaPS})
 	add("/api/show", route{http.MethodPost, apiOllama, s.handleOllamaShow})
 	add("/api/version", route{http.MethodGet, apiOllama, s.handleOllamaVersion})
+	add("/api/pull", route{http.MethodPost, apiOllama, s.handleOllamaPull})
+	add("/api/delete", route{http.MethodDelete, apiOllama, s.handleOllamaDelete})
 	add("/health", route{http.MethodGet, apiOpenAI, s.handleHealth})
 	add("/metrics", route{http.MethodGet, apiOpenAI, s.handleMetrics})
 	notFound := func(a api) http.HandlerFunc {
@@ -197,12 +202,10 @@ func (s *Server) routes() {
 	s.mux.Handle("/api/", notFound(apiOllama))
 	s.mux.Handle("/", notFound(apiOpenAI))
 	// ollama's clients (its command line first of all) check that a server
-	// is there with HEAD /, and ollama answers GET / in words.
-	add("/{$}", route{http.MethodGet, apiOllama, func(w http.ResponseWriter, r *http.Request) error {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "owl is running (OpenAI API under /v1, ollama's under /api)\n")
-		return nil
-	}})
+	// is there with HEAD /, and ollama answers GET / in words; a browser
+	// gets the page.
+	add("/{$}", route{http.MethodGet, apiOllama, s.handleRoot})
+	s.mux.Handle("/ui/", webHandler())
 }
 
 // apiOf says whose error shape a path gets.
@@ -230,7 +233,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
 	}()
-	if r.URL.Path != "/health" && s.cfg.APIKey != "" && !s.authorized(r) {
+	if r.URL.Path != "/health" && !isPage(r) && s.cfg.APIKey != "" && !s.authorized(r) {
 		rec.Header().Set("WWW-Authenticate", `Bearer realm="owl"`)
 		s.writeError(rec, r, apiOf(r.URL.Path), &apiError{Status: http.StatusUnauthorized, Type: typeAuthentication, Code: "invalid_api_key",
 			Message: "missing or wrong API key: send Authorization: Bearer KEY"})

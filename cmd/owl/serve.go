@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/hub"
 	"github.com/owlengine/owl/models/store"
 	"github.com/owlengine/owl/server"
 )
@@ -219,8 +220,12 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 
 	e := engine.New(engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel, MaxQueue: f.maxQueue,
 		MaxMemory: budget, KeepAlive: keep, NoKeepAlive: noKeep, MemoryWait: f.memoryWait, QueueWait: f.queueWait})
+	var pulls *hub.Client // /api/pull downloads as owl pull does, unless offline
+	if !envTrue("OWL_OFFLINE") && !envTrue("HF_HUB_OFFLINE") {
+		pulls = hub.NewClient("owl/" + version)
+	}
 	srv, err := server.New(server.Config{Engine: e, ModelsDir: f.modelsDir, APIKey: f.apiKey, AllowedMediaDir: f.allowedMediaDir,
-		Limits: server.Limits{MaxBodyBytes: int64(maxBody), MaxAudio: f.maxAudio}, Version: version})
+		Limits: server.Limits{MaxBodyBytes: int64(maxBody), MaxAudio: f.maxAudio}, Version: version, Hub: pulls})
 	if err != nil {
 		e.Close()
 		return err
