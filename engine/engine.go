@@ -42,6 +42,10 @@ var ErrContextFull = llm.ErrContextFull
 // projector.
 var ErrNoVision = llm.ErrNoVision
 
+// ErrUnsupportedModel is wrapped by errors about a model file this build
+// of llama.cpp cannot run (an architecture it does not know).
+var ErrUnsupportedModel = llm.ErrUnsupportedModel
+
 // ErrClosed is returned by requests made after Close.
 var ErrClosed = errors.New("engine closed")
 

@@ -548,7 +548,7 @@ type GGUFSummary struct {
 	Hyper         map[string]string // architecture-prefixed scalar keys, prefix removed
 	Tokenizer     string
 	VocabSize     int
-	ChatTemplate  bool
+	ChatTemplate  string // the Jinja text of tokenizer.chat_template, "" for none
 }
 
 // Summary collects the facts of g that describe the model.
@@ -558,7 +558,7 @@ func (g *GGUF) Summary() GGUFSummary {
 	s.ContextLength, _ = g.Uint(s.Architecture + ".context_length")
 	s.Tokenizer, _ = g.String("tokenizer.ggml.model")
 	s.VocabSize, _ = g.ArrayLen("tokenizer.ggml.tokens")
-	_, s.ChatTemplate = g.String("tokenizer.chat_template")
+	s.ChatTemplate, _ = g.String("tokenizer.chat_template")
 	byType := map[GGMLType]*TypeBytes{}
 	for _, t := range g.Tensors {
 		tb := byType[t.Type]

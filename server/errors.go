@@ -92,6 +92,8 @@ func (s *Server) classify(err error) *apiError {
 		return &apiError{Status: http.StatusServiceUnavailable, Type: typeServer, Code: "insufficient_memory", Message: msg}
 	case errors.Is(err, engine.ErrContextFull):
 		return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: "context_length_exceeded", Param: "messages", Message: msg}
+	case errors.Is(err, engine.ErrUnsupportedModel):
+		return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: "unsupported_model", Param: "model", Message: msg}
 	case errors.Is(err, engine.ErrNoVision):
 		return &apiError{Status: http.StatusBadRequest, Type: typeInvalidRequest, Code: "model_cannot_see", Param: "messages", Message: msg}
 	case errors.Is(err, engine.ErrBadImage):

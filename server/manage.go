@@ -116,3 +116,40 @@ func (s *Server) handleOllamaDelete(w http.ResponseWriter, r *http.Request) erro
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
+
+func (s *Server) handleOllamaCopy(w http.ResponseWriter, r *http.Request) error {
+	if err := requireOllamaJSON(r); err != nil {
+		return err
+	}
+	var req ollama.CopyRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Source == "" || req.Destination == "" {
+		return badRequest("source", "copy needs a source and a destination")
+	}
+	m, err := s.models.resolve(req.Source)
+	if err != nil {
+		return err
+	}
+	if !s.models.store.Has(m.Name) {
+		return badRequest("source", "%s is a file in the models folder, not a store entry: copy the file itself", m.Name)
+	}
+	switch err := s.models.store.Copy(m.Name, req.Destination); {
+	case errors.Is(err, store.ErrBadName):
+		return badRequest("destination", "%v", err)
+	case errors.Is(err, store.ErrExists):
+		return &apiError{Status: http.StatusConflict, Type: typeInvalidRequest, Param: "destination", Code: "model_exists", Message: err.Error()}
+	case err != nil:
+		return err
+	}
+	s.log.Info("server: copied", "model", m.Name, "to", req.Destination)
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// handleOllamaPush refuses in words: there is no registry to push to.
+func (s *Server) handleOllamaPush(w http.ResponseWriter, r *http.Request) error {
+	return &apiError{Status: http.StatusNotImplemented, Type: typeInvalidRequest, Code: "push_unsupported",
+		Message: "owl does not push models: it pulls them from the Hugging Face hub (or a mirror), and there is no registry to push to"}
+}

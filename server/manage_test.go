@@ -16,6 +16,7 @@ import (
 
 	"github.com/owlengine/owl/internal/hubtest"
 	"github.com/owlengine/owl/models/hub"
+	"github.com/owlengine/owl/models/testmodel"
 )
 
 // ollama's own client pulls a model through owl serve from a local hub,
@@ -69,13 +70,36 @@ func TestOllamaPullAndDelete(t *testing.T) {
 	if err := client.Pull(ctx, &ollama.PullRequest{Model: "hf.co/owl-test/tiny-GGUF:F16"}, func(ollama.ProgressResponse) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
+	// A copy is a second name for the same file: it outlives the original.
+	if err := client.Copy(ctx, &ollama.CopyRequest{Source: "tiny-F16", Destination: "my-tiny"}); err != nil {
+		t.Fatal(err)
+	}
+	var se ollama.StatusError
+	if err := client.Copy(ctx, &ollama.CopyRequest{Source: "tiny-F16", Destination: "my-tiny"}); !errors.As(err, &se) || se.StatusCode != http.StatusConflict {
+		t.Fatalf("copying onto a taken name: %v", err)
+	}
+	if err := client.Copy(ctx, &ollama.CopyRequest{Source: "no-such", Destination: "x"}); !errors.As(err, &se) || se.StatusCode != http.StatusNotFound {
+		t.Fatalf("copying what is not there: %v", err)
+	}
 	if err := client.Delete(ctx, &ollama.DeleteRequest{Model: "tiny-F16"}); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := client.List(ctx); len(list.Models) != 1 || list.Models[0].Name != "my-tiny" {
+		t.Fatalf("list after deleting the original: %+v", list)
+	}
+	if res, err := collectGenerate(ctx, client, "my-tiny"); err != nil || res == "" {
+		t.Fatalf("the copy: %q %v", res, err)
+	}
+	if err := client.Delete(ctx, &ollama.DeleteRequest{Model: "my-tiny"}); err != nil {
 		t.Fatal(err)
 	}
 	if list, _ := client.List(ctx); len(list.Models) != 0 {
 		t.Fatalf("list after the delete: %+v", list)
 	}
-	var se ollama.StatusError
+	if err := client.Push(ctx, &ollama.PushRequest{Model: "my-tiny"}, func(ollama.ProgressResponse) error { return nil }); err == nil ||
+		!strings.Contains(err.Error(), "does not push models") {
+		t.Fatalf("push: %v", err)
+	}
 	if err := client.Delete(ctx, &ollama.DeleteRequest{Model: "tiny-F16"}); !errors.As(err, &se) || se.StatusCode != http.StatusNotFound {
 		t.Fatalf("deleting it again: %v", err)
 	}
@@ -98,4 +122,51 @@ func collectGenerate(ctx context.Context, c *ollama.Client, model string) (strin
 	err := c.Generate(ctx, &ollama.GenerateRequest{Model: model, Prompt: "Hello", Stream: &stream, Options: map[string]any{"num_predict": 4}},
 		func(r ollama.GenerateResponse) error { out.WriteString(r.Response); return nil })
 	return out.String(), err
+}
+
+// show lists a text model's template, default parameters and capabilities;
+// options out of range are refused; a model of an architecture llama.cpp
+// cannot run is the client's error, with its own code.
+func TestOllamaShowOptionsAndArchitecture(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Link(filepath.Join(modelsDir, "seer.gguf"), filepath.Join(dir, "seer.gguf")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(modelsDir, "mmproj-seer.gguf"), filepath.Join(dir, "mmproj-seer.gguf")); err != nil {
+		t.Fatal(err)
+	}
+	c := testmodel.TinyLlama()
+	c.Arch = "notarch"
+	if err := testmodel.WriteLlamaFile(filepath.Join(dir, "alien.gguf"), c); err != nil {
+		t.Fatal(err)
+	}
+	ts := testServer(t, Config{ModelsDir: dir})
+	u, _ := url.Parse(ts.URL)
+	client := ollama.NewClient(u, http.DefaultClient)
+	ctx := context.Background()
+	show, err := client.Show(ctx, &ollama.ShowRequest{Model: "seer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if show.Template == "" || !strings.Contains(show.Parameters, "temperature") || !strings.Contains(show.Modelfile, "FROM ") ||
+		!slices.Contains(show.Capabilities, "completion") || !slices.Contains(show.Capabilities, "vision") {
+		t.Fatalf("show: template %d bytes, parameters %q, modelfile %q, capabilities %v", len(show.Template), show.Parameters, show.Modelfile, show.Capabilities)
+	}
+	no := false
+	for _, opts := range []map[string]any{{"top_k": -1}, {"num_ctx": 0}, {"top_p": 1.5}, {"num_batch": -4}, {"typical_p": 2}, {"num_predict": -3}, {"min_p": -0.1}} {
+		err := client.Generate(ctx, &ollama.GenerateRequest{Model: "seer", Prompt: "hi", Stream: &no, Options: opts}, func(ollama.GenerateResponse) error { return nil })
+		var se ollama.StatusError
+		if !errors.As(err, &se) || se.StatusCode != http.StatusBadRequest || !strings.Contains(se.ErrorMessage, "options.") {
+			t.Errorf("options %v: %v", opts, err)
+		}
+	}
+	if err := client.Generate(ctx, &ollama.GenerateRequest{Model: "seer", Prompt: "hi", Stream: &no, Options: map[string]any{"num_ctx": 4096, "top_k": 0, "num_predict": -1}},
+		func(ollama.GenerateResponse) error { return nil }); err != nil {
+		t.Errorf("options in range: %v", err)
+	}
+	code, _, body := post(t, ts.URL+"/v1/chat/completions", "application/json", []byte(`{"model":"alien","messages":[{"role":"user","content":"hi"}]}`))
+	msg, typ, errCode := openAIErr(t, body)
+	if code != http.StatusBadRequest || errCode != "unsupported_model" || typ != "invalid_request_error" || !strings.Contains(msg, "notarch") {
+		t.Fatalf("a model llama.cpp cannot run: %d %s", code, body)
+	}
 }

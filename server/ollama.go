@@ -65,6 +65,43 @@ type ollamaOptions struct {
 	Seed          *int64   `json:"seed"`
 	RepeatPenalty *float64 `json:"repeat_penalty"`
 	RepeatLastN   *int     `json:"repeat_last_n"`
+	// Checked, then left to the server's settings: the context, batch
+	// and threads are the engine's, shared by every request.
+	NumCtx           *int     `json:"num_ctx"`
+	NumBatch         *int     `json:"num_batch"`
+	NumThread        *int     `json:"num_thread"`
+	NumGPU           *int     `json:"num_gpu"`
+	NumKeep          *int     `json:"num_keep"`
+	TypicalP         *float64 `json:"typical_p"`
+	PresencePenalty  *float64 `json:"presence_penalty"`
+	FrequencyPenalty *float64 `json:"frequency_penalty"`
+}
+
+// check refuses options out of the range ollama gives them.
+func (o *ollamaOptions) check() error {
+	ints := []struct {
+		name string
+		v    *int
+		min  int
+	}{{"top_k", o.TopK, 0}, {"num_ctx", o.NumCtx, 1}, {"num_batch", o.NumBatch, 1}, {"num_thread", o.NumThread, 0},
+		{"num_gpu", o.NumGPU, -1}, {"num_keep", o.NumKeep, -1}, {"num_predict", o.NumPredict, -2}, {"repeat_last_n", o.RepeatLastN, -1}}
+	for _, c := range ints {
+		if c.v != nil && *c.v < c.min {
+			return badRequest("options."+c.name, "options.%s %d: want %d or more", c.name, *c.v, c.min)
+		}
+	}
+	floats := []struct {
+		name     string
+		v        *float64
+		min, max float64
+	}{{"top_p", o.TopP, 0, 1}, {"min_p", o.MinP, 0, 1}, {"typical_p", o.TypicalP, 0, 1}, {"repeat_penalty", o.RepeatPenalty, 0, 100},
+		{"presence_penalty", o.PresencePenalty, -2, 2}, {"frequency_penalty", o.FrequencyPenalty, -2, 2}}
+	for _, c := range floats {
+		if c.v != nil && (math.IsNaN(*c.v) || *c.v < c.min || *c.v > c.max) {
+			return badRequest("options."+c.name, "options.%s %v out of range [%v, %v]", c.name, *c.v, c.min, c.max)
+		}
+	}
+	return nil
 }
 
 // keepAlive is a duration string ("5m", "1h30m", "-1") or a number of
@@ -117,6 +154,9 @@ func (o *ollamaOptions) generateOptions() (engine.GenerateOptions, error) {
 	if o == nil {
 		return g, nil
 	}
+	if err := o.check(); err != nil {
+		return g, err
+	}
 	if o.NumPredict != nil && *o.NumPredict > 0 {
 		g.MaxTokens = *o.NumPredict // ollama: negative means no limit
 	}
@@ -127,7 +167,7 @@ func (o *ollamaOptions) generateOptions() (engine.GenerateOptions, error) {
 		g.Sampling.Temperature = float32(*o.Temperature)
 	}
 	if o.TopK != nil {
-		g.Sampling.TopK = max(*o.TopK, 0)
+		g.Sampling.TopK = *o.TopK
 	}
 	if o.TopP != nil {
 		g.Sampling.TopP = float32(*o.TopP)
@@ -490,7 +530,23 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 				info[gi.Architecture+"."+k] = jsonScalar(v)
 			}
 			info["tokenizer.ggml.model"] = gi.Tokenizer
+			out.Template = gi.ChatTemplate
+			if embeddingArchitectures[gi.Architecture] {
+				out.Capabilities = append(out.Capabilities, "embedding")
+			}
 		}
+		// The sampling a request gets without options, as ollama lists a
+		// model's parameters.
+		d := engine.DefaultSampling()
+		params := [][2]string{{"temperature", fmt.Sprint(d.Temperature)}, {"top_k", fmt.Sprint(d.TopK)}, {"top_p", fmt.Sprint(d.TopP)},
+			{"min_p", fmt.Sprint(d.MinP)}, {"repeat_last_n", fmt.Sprint(d.RepeatLastN)}, {"repeat_penalty", fmt.Sprint(d.RepeatPenalty)}}
+		var pl, mf strings.Builder
+		fmt.Fprintf(&mf, "# Modelfile of %s, as owl serves it\nFROM %s\n", m.Name, m.Path)
+		for _, p := range params {
+			fmt.Fprintf(&pl, "%-30s %s\n", p[0], p[1])
+			fmt.Fprintf(&mf, "PARAMETER %s %s\n", p[0], p[1])
+		}
+		out.Parameters, out.Modelfile = strings.TrimRight(pl.String(), "\n"), mf.String()
 	case store.KindWhisper:
 		out.Capabilities = append(out.Capabilities, "transcription")
 		info["general.architecture"] = "whisper"
@@ -516,6 +572,10 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
+
+// embeddingArchitectures are the GGUF architectures of embedding models.
+var embeddingArchitectures = map[string]bool{"bert": true, "nomic-bert": true, "nomic-bert-moe": true, "jina-bert-v2": true,
+	"modern-bert": true, "neo-bert": true, "gemma-embedding": true, "t5encoder": true}
 
 // jsonScalar gives a GGUF value read as text its JSON type: a number when
 // it is one (ollama's clients read model_info numbers as numbers), true or

@@ -191,6 +191,8 @@ func (s *Server) routes() {
 	add("/api/version", route{http.MethodGet, apiOllama, s.handleOllamaVersion})
 	add("/api/pull", route{http.MethodPost, apiOllama, s.handleOllamaPull})
 	add("/api/delete", route{http.MethodDelete, apiOllama, s.handleOllamaDelete})
+	add("/api/copy", route{http.MethodPost, apiOllama, s.handleOllamaCopy})
+	add("/api/push", route{http.MethodPost, apiOllama, s.handleOllamaPush})
 	add("/health", route{http.MethodGet, apiOpenAI, s.handleHealth})
 	add("/metrics", route{http.MethodGet, apiOpenAI, s.handleMetrics})
 	notFound := func(a api) http.HandlerFunc {

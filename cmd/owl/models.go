@@ -179,7 +179,7 @@ func printGGUFSummary(w io.Writer, s *models.GGUFSummary) {
 	if s.Tokenizer != "" {
 		fmt.Fprintf(w, "tokenizer\t%s, %d tokens\n", s.Tokenizer, s.VocabSize)
 	}
-	fmt.Fprintf(w, "chat template\t%v\n", s.ChatTemplate)
+	fmt.Fprintf(w, "chat template\t%v\n", s.ChatTemplate != "")
 	keys := make([]string, 0, len(s.Hyper))
 	for k := range s.Hyper {
 		keys = append(keys, k)

@@ -351,6 +351,29 @@ func (s *Store) Remove(name string) ([]string, error) {
 	return removed, s.collect()
 }
 
+// ErrExists: the name is taken.
+var ErrExists = errors.New("a model of that name is installed")
+
+// Copy installs the model called src under the name dst too: a second
+// entry for the same file (no bytes are copied), with the same projector.
+func (s *Store) Copy(src, dst string) error {
+	if err := ValidName(src); err != nil {
+		return err
+	}
+	if err := ValidName(dst); err != nil {
+		return err
+	}
+	m, _, err := s.readManifest(src)
+	if err != nil {
+		return err
+	}
+	if _, _, err := s.readManifest(dst); !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrExists, dst)
+	}
+	m.Name = dst
+	return s.writeManifest(m)
+}
+
 // pairedElsewhere reports whether an installed model names proj as its projector.
 func (s *Store) pairedElsewhere(proj string) bool {
 	names, _ := s.names()

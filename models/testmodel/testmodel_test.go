@@ -44,7 +44,7 @@ func TestLlamaFileIsValidGGUF(t *testing.T) {
 			t.Fatalf("%s: %v", typ, err)
 		}
 		s := g.Summary()
-		if s.FileType != typ.String() || s.VocabSize != c.Vocab || s.Architecture != "llama" || !s.ChatTemplate {
+		if s.FileType != typ.String() || s.VocabSize != c.Vocab || s.Architecture != "llama" || s.ChatTemplate == "" {
 			t.Fatalf("%s: summary %+v", typ, s)
 		}
 		// 9 tensors per layer, embeddings, output norm and output.
