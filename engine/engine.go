@@ -8,8 +8,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+
+	"github.com/ollama/ollama/thinking"
 
 	"github.com/owlengine/owl/compute"
 	"github.com/owlengine/owl/llm"
@@ -345,7 +349,38 @@ type ChatRequest struct {
 	Model     string
 	Projector string // vision projector (mmproj GGUF) for the messages' images
 	Messages  []Message
+	// Think asks a model that reasons before it answers (its template
+	// says so; see Thinks) to do so (true) or not (false, where its
+	// template can turn it off); nil leaves the model's way. A thinking
+	// model's reasoning comes in Chunk.Thinking and Result.Thinking, apart
+	// from the answer's text; with Think false any reasoning is dropped.
+	// Think true for a model that does not think is ErrBadRequest.
+	Think *bool
 	GenerateOptions
+}
+
+// thinkTags are the markers a chat template's model reasons between.
+var thinkTags = [][2]string{{"<think>", "</think>"}, {"[THINK]", "[/THINK]"}}
+
+// Thinks reports whether a chat template has its model reason before it
+// answers, and between which markers.
+func Thinks(template string) (open, close string, ok bool) {
+	for _, t := range thinkTags {
+		if strings.Contains(template, t[0]) && strings.Contains(template, t[1]) {
+			return t[0], t[1], true
+		}
+	}
+	return "", "", false
+}
+
+// thinkingOff is what a template that can turn thinking off (Qwen 3's
+// enable_thinking) puts after the assistant's opening: an empty
+// reasoning, so that the model answers at once.
+func thinkingOff(template, open, close string) (string, bool) {
+	if !strings.Contains(template, "enable_thinking") {
+		return "", false
+	}
+	return open + "\n\n" + close + "\n\n", true
 }
 
 // Chat answers the conversation in req as the assistant. A message's
@@ -372,8 +407,7 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 	}
 	defer l.release(req.KeepAlive)
 	msgs := req.Messages
-	proj, cache := m.vision()
-	if proj != nil {
+	if proj, _ := m.vision(); proj != nil {
 		msgs = slices.Clone(msgs)
 		for i := range msgs {
 			if msgs[i].Content, err = llm.PlaceImages(msgs[i].Content, len(msgs[i].Images), proj.Marker()); err != nil {
@@ -385,9 +419,52 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
+	tmpl := m.model.ChatTemplate()
+	open, close, thinks := Thinks(tmpl)
+	if req.Think != nil && *req.Think && !thinks {
+		return Result{}, fmt.Errorf("%w: %s does not think before it answers (its chat template has no reasoning markers)", ErrBadRequest, filepath.Base(req.Model))
+	}
+	if thinks {
+		dropThinking := false
+		if req.Think != nil && !*req.Think {
+			if off, ok := thinkingOff(tmpl, open, close); ok {
+				prompt += off
+			}
+			dropThinking = true
+		}
+		tp := &thinking.Parser{OpeningTag: open, ClosingTag: close}
+		if strings.HasSuffix(strings.TrimRightFunc(prompt, unicode.IsSpace), open) {
+			tp.AddContent(open) // the prompt opened the reasoning already
+		}
+		var text, thought strings.Builder
+		next := onChunk
+		onChunk = func(ch Chunk) error {
+			th, content := tp.AddContent(ch.Text)
+			if dropThinking {
+				th = ""
+			}
+			text.WriteString(content)
+			thought.WriteString(th)
+			if next == nil || (th == "" && content == "" && len(ch.Tokens) == 0) {
+				return nil
+			}
+			ch.Text, ch.Thinking = content, th
+			return next(ch)
+		}
+		res, err := e.runChat(ctx, m, prompt, images, req, onChunk)
+		res.Text, res.Thinking = text.String(), thought.String()
+		return res, err
+	}
+	return e.runChat(ctx, m, prompt, images, req, onChunk)
+}
+
+// runChat generates the answer to a rendered chat prompt.
+func (e *Engine) runChat(ctx context.Context, m *textModel, prompt string, images []*vision.Image, req ChatRequest, onChunk func(Chunk) error) (Result, error) {
+	proj, cache := m.vision()
 	// The template supplies any BOS it wants, so none is added here.
 	if proj != nil {
 		var parts []llm.PromptPart
+		var err error
 		e.gate.Do(int(req.Priority), e.threads(), func() {
 			parts, err = proj.Prepare(ctx, prompt, images, cache, false, true)
 		})

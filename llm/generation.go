@@ -147,6 +147,9 @@ type Request struct {
 type Chunk struct {
 	Text   string // text safe to show (whole characters, no partial stop string)
 	Tokens []Token
+	// Thinking is reasoning text, which the engine's chat separates from
+	// Text for models that think before they answer.
+	Thinking string
 }
 
 // Finish reasons.
@@ -158,6 +161,7 @@ const (
 // Result describes a finished generation.
 type Result struct {
 	Text             string
+	Thinking         string // the reasoning separated from Text (see Chunk.Thinking)
 	Tokens           []Token
 	FinishReason     string
 	PromptTokens     int           // tokens of the prompt

@@ -22,13 +22,27 @@ import (
 
 // ollamaChatRequest is the body of POST /api/chat.
 type ollamaChatRequest struct {
-	Model     string          `json:"model"`
-	Messages  []ollamaMessage `json:"messages"`
-	Stream    *bool           `json:"stream"`
-	Format    json.RawMessage `json:"format"`
-	Options   *ollamaOptions  `json:"options"`
-	KeepAlive *keepAlive      `json:"keep_alive"`
-	Tools     json.RawMessage `json:"tools"`
+	Model     string             `json:"model"`
+	Messages  []ollamaMessage    `json:"messages"`
+	Stream    *bool              `json:"stream"`
+	Format    json.RawMessage    `json:"format"`
+	Options   *ollamaOptions     `json:"options"`
+	KeepAlive *keepAlive         `json:"keep_alive"`
+	Tools     json.RawMessage    `json:"tools"`
+	Think     *ollama.ThinkValue `json:"think"`
+}
+
+// ollamaThink is what think asks of a thinking model: true, false, or a
+// level ("low", "medium", "high": on); nil for the model's own way.
+func ollamaThink(t *ollama.ThinkValue) (*bool, error) {
+	if t == nil || t.Value == nil {
+		return nil, nil
+	}
+	if !t.IsValid() {
+		return nil, badRequest("think", "think must be true, false, or low, medium or high")
+	}
+	v := t.Bool()
+	return &v, nil
 }
 
 // ollamaMessage carries images as base64 strings.
@@ -40,17 +54,18 @@ type ollamaMessage struct {
 
 // ollamaGenerateRequest is the body of POST /api/generate.
 type ollamaGenerateRequest struct {
-	Model     string          `json:"model"`
-	Prompt    string          `json:"prompt"`
-	Suffix    string          `json:"suffix"`
-	System    string          `json:"system"`
-	Template  string          `json:"template"`
-	Raw       bool            `json:"raw"`
-	Images    []string        `json:"images"`
-	Stream    *bool           `json:"stream"`
-	Format    json.RawMessage `json:"format"`
-	Options   *ollamaOptions  `json:"options"`
-	KeepAlive *keepAlive      `json:"keep_alive"`
+	Model     string             `json:"model"`
+	Prompt    string             `json:"prompt"`
+	Suffix    string             `json:"suffix"`
+	System    string             `json:"system"`
+	Template  string             `json:"template"`
+	Raw       bool               `json:"raw"`
+	Images    []string           `json:"images"`
+	Stream    *bool              `json:"stream"`
+	Format    json.RawMessage    `json:"format"`
+	Options   *ollamaOptions     `json:"options"`
+	KeepAlive *keepAlive         `json:"keep_alive"`
+	Think     *ollama.ThinkValue `json:"think"`
 }
 
 // ollamaOptions are the model options owl honors; others are accepted and
@@ -300,23 +315,31 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 		}
 		msgs = append(msgs, engine.Message{Role: msg.Role, Content: msg.Content, Images: imgs})
 	}
-	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts}
+	think, err := ollamaThink(req.Think)
+	if err != nil {
+		return err
+	}
+	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think}
 	stream := req.Stream == nil || *req.Stream
 	if !stream {
 		res, err := s.be.Chat(r.Context(), creq, nil)
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, ollama.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: assistant(res.Text), Done: true,
+		msg := assistant(res.Text)
+		msg.Thinking = res.Thinking
+		writeJSON(w, http.StatusOK, ollama.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: msg, Done: true,
 			DoneReason: res.FinishReason, Metrics: ollamaMetrics(res, time.Since(start))})
 		return nil
 	}
 	ev := newNDJSON(w)
 	res, err := s.be.Chat(r.Context(), creq, func(c engine.Chunk) error {
-		if c.Text == "" {
+		if c.Text == "" && c.Thinking == "" {
 			return nil
 		}
-		return ev.send(ollama.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: assistant(c.Text)})
+		msg := assistant(c.Text)
+		msg.Thinking = c.Thinking
+		return ev.send(ollama.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: msg})
 	})
 	if err != nil {
 		return s.streamError(ev, apiOllama, err)
@@ -354,6 +377,13 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
+	think, err := ollamaThink(req.Think)
+	if err != nil {
+		return err
+	}
+	if think != nil && req.Raw {
+		return badRequest("think", "think goes with the model's template, not with raw prompts")
+	}
 	if req.Prompt == "" && len(imgs) == 0 {
 		reason, err := s.loadOrUnload(r.Context(), m, opts.KeepAlive)
 		if err != nil {
@@ -373,7 +403,7 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 			msgs = append(msgs, engine.Message{Role: "system", Content: req.System})
 		}
 		msgs = append(msgs, engine.Message{Role: "user", Content: req.Prompt, Images: imgs})
-		return s.be.Chat(r.Context(), engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts}, onChunk)
+		return s.be.Chat(r.Context(), engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think}, onChunk)
 	}
 	stream := req.Stream == nil || *req.Stream
 	if !stream {
@@ -381,16 +411,16 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, ollama.GenerateResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Response: res.Text, Done: true,
+		writeJSON(w, http.StatusOK, ollama.GenerateResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Response: res.Text, Thinking: res.Thinking, Done: true,
 			DoneReason: res.FinishReason, Metrics: ollamaMetrics(res, time.Since(start))})
 		return nil
 	}
 	ev := newNDJSON(w)
 	res, err := run(func(c engine.Chunk) error {
-		if c.Text == "" {
+		if c.Text == "" && c.Thinking == "" {
 			return nil
 		}
-		return ev.send(ollama.GenerateResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Response: c.Text})
+		return ev.send(ollama.GenerateResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Response: c.Text, Thinking: c.Thinking})
 	})
 	if err != nil {
 		return s.streamError(ev, apiOllama, err)
@@ -531,6 +561,9 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 			}
 			info["tokenizer.ggml.model"] = gi.Tokenizer
 			out.Template = gi.ChatTemplate
+			if _, _, ok := engine.Thinks(gi.ChatTemplate); ok {
+				out.Capabilities = append(out.Capabilities, "thinking")
+			}
 			if embeddingArchitectures[gi.Architecture] {
 				out.Capabilities = append(out.Capabilities, "embedding")
 			}

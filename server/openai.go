@@ -31,6 +31,24 @@ type chatCompletionRequest struct {
 	N                   *int            `json:"n"`
 	ResponseFormat      *responseFormat `json:"response_format"`
 	Tools               json.RawMessage `json:"tools"`
+	// ReasoningEffort turns a thinking model's reasoning off ("none",
+	// "minimal") or on ("low", "medium", "high"); the reasoning comes back
+	// as reasoning_content.
+	ReasoningEffort string `json:"reasoning_effort"`
+}
+
+// think is what reasoning_effort asks of a thinking model (nil: its own way).
+func (r *chatCompletionRequest) think() (*bool, error) {
+	on, off := true, false
+	switch r.ReasoningEffort {
+	case "":
+		return nil, nil
+	case "none", "minimal":
+		return &off, nil
+	case "low", "medium", "high":
+		return &on, nil
+	}
+	return nil, badRequest("reasoning_effort", "reasoning_effort %s: want none, minimal, low, medium or high", quoteShort(r.ReasoningEffort))
 }
 
 type streamOptions struct {
@@ -285,7 +303,11 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 		return err
 	}
 	opts.Priority = engine.PriorityInteractive
-	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts}
+	think, err := req.think()
+	if err != nil {
+		return err
+	}
+	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think}
 	id, created := newID("chatcmpl-"), time.Now().Unix()
 	if !req.Stream {
 		res, err := s.be.Chat(r.Context(), creq, nil)
@@ -294,7 +316,7 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 		}
 		u := usage(res)
 		writeJSON(w, http.StatusOK, chatCompletion{ID: id, Object: "chat.completion", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint(),
-			Choices: []chatChoice{{Message: &chatMessageOut{Role: "assistant", Content: res.Text}, FinishReason: &res.FinishReason}}, Usage: &u})
+			Choices: []chatChoice{{Message: &chatMessageOut{Role: "assistant", Content: res.Text, ReasoningContent: res.Thinking}, FinishReason: &res.FinishReason}}, Usage: &u})
 		return nil
 	}
 	ev := newSSE(w)
@@ -307,6 +329,11 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 	res, err := s.be.Chat(r.Context(), creq, func(c engine.Chunk) error {
 		if !ev.started {
 			if err := ev.send(chunk(opening, nil)); err != nil {
+				return err
+			}
+		}
+		if c.Thinking != "" {
+			if err := ev.send(chunk(chatDelta{ReasoningContent: &c.Thinking}, nil)); err != nil {
 				return err
 			}
 		}
@@ -356,15 +383,17 @@ type chatChoice struct {
 }
 
 type chatMessageOut struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role             string `json:"role"`
+	Content          string `json:"content"`
+	ReasoningContent string `json:"reasoning_content,omitempty"` // a thinking model's reasoning
 }
 
 // chatDelta is what a chunk adds to the message; the last chunk's is
 // empty.
 type chatDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role             string  `json:"role,omitempty"`
+	Content          *string `json:"content,omitempty"`
+	ReasoningContent *string `json:"reasoning_content,omitempty"`
 }
 
 type openAIUsage struct {

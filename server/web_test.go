@@ -277,7 +277,11 @@ func TestPageInBrowser(t *testing.T) {
 		body := fmt.Sprintf(`{"model":"seer","max_tokens":1,"messages":[{"role":"user","content":[{"type":"text","text":"Write **one** word."},{"type":"image_url","image_url":{"url":"data:image/png;base64,%s"}}]}]}`,
 			base64.StdEncoding.EncodeToString(pngImage(t, 24, 16)))
 		_, _, resp := post(t, ts.URL+"/v1/chat/completions", "application/json", []byte(body))
-		var api struct{ Usage struct{ PromptTokens int `json:"prompt_tokens"` } }
+		var api struct {
+			Usage struct {
+				PromptTokens int `json:"prompt_tokens"`
+			}
+		}
 		json.Unmarshal(resp, &api)
 		if q <= p || q != api.Usage.PromptTokens {
 			t.Fatalf("prompt tokens: %d without the image, %d with it (the API counts %d)", p, q, api.Usage.PromptTokens)
@@ -322,7 +326,7 @@ func TestPageInBrowser(t *testing.T) {
 			Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dl}); err != nil {
 			t.Fatal(err)
 		}
-		b.do(chromedp.Navigate(ts.URL+"/#transcribe"))
+		b.do(chromedp.Navigate(ts.URL + "/#transcribe"))
 		wait[bool](b, `document.body.dataset.ready === "true"`, 20*time.Second)
 		b.do(chromedp.SetUploadFiles(chromedp.ID("transcribe-file"), []string{jfk}), chromedp.SetValue(chromedp.ID("transcribe-model"), "ggml-micro.en"),
 			chromedp.Click(chromedp.ID("transcribe-go")))

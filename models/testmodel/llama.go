@@ -25,6 +25,7 @@ type LlamaConfig struct {
 	Seed      uint64
 	Arch      string // general.architecture; "llama" unless a test wants another
 	NoChatTpl bool   // leave out tokenizer.chat_template
+	ChatTpl   string // tokenizer.chat_template instead of ChatML's
 	Tied      bool   // no output.weight: logits come from the token embeddings
 
 	// QKVBias adds biases to the attention's query, key and value
@@ -122,7 +123,11 @@ func WriteLlama(w io.Writer, c LlamaConfig) error {
 		{Key: "tokenizer.ggml.add_bos_token", Value: true},
 	}
 	if !c.NoChatTpl {
-		kvs = append(kvs, models.GGUFKV{Key: "tokenizer.chat_template", Value: ChatMLTemplate})
+		tpl := ChatMLTemplate
+		if c.ChatTpl != "" {
+			tpl = c.ChatTpl
+		}
+		kvs = append(kvs, models.GGUFKV{Key: "tokenizer.chat_template", Value: tpl})
 	}
 	if c.RopeSections != [4]int32{} {
 		kvs = append(kvs, models.GGUFKV{Key: arch + ".rope.dimension_sections", Value: c.RopeSections[:]})
