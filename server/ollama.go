@@ -290,7 +290,7 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	opts.Priority = engine.PriorityInteractive
+	opts.Priority = priority(r)
 	if len(req.Messages) == 0 {
 		// ollama's way to load a model (or, with keep_alive 0, to unload
 		// it): answer done without generating.

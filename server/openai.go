@@ -302,7 +302,7 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	opts.Priority = engine.PriorityInteractive
+	opts.Priority = priority(r)
 	think, err := req.think()
 	if err != nil {
 		return err
@@ -497,6 +497,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
+	opts.Priority = priority(r)
 	greq := engine.GenerateRequest{Model: m.Path, Prompt: prompt, GenerateOptions: opts}
 	id, created := newID("cmpl-"), time.Now().Unix()
 	choice := func(text string, finish *string) chatCompletion {

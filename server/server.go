@@ -96,6 +96,9 @@ type Config struct {
 	// from; "" refuses them all.
 	AllowedMediaDir string
 	Limits          Limits
+	// DataDir keeps the Batch API's files and batches ("": a folder
+	// .batches in the models folder).
+	DataDir string
 	// Hub, when set, is where /api/pull downloads models from; nil
 	// refuses pulls (an offline server).
 	Hub     *hub.Client
@@ -115,6 +118,8 @@ type Server struct {
 	mux       *http.ServeMux
 	streams   chan struct{} // one token per live transcription running
 	realtime  chan struct{} // one token per Realtime session open
+	files     *files
+	batches   *batches
 	started   time.Time
 	collector *metricsCollector
 
@@ -146,9 +151,22 @@ func New(cfg Config) (*Server, error) {
 	s.models = newModelIndex(dir)
 	s.streams = make(chan struct{}, s.lim.MaxStreams)
 	s.realtime = make(chan struct{}, s.lim.MaxRealtime)
+	data := cfg.DataDir
+	if data == "" {
+		data = filepath.Join(dir, ".batches")
+	}
+	s.files = &files{dir: filepath.Join(data, "files")}
 	s.collector = newMetricsCollector(cfg.Engine)
 	s.routes()
+	s.batches = newBatches(s, filepath.Join(data, "batches")) // resumes the batches under way
 	return s, nil
+}
+
+// Close stops the batches under way (they resume when a server on the
+// same data folder starts); the engine is the caller's.
+func (s *Server) Close() error {
+	s.batches.close()
+	return nil
 }
 
 // route is one endpoint: the method it answers and the API whose error
@@ -163,7 +181,7 @@ func (s *Server) routes() {
 	s.mux = http.NewServeMux()
 	add := func(path string, rt route) {
 		s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			if r.Method != rt.method && !(rt.method == http.MethodGet && r.Method == http.MethodHead) {
+			if rt.method != "" && r.Method != rt.method && !(rt.method == http.MethodGet && r.Method == http.MethodHead) {
 				w.Header().Set("Allow", rt.method)
 				s.writeError(w, r, rt.api, &apiError{Status: http.StatusMethodNotAllowed, Type: typeInvalidRequest,
 					Message: fmt.Sprintf("%s %s: method not allowed (use %s)", r.Method, r.URL.Path, rt.method)})
@@ -182,6 +200,14 @@ func (s *Server) routes() {
 	add("/v1/audio/speech", route{http.MethodPost, apiOpenAI, s.handleSpeech})
 	add("/v1/realtime", route{http.MethodGet, apiOpenAI, s.handleRealtime})
 	add("/v1/models", route{http.MethodGet, apiOpenAI, s.handleModels})
+	add("POST /v1/files", route{http.MethodPost, apiOpenAI, s.handleFileUpload})
+	add("GET /v1/files", route{http.MethodGet, apiOpenAI, s.handleFileList})
+	add("/v1/files/{id}", route{"", apiOpenAI, s.handleFile})
+	add("/v1/files/{id}/content", route{http.MethodGet, apiOpenAI, s.handleFileContent})
+	add("POST /v1/batches", route{http.MethodPost, apiOpenAI, s.handleBatchCreate})
+	add("GET /v1/batches", route{http.MethodGet, apiOpenAI, s.handleBatchList})
+	add("/v1/batches/{id}", route{http.MethodGet, apiOpenAI, s.handleBatchGet})
+	add("/v1/batches/{id}/cancel", route{http.MethodPost, apiOpenAI, s.handleBatchCancel})
 	add("/v1/models/{id...}", route{http.MethodGet, apiOpenAI, s.handleModel})
 	add("/api/chat", route{http.MethodPost, apiOllama, s.handleOllamaChat})
 	add("/api/generate", route{http.MethodPost, apiOllama, s.handleOllamaGenerate})
@@ -241,12 +267,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Message: "missing or wrong API key: send Authorization: Bearer KEY"})
 		return
 	}
-	if r.ContentLength > s.lim.MaxBodyBytes {
+	limit := s.lim.MaxBodyBytes
+	if r.URL.Path == "/v1/files" {
+		limit = max(limit, maxFileBytes+1<<20) // batch files are larger than requests
+	}
+	if r.ContentLength > limit {
 		rec.Header().Set("Connection", "close")
-		s.writeError(rec, r, apiOf(r.URL.Path), tooLarge(s.lim.MaxBodyBytes))
+		s.writeError(rec, r, apiOf(r.URL.Path), tooLarge(limit))
 		return
 	}
-	r.Body = http.MaxBytesReader(rec, r.Body, s.lim.MaxBodyBytes)
+	r.Body = http.MaxBytesReader(rec, r.Body, limit)
 	s.mux.ServeHTTP(rec, r)
 }
 

@@ -193,7 +193,7 @@ func (s *Server) transcribe(w http.ResponseWriter, r *http.Request, translate bo
 	f.File = nil // the samples are what is needed now
 	req := engine.TranscribeRequest{Model: m.Path, Samples: samples, TranscribeOptions: engine.TranscribeOptions{
 		Language: f.Language, Translate: translate, Prompt: f.Prompt, Temperatures: f.temperatures(),
-		WordTimestamps: f.wants("word"),
+		WordTimestamps: f.wants("word"), Priority: int(priority(r)),
 	}}
 	task := "transcribe"
 	if translate {

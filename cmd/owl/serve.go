@@ -253,8 +253,10 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 	stopReset := context.AfterFunc(ctx, func() { signal.Reset(os.Interrupt, syscall.SIGTERM) })
 	defer stopReset()
 	err = serveHTTP(ctx, ln, srv, f.shutdownGrace, stderr)
-	// The requests are over, or cancelled; the engine waits for those
-	// still unwinding, which takes a decode step.
+	// The requests are over, or cancelled; batches stop where they are
+	// (they resume at the next start); the engine waits for those still
+	// unwinding, which takes a decode step.
+	srv.Close()
 	e.Close()
 	if err != nil {
 		return err
