@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -356,7 +358,37 @@ type ChatRequest struct {
 	// from the answer's text; with Think false any reasoning is dropped.
 	// Think true for a model that does not think is ErrBadRequest.
 	Think *bool
+	// Tools the model may call, rendered by its own chat template; the
+	// calls it makes come in Chunk.ToolCalls and Result.ToolCalls, with
+	// FinishReason FinishToolCalls. ToolChoice: "" or "auto" (the model
+	// decides), "none" (the tools are not offered), "required" (the answer
+	// is one call, held to the template's call format by a grammar), or a
+	// tool's name (a call of that one).
+	Tools      []Tool
+	ToolChoice string
 	GenerateOptions
+}
+
+// Tool calling types; see llm.Tool.
+type (
+	Tool     = llm.Tool
+	ToolCall = llm.ToolCall
+)
+
+// TakesTools reports whether a chat template renders tool definitions.
+func TakesTools(template string) bool { return llm.TakesTools(template) }
+
+// FinishToolCalls is the finish reason of an answer that called tools.
+const FinishToolCalls = llm.FinishToolCalls
+
+// hasToolTurns reports whether msgs hold tool calls or their results.
+func hasToolTurns(msgs []Message) bool {
+	for _, m := range msgs {
+		if len(m.ToolCalls) > 0 || m.Role == "tool" {
+			return true
+		}
+	}
+	return false
 }
 
 // thinkTags are the markers a chat template's model reasons between.
@@ -415,47 +447,108 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 			}
 		}
 	}
-	prompt, err := m.model.FormatChat(msgs, true)
+	useTools := len(req.Tools) > 0 && req.ToolChoice != "none"
+	var prompt string
+	if useTools || hasToolTurns(msgs) {
+		var offered []Tool
+		if useTools {
+			offered = req.Tools
+		}
+		prompt, err = m.model.FormatChatTools(msgs, offered, true)
+	} else {
+		prompt, err = m.model.FormatChat(msgs, true)
+	}
 	if err != nil {
-		return Result{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		return Result{}, fmt.Errorf("%w: %s: %v", ErrBadRequest, filepath.Base(req.Model), err)
 	}
 	tmpl := m.model.ChatTemplate()
+	if useTools && req.ToolChoice != "" && req.ToolChoice != "auto" {
+		only := req.ToolChoice
+		if only == "required" {
+			only = ""
+		}
+		if req.Grammar != "" || req.JSONSchema != nil {
+			return Result{}, fmt.Errorf("%w: a required tool call and a response format cannot both hold the answer", ErrBadRequest)
+		}
+		if req.Grammar, err = m.model.ToolCallGrammar(req.Tools, only); err != nil {
+			return Result{}, fmt.Errorf("%w: %s: %v", ErrBadRequest, filepath.Base(req.Model), err)
+		}
+	}
 	open, close, thinks := Thinks(tmpl)
 	if req.Think != nil && *req.Think && !thinks {
 		return Result{}, fmt.Errorf("%w: %s does not think before it answers (its chat template has no reasoning markers)", ErrBadRequest, filepath.Base(req.Model))
 	}
+	var tp *thinking.Parser
+	dropThinking := false
 	if thinks {
-		dropThinking := false
 		if req.Think != nil && !*req.Think {
 			if off, ok := thinkingOff(tmpl, open, close); ok {
 				prompt += off
 			}
 			dropThinking = true
 		}
-		tp := &thinking.Parser{OpeningTag: open, ClosingTag: close}
+		tp = &thinking.Parser{OpeningTag: open, ClosingTag: close}
 		if strings.HasSuffix(strings.TrimRightFunc(prompt, unicode.IsSpace), open) {
 			tp.AddContent(open) // the prompt opened the reasoning already
 		}
-		var text, thought strings.Builder
-		next := onChunk
-		onChunk = func(ch Chunk) error {
+	}
+	var calls *llm.ToolParser
+	if useTools {
+		calls = llm.NewToolParser(llm.ToolTag(tmpl), req.Tools)
+	}
+	if tp == nil && calls == nil {
+		return e.runChat(ctx, m, prompt, images, req, onChunk)
+	}
+	// The answer's text is split into reasoning, tool calls and what is
+	// shown, as it streams.
+	var text, thought strings.Builder
+	var made []ToolCall
+	next := onChunk
+	forward := func(ch Chunk) error {
+		text.WriteString(ch.Text)
+		thought.WriteString(ch.Thinking)
+		made = append(made, ch.ToolCalls...)
+		if next == nil || (ch.Text == "" && ch.Thinking == "" && len(ch.ToolCalls) == 0 && len(ch.Tokens) == 0) {
+			return nil
+		}
+		return next(ch)
+	}
+	onChunk = func(ch Chunk) error {
+		if tp != nil {
 			th, content := tp.AddContent(ch.Text)
 			if dropThinking {
 				th = ""
 			}
-			text.WriteString(content)
-			thought.WriteString(th)
-			if next == nil || (th == "" && content == "" && len(ch.Tokens) == 0) {
-				return nil
-			}
 			ch.Text, ch.Thinking = content, th
-			return next(ch)
 		}
-		res, err := e.runChat(ctx, m, prompt, images, req, onChunk)
-		res.Text, res.Thinking = text.String(), thought.String()
-		return res, err
+		if calls != nil {
+			cs, content := calls.Add(ch.Text)
+			for i := range cs {
+				cs[i].ID = newCallID()
+				cs[i].Function.Index = len(made) + i
+			}
+			ch.Text, ch.ToolCalls = content, cs
+		}
+		return forward(ch)
 	}
-	return e.runChat(ctx, m, prompt, images, req, onChunk)
+	res, err := e.runChat(ctx, m, prompt, images, req, onChunk)
+	if err == nil && calls != nil {
+		if rest := calls.Flush(); rest != "" {
+			err = forward(Chunk{Text: rest})
+		}
+	}
+	res.Text, res.Thinking, res.ToolCalls = text.String(), thought.String(), made
+	if err == nil && len(made) > 0 {
+		res.FinishReason = FinishToolCalls
+	}
+	return res, err
+}
+
+// newCallID names a tool call.
+func newCallID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "call_" + hex.EncodeToString(b[:])
 }
 
 // runChat generates the answer to a rendered chat prompt.

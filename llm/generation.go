@@ -150,18 +150,23 @@ type Chunk struct {
 	// Thinking is reasoning text, which the engine's chat separates from
 	// Text for models that think before they answer.
 	Thinking string
+	// ToolCalls are the calls the engine's chat parsed from the answer.
+	ToolCalls []ToolCall
 }
 
 // Finish reasons.
 const (
 	FinishStop   = "stop"   // an end-of-generation token or a stop string
 	FinishLength = "length" // MaxTokens reached or the context is full
+	// FinishToolCalls: the answer called tools (the engine's chat).
+	FinishToolCalls = "tool_calls"
 )
 
 // Result describes a finished generation.
 type Result struct {
 	Text             string
-	Thinking         string // the reasoning separated from Text (see Chunk.Thinking)
+	Thinking         string     // the reasoning separated from Text (see Chunk.Thinking)
+	ToolCalls        []ToolCall // the tool calls parsed from the answer
 	Tokens           []Token
 	FinishReason     string
 	PromptTokens     int           // tokens of the prompt

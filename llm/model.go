@@ -3,6 +3,7 @@ package llm
 import (
 	"errors"
 	"fmt"
+	"github.com/ardanlabs/jinja"
 	"os"
 	"strings"
 	"sync"
@@ -31,6 +32,10 @@ type Model struct {
 
 	defuseOnce sync.Once
 	defuse     *strings.Replacer // control token texts → broken ones (nil: none)
+
+	jinjaOnce sync.Once // compiles the chat template for tool calling
+	jinja     *jinja.Template
+	jinjaErr  error
 }
 
 // LoadOptions says how to load a model.
@@ -116,6 +121,11 @@ type Message struct {
 	// Images are encoded image files (JPEG, PNG, ...) shown with this turn,
 	// for models with a vision projector.
 	Images [][]byte
+	// ToolCalls are an assistant turn's calls; ToolCallID and ToolName
+	// say which call a "tool" turn (a call's result) answers.
+	ToolCalls  []ToolCall
+	ToolCallID string
+	ToolName   string
 }
 
 // FormatChat renders msgs with the model's chat template; addAssistant ends

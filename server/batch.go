@@ -674,6 +674,20 @@ func openResults(path string) (*resultFile, error) {
 	return rf, nil
 }
 
+// has reports whether the line custom has a result.
+func (rf *resultFile) has(custom string) bool {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	return rf.done[custom]
+}
+
+// count is the number of results.
+func (rf *resultFile) count() int {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	return rf.n
+}
+
 // add appends a result, durably, unless its line has one already.
 func (rf *resultFile) add(res batchResult) error {
 	b, err := json.Marshal(res)
@@ -727,14 +741,14 @@ func (b *batches) run(ctx context.Context, id string) {
 	}
 	counts := func() {
 		b.update(id, func(o *batchObject) {
-			o.RequestCounts = batchCounts{Total: len(lines), Completed: out.n, Failed: bad.n}
+			o.RequestCounts = batchCounts{Total: len(lines), Completed: out.count(), Failed: bad.count()}
 		})
 	}
 	counts()
 	sem := make(chan struct{}, batchParallel)
 	var wg sync.WaitGroup
 	for _, l := range lines {
-		if out.done[l.CustomID] || bad.done[l.CustomID] {
+		if out.has(l.CustomID) || bad.has(l.CustomID) {
 			continue // done before a restart
 		}
 		if ctx.Err() != nil {
@@ -787,7 +801,7 @@ func (b *batches) finish(id, status string, errs []batchError, out, bad *resultF
 		rf  *resultFile
 		dst **string
 	}{{out, &outID}, {bad, &errID}} {
-		if rf.rf == nil || rf.rf.n == 0 {
+		if rf.rf == nil || rf.rf.count() == 0 {
 			continue
 		}
 		f, err := os.Open(rf.rf.f.Name())

@@ -47,9 +47,12 @@ func ollamaThink(t *ollama.ThinkValue) (*bool, error) {
 
 // ollamaMessage carries images as base64 strings.
 type ollamaMessage struct {
-	Role    string   `json:"role"`
-	Content string   `json:"content"`
-	Images  []string `json:"images"`
+	Role       string            `json:"role"`
+	Content    string            `json:"content"`
+	Images     []string          `json:"images"`
+	ToolCalls  []ollama.ToolCall `json:"tool_calls"`
+	ToolName   string            `json:"tool_name"`
+	ToolCallID string            `json:"tool_call_id"`
 }
 
 // ollamaGenerateRequest is the body of POST /api/generate.
@@ -283,8 +286,9 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	if hasTools(req.Tools) {
-		return badRequest("tools", "tools are not supported")
+	tools, err := parseTools(req.Tools)
+	if err != nil {
+		return err
 	}
 	opts, err := requestOptions(req.Options, req.Format, req.KeepAlive)
 	if err != nil {
@@ -313,13 +317,17 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 		if err != nil {
 			return err
 		}
-		msgs = append(msgs, engine.Message{Role: msg.Role, Content: msg.Content, Images: imgs})
+		calls := msg.ToolCalls
+		for j := range calls {
+			calls[j].Function.Index = j
+		}
+		msgs = append(msgs, engine.Message{Role: msg.Role, Content: msg.Content, Images: imgs, ToolCalls: calls, ToolName: msg.ToolName, ToolCallID: msg.ToolCallID})
 	}
 	think, err := ollamaThink(req.Think)
 	if err != nil {
 		return err
 	}
-	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think}
+	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think, Tools: tools}
 	stream := req.Stream == nil || *req.Stream
 	if !stream {
 		res, err := s.be.Chat(r.Context(), creq, nil)
@@ -327,18 +335,18 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 			return err
 		}
 		msg := assistant(res.Text)
-		msg.Thinking = res.Thinking
+		msg.Thinking, msg.ToolCalls = res.Thinking, res.ToolCalls
 		writeJSON(w, http.StatusOK, ollama.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: msg, Done: true,
 			DoneReason: res.FinishReason, Metrics: ollamaMetrics(res, time.Since(start))})
 		return nil
 	}
 	ev := newNDJSON(w)
 	res, err := s.be.Chat(r.Context(), creq, func(c engine.Chunk) error {
-		if c.Text == "" && c.Thinking == "" {
+		if c.Text == "" && c.Thinking == "" && len(c.ToolCalls) == 0 {
 			return nil
 		}
 		msg := assistant(c.Text)
-		msg.Thinking = c.Thinking
+		msg.Thinking, msg.ToolCalls = c.Thinking, c.ToolCalls
 		return ev.send(ollama.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: msg})
 	})
 	if err != nil {
@@ -561,6 +569,9 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 			}
 			info["tokenizer.ggml.model"] = gi.Tokenizer
 			out.Template = gi.ChatTemplate
+			if engine.TakesTools(gi.ChatTemplate) {
+				out.Capabilities = append(out.Capabilities, "tools")
+			}
 			if _, _, ok := engine.Thinks(gi.ChatTemplate); ok {
 				out.Capabilities = append(out.Capabilities, "thinking")
 			}

@@ -31,6 +31,8 @@ type chatCompletionRequest struct {
 	N                   *int            `json:"n"`
 	ResponseFormat      *responseFormat `json:"response_format"`
 	Tools               json.RawMessage `json:"tools"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls   *bool           `json:"parallel_tool_calls"` // accepted: an answer may call several tools
 	// ReasoningEffort turns a thinking model's reasoning off ("none",
 	// "minimal") or on ("low", "medium", "high"); the reasoning comes back
 	// as reasoning_content.
@@ -58,8 +60,11 @@ type streamOptions struct {
 // chatMessage is one message; its content is a string, an array of parts,
 // or null.
 type chatMessage struct {
-	Role    string         `json:"role"`
-	Content messageContent `json:"content"`
+	Role       string           `json:"role"`
+	Content    messageContent   `json:"content"`
+	ToolCalls  []openAIToolCall `json:"tool_calls"`
+	ToolCallID string           `json:"tool_call_id"`
+	Name       string           `json:"name"`
 }
 
 type messageContent struct {
@@ -229,6 +234,8 @@ func (s *Server) chatMessages(in []chatMessage) ([]engine.Message, error) {
 	}
 	out := make([]engine.Message, 0, len(in))
 	images := 0
+	callNames := map[string]string{} // tool call ids → the functions called
+	var err error
 	for i, m := range in {
 		role := m.Role
 		switch role {
@@ -267,6 +274,20 @@ func (s *Server) chatMessages(in []chatMessage) ([]engine.Message, error) {
 			}
 		}
 		msg.Content = text.String()
+		if len(m.ToolCalls) > 0 {
+			if msg.ToolCalls, err = engineCalls(m.ToolCalls, fmt.Sprintf("messages[%d].tool_calls", i)); err != nil {
+				return nil, err
+			}
+			for _, c := range msg.ToolCalls {
+				callNames[c.ID] = c.Function.Name
+			}
+		}
+		if role == "tool" {
+			msg.ToolCallID, msg.ToolName = m.ToolCallID, m.Name
+			if msg.ToolName == "" {
+				msg.ToolName = callNames[m.ToolCallID]
+			}
+		}
 		out = append(out, msg)
 	}
 	return out, nil
@@ -284,8 +305,13 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	if hasTools(req.Tools) {
-		return badRequest("tools", "tools (function calling) are not supported")
+	tools, err := parseTools(req.Tools)
+	if err != nil {
+		return err
+	}
+	choice, err := parseToolChoice(req.ToolChoice, tools)
+	if err != nil {
+		return err
 	}
 	maxTokens := req.MaxTokens
 	if req.MaxCompletionTokens != nil {
@@ -307,7 +333,7 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think}
+	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think, Tools: tools, ToolChoice: choice}
 	id, created := newID("chatcmpl-"), time.Now().Unix()
 	if !req.Stream {
 		res, err := s.be.Chat(r.Context(), creq, nil)
@@ -316,7 +342,8 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 		}
 		u := usage(res)
 		writeJSON(w, http.StatusOK, chatCompletion{ID: id, Object: "chat.completion", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint(),
-			Choices: []chatChoice{{Message: &chatMessageOut{Role: "assistant", Content: res.Text, ReasoningContent: res.Thinking}, FinishReason: &res.FinishReason}}, Usage: &u})
+			Choices: []chatChoice{{Message: &chatMessageOut{Role: "assistant", Content: res.Text, ReasoningContent: res.Thinking,
+				ToolCalls: toOpenAICalls(res.ToolCalls, false)}, FinishReason: &res.FinishReason}}, Usage: &u})
 		return nil
 	}
 	ev := newSSE(w)
@@ -334,6 +361,11 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 		}
 		if c.Thinking != "" {
 			if err := ev.send(chunk(chatDelta{ReasoningContent: &c.Thinking}, nil)); err != nil {
+				return err
+			}
+		}
+		if len(c.ToolCalls) > 0 {
+			if err := ev.send(chunk(chatDelta{ToolCalls: toOpenAICalls(c.ToolCalls, true)}, nil)); err != nil {
 				return err
 			}
 		}
@@ -383,17 +415,19 @@ type chatChoice struct {
 }
 
 type chatMessageOut struct {
-	Role             string `json:"role"`
-	Content          string `json:"content"`
-	ReasoningContent string `json:"reasoning_content,omitempty"` // a thinking model's reasoning
+	Role             string           `json:"role"`
+	Content          string           `json:"content"`
+	ReasoningContent string           `json:"reasoning_content,omitempty"` // a thinking model's reasoning
+	ToolCalls        []openAIToolCall `json:"tool_calls,omitempty"`
 }
 
 // chatDelta is what a chunk adds to the message; the last chunk's is
 // empty.
 type chatDelta struct {
-	Role             string  `json:"role,omitempty"`
-	Content          *string `json:"content,omitempty"`
-	ReasoningContent *string `json:"reasoning_content,omitempty"`
+	Role             string           `json:"role,omitempty"`
+	Content          *string          `json:"content,omitempty"`
+	ReasoningContent *string          `json:"reasoning_content,omitempty"`
+	ToolCalls        []openAIToolCall `json:"tool_calls,omitempty"`
 }
 
 type openAIUsage struct {
@@ -570,8 +604,3 @@ func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// hasTools reports whether a request's tools field lists any tool.
-func hasTools(raw json.RawMessage) bool {
-	t := string(bytes.TrimSpace(raw))
-	return t != "" && t != "null" && t != "[]"
-}

@@ -193,6 +193,15 @@ func (m *Model) ControlTexts() []string {
 	return out
 }
 
+// TokenText is the vocabulary's text of token t ("" when out of range):
+// a control token's own text ("<|begin_of_text|>").
+func (m *Model) TokenText(t Token) string {
+	if t < 0 || int(t) >= m.nVocab {
+		return ""
+	}
+	return C.GoString(C.llama_vocab_get_text(m.vocab, C.llama_token(t)))
+}
+
 // Piece returns the bytes token t renders as in output; control tokens and
 // tokens out of range render as "".
 func (m *Model) Piece(t Token) string {
