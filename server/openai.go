@@ -603,4 +603,3 @@ func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, openAIModel(m))
 	return nil
 }
-
