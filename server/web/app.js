@@ -325,6 +325,16 @@ function messageElement(m) {
     img.alt = "Attached image";
     li.append(img);
   }
+  if (m.thinking) {
+    const d = document.createElement("details");
+    d.className = "thinking";
+    const s = document.createElement("summary");
+    s.textContent = "Reasoning";
+    const t = document.createElement("div");
+    t.textContent = m.thinking;
+    d.append(s, t);
+    li.append(d);
+  }
   const body = document.createElement("div");
   body.className = "body";
   if (m.role === "assistant") body.append(render(m.content)); else body.textContent = m.content;
@@ -431,6 +441,7 @@ async function send(e) {
       if (chunk.error) throw new Error(chunk.error.message || chunk.error);
       const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
       if (delta && delta.content) { answer.content += delta.content; redraw(); }
+      if (delta && delta.reasoning_content) { answer.thinking = (answer.thinking || "") + delta.reasoning_content; }
       if (chunk.usage) answer.usage = chunk.usage;
     }
   } catch (err) {
