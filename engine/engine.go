@@ -124,6 +124,9 @@ type textModel struct {
 	proj     *llm.Projector  // nil until a projector is attached
 	projPath string          // its file
 	images   *llm.ImageCache // embeddings of the images seen, by content hash
+
+	embMu sync.Mutex    // guards emb, made on the first Embed
+	emb   *llm.Embedder // the model's embedding context
 }
 
 // vision returns the model's projector and image cache (nil, nil for a
@@ -137,6 +140,11 @@ func (m *textModel) vision() (*llm.Projector, *llm.ImageCache) {
 // Close stops the runner and frees the model.
 func (m *textModel) Close() error {
 	m.runner.close()
+	m.embMu.Lock()
+	if m.emb != nil {
+		m.emb.Close()
+	}
+	m.embMu.Unlock()
 	if proj, _ := m.vision(); proj != nil {
 		proj.Close()
 	}
@@ -571,6 +579,85 @@ func (e *Engine) runChat(ctx context.Context, m *textModel, prompt string, image
 		return Result{}, err
 	}
 	return m.run(ctx, toks, nil, req.GenerateOptions, onChunk)
+}
+
+// embeddingContext is the longest text one embedding takes, in tokens.
+const embeddingContext = 2048
+
+// EmbedRequest is texts to turn into embeddings.
+type EmbedRequest struct {
+	Model  string
+	Inputs []string
+	// Truncate cuts an input over the model's context to it; without it,
+	// such an input is ErrContextFull.
+	Truncate bool
+	// Normalize scales each embedding to unit length; Dimensions, when
+	// positive and smaller than the model's width, keeps the first ones
+	// (Matryoshka embeddings), before normalizing.
+	Normalize  bool
+	Dimensions int
+	Priority   Priority
+	KeepAlive  *time.Duration
+}
+
+// EmbedResult is the embeddings of an EmbedRequest's inputs, in order.
+type EmbedResult struct {
+	Embeddings   [][]float32
+	PromptTokens int
+	Duration     time.Duration
+}
+
+// Embed computes the embeddings of req's inputs: an embedding model's (a
+// BERT-family GGUF, pooled as it says) or a generative model's (its last
+// hidden states' mean). The model's embedding context is made on first
+// use beside its generation context; the computation shares the CPU
+// through the engine's gate, in req.Priority's turn.
+func (e *Engine) Embed(ctx context.Context, req EmbedRequest) (EmbedResult, error) {
+	start := time.Now()
+	if len(req.Inputs) == 0 {
+		return EmbedResult{}, fmt.Errorf("%w: embed: no input", ErrBadRequest)
+	}
+	if req.Dimensions < 0 {
+		return EmbedResult{}, fmt.Errorf("%w: dimensions %d must not be negative", ErrBadRequest, req.Dimensions)
+	}
+	m, l, err := e.textModel(ctx, req.Model, "")
+	if err != nil {
+		return EmbedResult{}, err
+	}
+	defer l.release(req.KeepAlive)
+	m.embMu.Lock()
+	if m.emb == nil {
+		m.emb, err = m.model.NewEmbedder(e.threads(), embeddingContext)
+	}
+	emb := m.emb
+	m.embMu.Unlock()
+	if err != nil {
+		return EmbedResult{}, err
+	}
+	if req.Dimensions > emb.NumEmbd() {
+		return EmbedResult{}, fmt.Errorf("%w: dimensions %d: %s makes embeddings of %d", ErrBadRequest, req.Dimensions, filepath.Base(req.Model), emb.NumEmbd())
+	}
+	var vecs [][]float32
+	var n int
+	e.gate.Do(int(req.Priority), e.threads(), func() {
+		vecs, n, err = emb.Embed(ctx, req.Inputs, req.Truncate)
+	})
+	if errors.Is(err, llm.ErrTooLong) {
+		return EmbedResult{}, fmt.Errorf("%w: %v (truncate cuts it)", ErrContextFull, err)
+	}
+	if err != nil {
+		return EmbedResult{}, err
+	}
+	for i, v := range vecs {
+		if req.Dimensions > 0 {
+			v = v[:req.Dimensions]
+		}
+		if req.Normalize {
+			v = llm.Normalize(v)
+		}
+		vecs[i] = v
+	}
+	return EmbedResult{Embeddings: vecs, PromptTokens: n, Duration: time.Since(start)}, nil
 }
 
 // ImageMarker, in a chat message's content, says where the next of its

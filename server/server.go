@@ -30,6 +30,7 @@ type Backend interface {
 	Transcribe(ctx context.Context, req engine.TranscribeRequest) (*engine.Transcript, error)
 	Listen(ctx context.Context, req engine.ListenRequest, onEvent func(engine.ListenEvent) error) (engine.ListenStats, error)
 	OpenVoice(ctx context.Context, model, config string) (*engine.Voice, error)
+	Embed(ctx context.Context, req engine.EmbedRequest) (engine.EmbedResult, error)
 	Metrics() engine.Metrics
 	Load(ctx context.Context, req engine.LoadRequest) error
 	Unload(path string) bool
@@ -200,6 +201,9 @@ func (s *Server) routes() {
 	add("/v1/audio/speech", route{http.MethodPost, apiOpenAI, s.handleSpeech})
 	add("/v1/realtime", route{http.MethodGet, apiOpenAI, s.handleRealtime})
 	add("/v1/models", route{http.MethodGet, apiOpenAI, s.handleModels})
+	add("/v1/embeddings", route{http.MethodPost, apiOpenAI, s.handleEmbeddings})
+	add("/api/embed", route{http.MethodPost, apiOllama, s.handleOllamaEmbed})
+	add("/api/embeddings", route{http.MethodPost, apiOllama, s.handleOllamaEmbeddings})
 	add("POST /v1/files", route{http.MethodPost, apiOpenAI, s.handleFileUpload})
 	add("GET /v1/files", route{http.MethodGet, apiOpenAI, s.handleFileList})
 	add("/v1/files/{id}", route{"", apiOpenAI, s.handleFile})

@@ -51,6 +51,33 @@ type ContextParams struct {
 	FlashAttn bool   // use the flash-attention kernels
 	KVType    KVType // KV cache element type
 	UnifiedKV bool   // sequences share one KV buffer instead of n_ctx/n_seq each
+	// Embeddings makes the context compute pooled embeddings (read with
+	// Embedding) instead of logits, pooled by Pooling.
+	Embeddings bool
+	Pooling    Pooling
+}
+
+// Pooling is how an embedding context pools a sequence's token embeddings.
+type Pooling int
+
+// Poolings: the model's own (its GGUF's pooling_type), or one of these.
+const (
+	PoolingModel Pooling = iota
+	PoolingMean
+	PoolingCLS
+	PoolingLast
+)
+
+func (p Pooling) native() C.enum_llama_pooling_type {
+	switch p {
+	case PoolingMean:
+		return C.LLAMA_POOLING_TYPE_MEAN
+	case PoolingCLS:
+		return C.LLAMA_POOLING_TYPE_CLS
+	case PoolingLast:
+		return C.LLAMA_POOLING_TYPE_LAST
+	}
+	return C.LLAMA_POOLING_TYPE_UNSPECIFIED
 }
 
 // Context is an inference context: a KV cache and compute buffers over a
@@ -92,6 +119,10 @@ func NewContext(m *Model, p ContextParams) (*Context, error) {
 	params.type_v = kv
 	params.kv_unified = C.bool(p.UnifiedKV)
 	params.no_perf = true
+	if p.Embeddings {
+		params.embeddings = true
+		params.pooling_type = p.Pooling.native()
+	}
 	if p.FlashAttn {
 		params.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_ENABLED
 	} else {
@@ -233,6 +264,55 @@ func (c *Context) SeqCopy(src, dst, p0, p1 int32) {
 // SeqPosMax is the largest position stored for seq, or -1 when it is empty.
 func (c *Context) SeqPosMax(seq int32) int32 {
 	return int32(C.llama_memory_seq_pos_max(C.llama_get_memory(c.c), C.llama_seq_id(seq)))
+}
+
+// DecodeAll evaluates tokens as Decode does, every row an output and no
+// logits copied: for an embedding context, read with Embedding after.
+func (c *Context) DecodeAll(tokens []Token, pos []int32, seq []int32) error {
+	n := len(tokens)
+	if n == 0 {
+		return nil
+	}
+	if len(pos) != n || len(seq) != n {
+		return fmt.Errorf("decode: %d tokens but %d positions, %d sequences", n, len(pos), len(seq))
+	}
+	if n > c.nBatch {
+		return fmt.Errorf("decode: %d tokens exceed the batch size %d", n, c.nBatch)
+	}
+	c.want = c.want[:0]
+	for range n {
+		c.want = append(c.want, 1)
+	}
+	status := C.owl_decode(c.c, C.int32_t(n), (*C.int32_t)(unsafe.Pointer(&tokens[0])), (*C.int32_t)(unsafe.Pointer(&pos[0])),
+		(*C.int32_t)(unsafe.Pointer(&seq[0])), (*C.int8_t)(unsafe.Pointer(&c.want[0])), nil, 0)
+	switch {
+	case status == 0:
+		return nil
+	case status == 1:
+		return fmt.Errorf("%w: no room for %d tokens in %d cells", ErrKVFull, n, c.nCtx)
+	case status == 2:
+		return ErrAborted
+	case status == C.OWL_EXCEPTION:
+		return errors.New("llama_decode failed: llama.cpp raised an exception")
+	}
+	return fmt.Errorf("llama_decode failed with status %d", int(status))
+}
+
+// PoolingUsed reports whether the context pools embeddings (an embedding
+// context over a model whose pooling is not "none").
+func (c *Context) PoolingUsed() bool {
+	return C.llama_pooling_type(c.c) != C.LLAMA_POOLING_TYPE_NONE && C.llama_pooling_type(c.c) != C.LLAMA_POOLING_TYPE_UNSPECIFIED
+}
+
+// Embedding is sequence seq's pooled embedding after a Decode of an
+// embedding context (nil when there is none), NumEmbd floats.
+func (c *Context) Embedding(seq int32) []float32 {
+	p := C.llama_get_embeddings_seq(c.c, C.llama_seq_id(seq))
+	if p == nil {
+		return nil
+	}
+	n := int(C.llama_model_n_embd(c.model.c))
+	return append([]float32(nil), unsafe.Slice((*float32)(unsafe.Pointer(p)), n)...)
 }
 
 // ClearKV empties the KV cache.

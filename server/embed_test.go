@@ -1,0 +1,143 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"math"
+	"net/http"
+	"net/url"
+	"testing"
+
+	ollama "github.com/ollama/ollama/api"
+	openai "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+)
+
+func norm(v []float64) float64 {
+	var s float64
+	for _, x := range v {
+		s += x * x
+	}
+	return math.Sqrt(s)
+}
+
+func maxDiff(a, b []float64) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	var d float64
+	for i := range a {
+		d = max(d, math.Abs(a[i]-b[i]))
+	}
+	return d
+}
+
+// Embeddings of the tiny generative model (mean-pooled) through OpenAI's
+// SDK and ollama's client: unit vectors, float and base64 the same, texts
+// batched equal to texts alone, the same text twice the same vector,
+// dimensions cut and renormalized.
+func TestEmbeddingsOverBothAPIs(t *testing.T) {
+	ts := testServer(t, Config{})
+	ctx := context.Background()
+	c := openai.NewClient(option.WithBaseURL(ts.URL+"/v1/"), option.WithAPIKey("x"), option.WithMaxRetries(0))
+	texts := []string{"The owl sees at night.", "Owls hunt mice.", "A completely different sentence about boats.", "The owl sees at night."}
+	batch, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "tiny", Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: texts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(batch.Data) != 4 || batch.Usage.PromptTokens < 8 {
+		t.Fatalf("batch: %d embeddings, %d tokens", len(batch.Data), batch.Usage.PromptTokens)
+	}
+	for i, d := range batch.Data {
+		if d.Index != int64(i) || math.Abs(norm(d.Embedding)-1) > 1e-4 || len(d.Embedding) != 64 {
+			t.Fatalf("embedding %d: index %d, norm %v, width %d", i, d.Index, norm(d.Embedding), len(d.Embedding))
+		}
+		alone, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "tiny", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String(texts[i])}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := maxDiff(alone.Data[0].Embedding, d.Embedding); d > 1e-4 {
+			t.Fatalf("text %d: batched and alone differ by %v", i, d)
+		}
+	}
+	if d := maxDiff(batch.Data[0].Embedding, batch.Data[3].Embedding); d > 1e-5 {
+		t.Fatalf("the same text twice differs by %v", d)
+	}
+	if d := maxDiff(batch.Data[0].Embedding, batch.Data[2].Embedding); d < 1e-3 {
+		t.Fatalf("different texts give the same vector (%v)", d)
+	}
+	b64, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "tiny", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String(texts[0])},
+		EncodingFormat: openai.EmbeddingNewParamsEncodingFormatBase64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The SDK decodes base64 itself; decode the raw field too.
+	var raw string
+	if f, ok := b64.Data[0].JSON.ExtraFields["embedding"]; ok {
+		raw = f.Raw()
+	} else {
+		raw = b64.Data[0].JSON.Embedding.Raw()
+	}
+	if len(raw) > 2 && raw[0] == '"' {
+		bytes, err := base64.StdEncoding.DecodeString(raw[1 : len(raw)-1])
+		if err != nil || len(bytes) != 4*64 {
+			t.Fatalf("base64: %d bytes %v", len(bytes), err)
+		}
+		for j := range 64 {
+			if x := float64(math.Float32frombits(binary.LittleEndian.Uint32(bytes[4*j:]))); math.Abs(x-batch.Data[0].Embedding[j]) > 1e-4 {
+				t.Fatalf("base64 value %d: %v, float %v", j, x, batch.Data[0].Embedding[j])
+			}
+		}
+	} else if d := maxDiff(b64.Data[0].Embedding, batch.Data[0].Embedding); d > 1e-4 {
+		t.Fatalf("base64 and float differ by %v (%s)", d, raw)
+	}
+	cut, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "tiny", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String(texts[0])}, Dimensions: openai.Int(16)})
+	if err != nil || len(cut.Data[0].Embedding) != 16 || math.Abs(norm(cut.Data[0].Embedding)-1) > 1e-4 {
+		t.Fatalf("dimensions 16: %v", err)
+	}
+	code, _, body := post(t, ts.URL+"/v1/embeddings", "application/json", []byte(`{"model":"tiny","input":[]}`))
+	if code != http.StatusBadRequest {
+		t.Fatalf("no input: %d %s", code, body)
+	}
+	code, _, body = post(t, ts.URL+"/v1/embeddings", "application/json", []byte(`{"model":"tiny","input":"x","dimensions":100000}`))
+	if code != http.StatusBadRequest {
+		t.Fatalf("too many dimensions: %d %s", code, body)
+	}
+
+	u, _ := url.Parse(ts.URL)
+	cl := ollama.NewClient(u, http.DefaultClient)
+	er, err := cl.Embed(ctx, &ollama.EmbedRequest{Model: "tiny", Input: []string{texts[0], texts[1]}})
+	if err != nil || len(er.Embeddings) != 2 || er.PromptEvalCount < 4 {
+		t.Fatalf("ollama embed: %+v %v", er, err)
+	}
+	for i := range 2 {
+		v := make([]float64, len(er.Embeddings[i]))
+		for j, x := range er.Embeddings[i] {
+			v[j] = float64(x)
+		}
+		if d := maxDiff(v, batch.Data[i].Embedding); d > 1e-4 {
+			t.Fatalf("ollama and OpenAI differ by %v", d)
+		}
+	}
+	old, err := cl.Embeddings(ctx, &ollama.EmbeddingRequest{Model: "tiny", Prompt: texts[0]})
+	if err != nil || len(old.Embedding) != 64 {
+		t.Fatalf("ollama embeddings: %v", err)
+	}
+	if n := norm(old.Embedding); n == 0 {
+		t.Fatal("a zero embedding")
+	}
+	// The old endpoint's vector, normalized, is the new one's.
+	n := norm(old.Embedding)
+	for j := range old.Embedding {
+		old.Embedding[j] /= n
+	}
+	if d := maxDiff(old.Embedding, batch.Data[0].Embedding); d > 1e-4 {
+		t.Fatalf("the old endpoint differs by %v once normalized", d)
+	}
+	var se ollama.StatusError
+	if _, err := cl.Embed(ctx, &ollama.EmbedRequest{Model: "ggml-micro.en", Input: "x"}); !errors.As(err, &se) || se.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a speech model's embeddings: %v", err)
+	}
+}
