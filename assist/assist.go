@@ -39,13 +39,13 @@ type Config struct {
 	// FitAudioCtx encodes the user's turns with an audio context just
 	// long enough for them instead of 30-s windows: several times faster,
 	// less accurate (see engine.StreamOptions).
-	FitAudioCtx bool
-	Voice, VoiceConfig   string // the voice (""/"espeak": espeak-ng's; a Piper voice's .onnx)
-	Speak                engine.SpeakOptions
-	System               string   // the system prompt
-	Images               [][]byte // shown with the first turn
-	MaxTokens            int      // of an answer (0: 256)
-	Sampling             engine.Sampling
+	FitAudioCtx        bool
+	Voice, VoiceConfig string // the voice (""/"espeak": espeak-ng's; a Piper voice's .onnx)
+	Speak              engine.SpeakOptions
+	System             string   // the system prompt
+	Images             [][]byte // shown with the first turn
+	MaxTokens          int      // of an answer (0: 256)
+	Sampling           engine.Sampling
 	// Play, when set, plays a sentence's speech, blocking until it has
 	// played; an answer cut off stops it through ctx. What Play finished
 	// is what the history holds as said. Without it, a sentence is said
