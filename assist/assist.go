@@ -308,6 +308,10 @@ func (c *Conversation) imagesShown() bool {
 type ReplyOptions struct {
 	TextOnly  bool // generate the answer without speaking it
 	MaxTokens int  // of the answer (0: Config.MaxTokens; negative: until the context is full)
+	// Tools the model may call (see engine.ChatRequest); the calls come
+	// in Reply.Usage.ToolCalls, and only the answer's text is spoken.
+	Tools      []engine.Tool
+	ToolChoice string
 }
 
 // Reply is one answer, as generated and as spoken.
@@ -346,7 +350,7 @@ func (c *Conversation) Reply(ctx context.Context, turn int, msgs []engine.Messag
 	go func() {
 		defer close(sentences)
 		var pending, all strings.Builder
-		r.Usage, genErr = c.e.Chat(ctx, engine.ChatRequest{Model: c.cfg.ChatModel, Projector: c.cfg.Projector, Messages: msgs,
+		r.Usage, genErr = c.e.Chat(ctx, engine.ChatRequest{Model: c.cfg.ChatModel, Projector: c.cfg.Projector, Messages: msgs, Tools: opts.Tools, ToolChoice: opts.ToolChoice,
 			GenerateOptions: engine.GenerateOptions{MaxTokens: opts.MaxTokens, Sampling: c.cfg.Sampling, Priority: engine.PriorityInteractive}},
 			func(ch engine.Chunk) error {
 				if ch.Text == "" {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	ollama "github.com/ollama/ollama/api"
 
 	"github.com/owlengine/owl/assist"
 	"github.com/owlengine/owl/engine"
@@ -214,6 +215,9 @@ type rtConfig struct {
 	Turn          *rtTurn          // nil: the client commits the audio
 	Voice         string
 	Speed         float64
+	Tools         []engine.Tool
+	ToolsRaw      []json.RawMessage // as the client sent them
+	ToolChoice    string            // "", auto, none, required, or a tool's name
 }
 
 func (c *rtConfig) audioOut() bool { return c.Modalities[0] == "audio" }
@@ -235,7 +239,7 @@ func (c *rtConfig) object(id, modelName string) map[string]any {
 	return map[string]any{
 		"type": "realtime", "object": "realtime.session", "id": id, "model": modelName,
 		"output_modalities": c.Modalities, "instructions": c.Instructions,
-		"tools": []any{}, "tool_choice": "auto", "max_output_tokens": maxTokens,
+		"tools": toolsShown(c.ToolsRaw), "tool_choice": toolChoiceShown(c.ToolChoice), "max_output_tokens": maxTokens,
 		"temperature": c.Temperature, "tracing": nil, "prompt": nil, "include": nil, "truncation": "auto",
 		"expires_at": 0,
 		"audio": map[string]any{
@@ -244,6 +248,77 @@ func (c *rtConfig) object(id, modelName string) map[string]any {
 			"output": map[string]any{"format": c.OutFormat, "voice": c.Voice, "speed": c.Speed},
 		},
 	}
+}
+
+func toolsShown(raw []json.RawMessage) any {
+	if raw == nil {
+		return []any{}
+	}
+	return raw
+}
+
+func toolChoiceShown(c string) any {
+	switch c {
+	case "", "auto":
+		return "auto"
+	case "none", "required":
+		return c
+	}
+	return map[string]any{"type": "function", "name": c}
+}
+
+// parseRealtimeTools reads a session's or response's tools (the Realtime
+// API's flat form: {"type": "function", "name", "description",
+// "parameters"}) and tool_choice.
+func parseRealtimeTools(raw []json.RawMessage, choice json.RawMessage, param string) ([]engine.Tool, string, *rtError) {
+	var tools []engine.Tool
+	seen := map[string]bool{}
+	for i, r := range raw {
+		var t struct {
+			Type        string          `json:"type"`
+			Name        string          `json:"name"`
+			Description string          `json:"description"`
+			Parameters  json.RawMessage `json:"parameters"`
+		}
+		if err := json.Unmarshal(r, &t); err != nil {
+			return nil, "", rtInvalid("invalid_value", fmt.Sprintf("%s.tools[%d]", param, i), "tools[%d]: %v", i, err)
+		}
+		if t.Type != "function" && t.Type != "" {
+			return nil, "", rtInvalid("unsupported", fmt.Sprintf("%s.tools[%d].type", param, i), "tools[%d]: type %s (owl takes function tools)", i, quoteShort(t.Type))
+		}
+		if t.Name == "" || seen[t.Name] {
+			return nil, "", rtInvalid("invalid_value", fmt.Sprintf("%s.tools[%d].name", param, i), "tools[%d]: a name missing or given twice", i)
+		}
+		seen[t.Name] = true
+		nested, _ := json.Marshal(map[string]any{"type": "function", "function": map[string]any{"name": t.Name, "description": t.Description, "parameters": t.Parameters}})
+		var et engine.Tool
+		if len(t.Parameters) == 0 {
+			nested, _ = json.Marshal(map[string]any{"type": "function", "function": map[string]any{"name": t.Name, "description": t.Description}})
+		}
+		if err := json.Unmarshal(nested, &et); err != nil {
+			return nil, "", rtInvalid("invalid_value", fmt.Sprintf("%s.tools[%d].parameters", param, i), "tools[%d].parameters: %v", i, err)
+		}
+		tools = append(tools, et)
+	}
+	c := ""
+	if len(choice) > 0 && !isNull(choice) {
+		var sv string
+		if json.Unmarshal(choice, &sv) == nil {
+			if sv != "auto" && sv != "none" && sv != "required" {
+				return nil, "", rtInvalid("invalid_value", param+".tool_choice", "tool_choice %s: want auto, none, required or a function", quoteShort(sv))
+			}
+			c = sv
+		} else {
+			var f struct {
+				Name string `json:"name"`
+			}
+			if json.Unmarshal(choice, &f) != nil || f.Name == "" || !seen[f.Name] {
+				return nil, "", rtInvalid("invalid_value", param+".tool_choice", "tool_choice must be auto, none, required or {\"type\": \"function\", \"name\"} of a tool offered")
+			}
+			c = f.Name
+		}
+	}
+	return tools, c, nil
 }
 
 // rtSessionUpdate is session.update's session: absent fields keep their
@@ -256,8 +331,9 @@ type rtSessionUpdate struct {
 	Modalities       []string        `json:"modalities"` // the beta protocol's name
 	MaxOutputTokens  json.RawMessage `json:"max_output_tokens"`
 	Temperature      *float64        `json:"temperature"`
-	Tools            []any           `json:"tools"`
-	Voice            json.RawMessage `json:"voice"` // the beta protocol's place for it
+	Tools            []json.RawMessage `json:"tools"`
+	ToolChoice       json.RawMessage   `json:"tool_choice"`
+	Voice            json.RawMessage   `json:"voice"` // the beta protocol's place for it
 	Audio            *struct {
 		Input *struct {
 			Format        *rtFormat       `json:"format"`
@@ -323,8 +399,20 @@ func (s *Server) applySessionUpdate(c rtConfig, u *rtSessionUpdate) (rtConfig, *
 	if u.Type != "" && u.Type != "realtime" {
 		return c, rtInvalid("invalid_value", "session.type", "session type %s: owl's sessions are conversations (type realtime)", quoteShort(u.Type))
 	}
-	if len(u.Tools) > 0 {
-		return c, rtInvalid("unsupported", "session.tools", "tools are not supported in realtime sessions yet")
+	if u.Tools != nil || u.ToolChoice != nil {
+		raw := c.ToolsRaw
+		if u.Tools != nil {
+			raw = u.Tools
+		}
+		choice := u.ToolChoice
+		tools, tc, err := parseRealtimeTools(raw, choice, "session")
+		if err != nil {
+			return c, err
+		}
+		if choice == nil {
+			tc = c.ToolChoice
+		}
+		c.Tools, c.ToolsRaw, c.ToolChoice = tools, raw, tc
 	}
 	if u.Instructions != nil {
 		c.Instructions = *u.Instructions
@@ -600,10 +688,15 @@ func (c rtContent) text() string {
 type rtItem struct {
 	ID      string      `json:"id"`
 	Object  string      `json:"object"`
-	Type    string      `json:"type"`
+	Type    string      `json:"type"` // message, function_call or function_call_output
 	Status  string      `json:"status"`
-	Role    string      `json:"role"`
-	Content []rtContent `json:"content"`
+	Role    string      `json:"role,omitempty"`
+	Content []rtContent `json:"content,omitempty"`
+	// A function call and its output.
+	CallID    string `json:"call_id,omitempty"`
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments,omitempty"`
+	Output    string `json:"output,omitempty"`
 
 	// An answer's audio: its pieces and length, for truncation.
 	sentences []assist.Sentence
@@ -625,10 +718,14 @@ func (it *rtItem) clone() *rtItem {
 // decoded and audio transcribed by the session.
 func (s *Server) parseItem(b json.RawMessage, param string) (*rtItem, int, *rtError) {
 	var in struct {
-		ID      string `json:"id"`
-		Type    string `json:"type"`
-		Role    string `json:"role"`
-		Content []struct {
+		ID        string `json:"id"`
+		Type      string `json:"type"`
+		Role      string `json:"role"`
+		CallID    string `json:"call_id"`
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+		Output    string `json:"output"`
+		Content   []struct {
 			Type       string  `json:"type"`
 			Text       string  `json:"text"`
 			Audio      string  `json:"audio"`
@@ -646,7 +743,23 @@ func (s *Server) parseItem(b json.RawMessage, param string) (*rtItem, int, *rtEr
 	switch in.Type {
 	case "message", "":
 	case "function_call", "function_call_output":
-		return nil, 0, rtInvalid("unsupported", param+".type", "%s items: tools are not supported in realtime sessions yet", in.Type)
+		if in.CallID == "" {
+			return nil, 0, rtInvalid("missing_required_parameter", param+".call_id", "a %s item needs its call_id", in.Type)
+		}
+		it := &rtItem{ID: newID("item_"), Object: "realtime.item", Type: in.Type, Status: "completed", CallID: in.CallID, Output: in.Output}
+		if in.Type == "function_call" {
+			if in.Name == "" {
+				return nil, 0, rtInvalid("missing_required_parameter", param+".name", "a function_call item needs the function's name")
+			}
+			if a := strings.TrimSpace(in.Arguments); a != "" && !json.Valid([]byte(a)) {
+				return nil, 0, rtInvalid("invalid_value", param+".arguments", "arguments must be a JSON text")
+			}
+			it.Name, it.Arguments = in.Name, in.Arguments
+		}
+		if in.ID != "" && len(in.ID) <= 64 {
+			it.ID = in.ID
+		}
+		return it, 0, nil
 	default:
 		return nil, 0, rtInvalid("invalid_value", param+".type", "item type %s: want message", quoteShort(in.Type))
 	}
@@ -1377,7 +1490,20 @@ func messagesOf(instructions string, items []*rtItem) []engine.Message {
 	if instructions != "" {
 		out = append(out, engine.Message{Role: "system", Content: instructions})
 	}
+	names := map[string]string{} // call ids → the functions called
 	for _, it := range items {
+		switch it.Type {
+		case "function_call":
+			args := ollama.NewToolCallFunctionArguments()
+			json.Unmarshal([]byte(cmpOr(it.Arguments, "{}")), &args)
+			names[it.CallID] = it.Name
+			out = append(out, engine.Message{Role: "assistant", ToolCalls: []engine.ToolCall{{ID: it.CallID,
+				Function: ollama.ToolCallFunction{Name: it.Name, Arguments: args}}}})
+			continue
+		case "function_call_output":
+			out = append(out, engine.Message{Role: "tool", Content: it.Output, ToolCallID: it.CallID, ToolName: names[it.CallID]})
+			continue
+		}
 		m := engine.Message{Role: it.Role}
 		var parts []string
 		for _, c := range it.Content {
@@ -1405,7 +1531,8 @@ type rtResponseParams struct {
 	Conversation     string            `json:"conversation"` // auto or none
 	Input            []json.RawMessage `json:"input"`
 	Metadata         map[string]string `json:"metadata"`
-	Tools            []any             `json:"tools"`
+	Tools            []json.RawMessage `json:"tools"`
+	ToolChoice       json.RawMessage   `json:"tool_choice"`
 	Audio            *struct {
 		Output *struct {
 			Format *rtFormat       `json:"format"`
@@ -1441,8 +1568,20 @@ func (ss *rtSession) createResponse(b json.RawMessage) error {
 			return rerr
 		}
 	}
-	if len(p.Tools) > 0 {
-		return rtInvalid("unsupported", "response.tools", "tools are not supported in realtime sessions yet")
+	tools, toolChoice := cfg.Tools, cfg.ToolChoice
+	if p.Tools != nil || p.ToolChoice != nil {
+		raw := cfg.ToolsRaw
+		if p.Tools != nil {
+			raw = p.Tools
+		}
+		ts, tc, rerr := parseRealtimeTools(raw, p.ToolChoice, "response")
+		if rerr != nil {
+			return rerr
+		}
+		tools = ts
+		if p.ToolChoice != nil {
+			toolChoice = tc
+		}
 	}
 	if p.Audio != nil && p.Audio.Output != nil {
 		if v := p.Audio.Output.Voice; v != nil {
@@ -1498,7 +1637,7 @@ func (ss *rtSession) createResponse(b json.RawMessage) error {
 		ss.mu.Unlock()
 	}
 	o := rtRespOptions{modalities: mods, instructions: instructions, maxTokens: maxTokens, format: outFormat,
-		inConversation: inConversation, input: input, useInput: p.Input != nil, metadata: p.Metadata}
+		inConversation: inConversation, input: input, useInput: p.Input != nil, metadata: p.Metadata, tools: tools, toolChoice: toolChoice}
 	return ss.startResponse(o)
 }
 
@@ -1519,6 +1658,8 @@ type rtRespOptions struct {
 	input          []*rtItem
 	useInput       bool // input replaces the conversation as the prompt
 	metadata       map[string]string
+	tools          []engine.Tool
+	toolChoice     string
 }
 
 // startResponse begins an answer, unless one is under way.
@@ -1654,7 +1795,7 @@ func (ss *rtSession) runResponse(ctx context.Context, r *rtResponse, conv *assis
 		}
 		return nil
 	}
-	reply, err := conv.Reply(ctx, 0, msgs, assist.ReplyOptions{TextOnly: !audioOut, MaxTokens: o.maxTokens}, func(ev assist.Event) error {
+	reply, err := conv.Reply(ctx, 0, msgs, assist.ReplyOptions{TextOnly: !audioOut, MaxTokens: o.maxTokens, Tools: o.tools, ToolChoice: o.toolChoice}, func(ev assist.Event) error {
 		if err := ctx.Err(); err != nil {
 			return err // cut off: nothing more goes out
 		}
@@ -1758,12 +1899,48 @@ func (ss *rtSession) runResponse(ctx context.Context, r *rtResponse, conv *assis
 	if o.inConversation {
 		ss.send("conversation.item.done", map[string]any{"item": final})
 	}
+	// The tools the answer called: a function_call item each, after the
+	// message.
+	output := []*rtItem{final}
+	for i, call := range reply.Usage.ToolCalls {
+		if status == "cancelled" {
+			break
+		}
+		args, _ := json.Marshal(call.Function.Arguments)
+		fc := &rtItem{ID: newID("item_"), Object: "realtime.item", Type: "function_call", Status: "completed",
+			CallID: call.ID, Name: call.Function.Name, Arguments: string(args)}
+		idx := i + 1
+		var addedFC map[string]any
+		ss.mu.Lock()
+		if o.inConversation {
+			addedFC, _ = ss.addItem(fc, nil)
+		}
+		shown := fc.clone()
+		ss.mu.Unlock()
+		ss.send("response.output_item.added", map[string]any{"response_id": r.id, "output_index": idx, "item": shown})
+		if addedFC != nil {
+			ss.send("conversation.item.added", addedFC)
+		}
+		ids := map[string]any{"response_id": r.id, "item_id": fc.ID, "output_index": idx, "call_id": fc.CallID}
+		delta := map[string]any{"delta": fc.Arguments}
+		done := map[string]any{"name": fc.Name, "arguments": fc.Arguments}
+		for k, v := range ids {
+			delta[k], done[k] = v, v
+		}
+		ss.send("response.function_call_arguments.delta", delta)
+		ss.send("response.function_call_arguments.done", done)
+		ss.send("response.output_item.done", map[string]any{"response_id": r.id, "output_index": idx, "item": shown})
+		if addedFC != nil {
+			ss.send("conversation.item.done", map[string]any{"item": shown})
+		}
+		output = append(output, shown)
+	}
 	u := reply.Usage
 	usage := map[string]any{"total_tokens": u.PromptTokens + len(u.Tokens), "input_tokens": u.PromptTokens, "output_tokens": len(u.Tokens),
 		"input_token_details": map[string]any{"text_tokens": u.PromptTokens, "audio_tokens": 0, "image_tokens": 0, "cached_tokens": u.CachedTokens,
 			"cached_tokens_details": map[string]any{"text_tokens": u.CachedTokens, "audio_tokens": 0, "image_tokens": 0}},
 		"output_token_details": map[string]any{"text_tokens": len(u.Tokens), "audio_tokens": 0}}
-	ss.send("response.done", map[string]any{"response": ss.responseObject(r, o, status, details, usage, []*rtItem{final})})
+	ss.send("response.done", map[string]any{"response": ss.responseObject(r, o, status, details, usage, output)})
 	if status != "cancelled" && !firstAudio.IsZero() {
 		ss.schedulePlaybackEnd(r.id, firstAudio.Add(sent))
 	}
@@ -1905,7 +2082,7 @@ func (ss *rtSession) onListen(l *rtListener, cfg rtConfig, ev engine.ListenEvent
 		if cfg.Turn.CreateResponse && text != "" {
 			ss.mu.Lock()
 			o := rtRespOptions{modalities: ss.cfg.Modalities, instructions: ss.cfg.Instructions, maxTokens: ss.cfg.MaxTokens,
-				format: ss.cfg.OutFormat, inConversation: true}
+				format: ss.cfg.OutFormat, inConversation: true, tools: ss.cfg.Tools, toolChoice: ss.cfg.ToolChoice}
 			ss.mu.Unlock()
 			if err := ss.startResponse(o); err != nil {
 				ss.sendErr(err, "")

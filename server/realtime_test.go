@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"github.com/openai/openai-go/v3/realtime"
 
 	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/testmodel"
 )
 
 // The Realtime API is driven here by the OpenAI Go SDK's own Realtime
@@ -437,7 +440,8 @@ func TestRealtimeBadEvents(t *testing.T) {
 		{map[string]any{"type": "session.update", "session": map[string]any{"audio": map[string]any{"input": map[string]any{"turn_detection": map[string]any{"type": "server_vad", "threshold": 7}}}}}, "invalid_value"},
 		{map[string]any{"type": "session.update", "session": map[string]any{"audio": map[string]any{"input": map[string]any{"transcription": map[string]any{"model": "tiny"}}}}}, ""},
 		{map[string]any{"type": "session.update", "session": map[string]any{"audio": map[string]any{"output": map[string]any{"voice": "zzqq"}}}}, "invalid_value"},
-		{map[string]any{"type": "session.update", "session": map[string]any{"tools": []any{map[string]any{"type": "function", "name": "f"}}}}, "unsupported"},
+		{map[string]any{"type": "session.update", "session": map[string]any{"tools": []any{map[string]any{"type": "mcp", "server_label": "f"}}}}, "unsupported"},
+		{map[string]any{"type": "session.update", "session": map[string]any{"tools": []any{map[string]any{"type": "function", "name": "f"}}, "tool_choice": map[string]any{"type": "function", "name": "g"}}}, "invalid_value"},
 		{map[string]any{"type": "input_audio_buffer.append", "audio": "%%%"}, "invalid_value"},
 		{map[string]any{"type": "input_audio_buffer.commit"}, "invalid_value"}, // the server's turn detection commits
 		{map[string]any{"type": "response.cancel"}, "response_cancel_not_active"},
@@ -445,7 +449,7 @@ func TestRealtimeBadEvents(t *testing.T) {
 		{map[string]any{"type": "conversation.item.delete", "item_id": "item_nope"}, "item_not_found"},
 		{map[string]any{"type": "conversation.item.truncate", "item_id": "item_nope", "audio_end_ms": 5}, "item_not_found"},
 		{map[string]any{"type": "conversation.item.create", "item": map[string]any{"type": "message", "role": "robot", "content": []any{}}}, "invalid_value"},
-		{map[string]any{"type": "conversation.item.create", "item": map[string]any{"type": "function_call_output", "call_id": "c", "output": "{}"}}, "unsupported"},
+		{map[string]any{"type": "conversation.item.create", "item": map[string]any{"type": "function_call_output", "output": "{}"}}, "missing_required_parameter"},
 		{map[string]any{"type": "conversation.item.create", "item": map[string]any{"type": "message", "role": "user",
 			"content": []any{map[string]any{"type": "input_image", "image_url": "data:image/png;base64,AAAA"}}}}, ""},
 	} {
@@ -651,4 +655,61 @@ func FuzzRealtimeEvent(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Tools in a session: a required call comes as a function_call item with
+// its arguments' events; its output goes back as a function_call_output
+// item and the next answer reads it.
+func TestRealtimeTools(t *testing.T) {
+	dir := t.TempDir()
+	tpl, err := os.ReadFile(filepath.Join("..", "llm", "testdata", "templates", "llama-3.2.jinja"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testmodel.TinyLlama()
+	c.ChatTpl = string(tpl)
+	if err := testmodel.WriteLlamaFile(filepath.Join(dir, "caller.gguf"), c); err != nil {
+		t.Fatal(err)
+	}
+	e := engine.New(engine.Options{Threads: 2, NumCtx: 4096, Parallel: 2, CacheDir: filepath.Join(dir, "cache")})
+	t.Cleanup(func() { e.Close() })
+	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
+	rc, err := dialRealtime(t, ts.URL, "caller")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.until("session.created")
+	up := rc.update(map[string]any{"output_modalities": []string{"text"}, "max_output_tokens": 100, "tool_choice": "required",
+		"tools": []any{map[string]any{"type": "function", "name": "get_time", "description": "The time in a zone",
+			"parameters": map[string]any{"type": "object", "properties": map[string]any{"zone": map[string]any{"type": "string"}}}}}})
+	if s := up.Session.AsRealtimeSessionCreateRequest(); len(s.Tools) != 1 {
+		t.Fatalf("session tools: %s", up.RawJSON())
+	}
+	rc.sendRaw(map[string]any{"type": "conversation.item.create", "item": map[string]any{"type": "message", "role": "user",
+		"content": []any{map[string]any{"type": "input_text", "text": "What time is it?"}}}})
+	rc.until("conversation.item.done")
+	rc.sendRaw(map[string]any{"type": "response.create"})
+	evs := rc.until("response.done")
+	inOrder(t, evs, "response.created", "response.output_item.added", "response.function_call_arguments.delta",
+		"response.function_call_arguments.done", "response.output_item.done", "response.done")
+	args := ofType(evs, "response.function_call_arguments.done")[0].AsResponseFunctionCallArgumentsDoneEvent()
+	if args.Name != "get_time" || args.CallID == "" || !json.Valid([]byte(args.Arguments)) {
+		t.Fatalf("call: %s", ofType(evs, "response.function_call_arguments.done")[0].RawJSON())
+	}
+	done := evs[len(evs)-1].AsResponseDoneEvent().Response
+	if len(done.Output) != 2 || done.Output[1].Type != "function_call" {
+		t.Fatalf("response output: %s", evs[len(evs)-1].RawJSON())
+	}
+	// The output goes back; the next answer (tools no longer required)
+	// reads it.
+	rc.sendRaw(map[string]any{"type": "conversation.item.create", "item": map[string]any{"type": "function_call_output",
+		"call_id": args.CallID, "output": `{"time": "12:00"}`}})
+	rc.until("conversation.item.done")
+	rc.update(map[string]any{"tool_choice": "auto"})
+	rc.sendRaw(map[string]any{"type": "response.create"})
+	evs = rc.until("response.done")
+	after := evs[len(evs)-1].AsResponseDoneEvent().Response
+	if after.Status != "completed" && after.Status != "incomplete" || after.Usage.InputTokens <= done.Usage.InputTokens {
+		t.Fatalf("after the output: %s", evs[len(evs)-1].RawJSON())
+	}
 }
