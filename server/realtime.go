@@ -324,13 +324,13 @@ func parseRealtimeTools(raw []json.RawMessage, choice json.RawMessage, param str
 // rtSessionUpdate is session.update's session: absent fields keep their
 // value; for transcription and turn_detection, null turns them off.
 type rtSessionUpdate struct {
-	Type             string          `json:"type"`
-	Model            string          `json:"model"`
-	Instructions     *string         `json:"instructions"`
-	OutputModalities []string        `json:"output_modalities"`
-	Modalities       []string        `json:"modalities"` // the beta protocol's name
-	MaxOutputTokens  json.RawMessage `json:"max_output_tokens"`
-	Temperature      *float64        `json:"temperature"`
+	Type             string            `json:"type"`
+	Model            string            `json:"model"`
+	Instructions     *string           `json:"instructions"`
+	OutputModalities []string          `json:"output_modalities"`
+	Modalities       []string          `json:"modalities"` // the beta protocol's name
+	MaxOutputTokens  json.RawMessage   `json:"max_output_tokens"`
+	Temperature      *float64          `json:"temperature"`
 	Tools            []json.RawMessage `json:"tools"`
 	ToolChoice       json.RawMessage   `json:"tool_choice"`
 	Voice            json.RawMessage   `json:"voice"` // the beta protocol's place for it
