@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/owlengine/owl/engine"
@@ -117,8 +119,9 @@ func (s *Server) classify(err error) *apiError {
 	case errors.Is(err, engine.ErrInternal):
 		// A fault of owl's own, logged where it happened.
 		return &apiError{Status: http.StatusInternalServerError, Type: typeServer, Message: msg}
-	case errors.Is(err, context.Canceled):
-		// The client went away; nobody reads this.
+	case errors.Is(err, context.Canceled), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed):
+		// The client went away (a cancelled request, or a connection it
+		// closed while the answer was being written); nobody reads this.
 		return &apiError{Status: 499, Type: typeInvalidRequest, Message: "request cancelled"}
 	}
 	s.log.Error("server: request failed", "err", err)
