@@ -64,12 +64,28 @@ func newPCMWriter(w io.Writer, rate int, header bool) (*pcmWriter, error) {
 }
 
 func (p *pcmWriter) Write(samples []float32) error {
-	p.buf = p.buf[:0]
-	for _, v := range samples {
-		p.buf = binary.LittleEndian.AppendUint16(p.buf, uint16(toInt16(v)))
-	}
+	p.buf = AppendPCM16(p.buf[:0], samples)
 	_, err := p.w.Write(p.buf)
 	return err
+}
+
+// AppendPCM16 appends samples to b as 16-bit little-endian PCM (clipped to
+// [-1, 1]).
+func AppendPCM16(b []byte, samples []float32) []byte {
+	for _, v := range samples {
+		b = binary.LittleEndian.AppendUint16(b, uint16(toInt16(v)))
+	}
+	return b
+}
+
+// DecodePCM16 turns 16-bit little-endian PCM into samples; an odd last
+// byte is ignored.
+func DecodePCM16(b []byte) []float32 {
+	out := make([]float32, len(b)/2)
+	for i := range out {
+		out[i] = float32(int16(binary.LittleEndian.Uint16(b[2*i:]))) / 32768
+	}
+	return out
 }
 
 func (p *pcmWriter) Close() error { return nil }

@@ -74,6 +74,13 @@ var ErrNoOutput = audio.ErrNoOutput
 // mono samples at rate.
 func OpenSpeaker(index, rate int) (*Speaker, error) { return audio.OpenSpeaker(index, rate) }
 
+// 16-bit little-endian PCM, the raw sample format of the APIs; see
+// audio.DecodePCM16.
+var (
+	DecodePCM16 = audio.DecodePCM16
+	AppendPCM16 = audio.AppendPCM16
+)
+
 // G.711 telephone audio, 8 kHz and a byte a sample (μ-law and A-law); see
 // audio.DecodeMuLaw.
 var (

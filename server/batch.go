@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -846,7 +847,7 @@ func (s *Server) runBatchLine(ctx context.Context, l batchLine) (batchResult, bo
 	body, contentType, err := s.batchRequestBody(l)
 	if err != nil {
 		ae := s.classify(err)
-		res.Error = &batchLineError{Code: cmpOr(ae.Code, "invalid_request"), Message: ae.Message}
+		res.Error = &batchLineError{Code: cmp.Or(ae.Code, "invalid_request"), Message: ae.Message}
 		return res, true
 	}
 	req, err := http.NewRequestWithContext(context.WithValue(ctx, batchKey{}, l.CustomID), http.MethodPost, l.URL, bytes.NewReader(body))

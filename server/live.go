@@ -195,17 +195,18 @@ func (s *Server) readLiveAudio(ctx context.Context, conn *websocket.Conn, cfg li
 		}
 		b = append(partial, b...)
 		n := len(b) / width
-		samples := make([]float32, n)
-		for i := range n {
-			if cfg.float {
+		var samples []float32
+		if cfg.float {
+			samples = make([]float32, n)
+			for i := range n {
 				v := math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 					v = 0
 				}
 				samples[i] = max(-1, min(1, v))
-			} else {
-				samples[i] = float32(int16(binary.LittleEndian.Uint16(b[2*i:]))) / 32768
 			}
+		} else {
+			samples = engine.DecodePCM16(b[:2*n])
 		}
 		partial = append(partial[:0], b[n*width:]...)
 		if rs != nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"errors"
 	"net/http"
 	"sync"
@@ -37,10 +38,7 @@ func (s *Server) handleOllamaPull(w http.ResponseWriter, r *http.Request) error 
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	name := req.Model
-	if name == "" {
-		name = req.Name
-	}
+	name := cmp.Or(req.Model, req.Name)
 	if name == "" {
 		return badRequest("model", "model is missing: name what to pull (whisper:base.en, or hf.co/ORG/REPO:FILE)")
 	}
@@ -93,10 +91,7 @@ func (s *Server) handleOllamaDelete(w http.ResponseWriter, r *http.Request) erro
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	name := req.Model
-	if name == "" {
-		name = req.Name
-	}
+	name := cmp.Or(req.Model, req.Name)
 	if name == "" {
 		return badRequest("model", "model is missing: name the model to delete")
 	}

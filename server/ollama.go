@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -542,10 +543,7 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
-	name := req.Model
-	if name == "" {
-		name = req.Name
-	}
+	name := cmp.Or(req.Model, req.Name)
 	m, err := s.models.resolve(name)
 	if err != nil {
 		return err

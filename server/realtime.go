@@ -1,9 +1,9 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -554,7 +554,7 @@ func parseTurn(b json.RawMessage, cur *rtTurn) (*rtTurn, *rtError) {
 		case "high":
 			t.SilenceDurationMs = 300
 		case "medium", "auto", "":
-			t.SilenceDurationMs, t.Eagerness = 600, cmpOr(u.Eagerness, "auto")
+			t.SilenceDurationMs, t.Eagerness = 600, cmp.Or(u.Eagerness, "auto")
 		default:
 			return nil, rtInvalid("invalid_value", "session.audio.input.turn_detection.eagerness", "eagerness %s: want low, medium, high or auto", quoteShort(u.Eagerness))
 		}
@@ -591,13 +591,6 @@ func parseTurn(b json.RawMessage, cur *rtTurn) (*rtTurn, *rtError) {
 	return t, nil
 }
 
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
 // transcriptionModel resolves a transcription model name: a whisper model
 // of the store, or "" or one of OpenAI's names for the store's only one.
 func (s *Server) transcriptionModel(name string) (model, *rtError) {
@@ -610,7 +603,7 @@ func (s *Server) transcriptionModel(name string) (model, *rtError) {
 	}
 	if err != nil {
 		ae := s.classify(err)
-		return m, &rtError{Type: ae.Type, Code: cmpOr(ae.Code, "invalid_value"), Param: "session.audio.input.transcription.model", Message: ae.Message}
+		return m, &rtError{Type: ae.Type, Code: cmp.Or(ae.Code, "invalid_value"), Param: "session.audio.input.transcription.model", Message: ae.Message}
 	}
 	return m, nil
 }
@@ -658,6 +651,7 @@ type rtContent struct {
 	ImageURL   string
 	Detail     string
 	image      []byte
+	audio      []byte // input_audio as sent, until transcribed
 }
 
 func (c rtContent) MarshalJSON() ([]byte, error) {
@@ -716,7 +710,7 @@ func (it *rtItem) clone() *rtItem {
 
 // parseItem reads a conversation item the client sends; images are
 // decoded and audio transcribed by the session.
-func (s *Server) parseItem(b json.RawMessage, param string) (*rtItem, int, *rtError) {
+func (s *Server) parseItem(b json.RawMessage, param string) (*rtItem, *rtError) {
 	var in struct {
 		ID        string `json:"id"`
 		Type      string `json:"type"`
@@ -735,33 +729,33 @@ func (s *Server) parseItem(b json.RawMessage, param string) (*rtItem, int, *rtEr
 		} `json:"content"`
 	}
 	if len(b) == 0 || isNull(b) {
-		return nil, 0, rtInvalid("missing_required_parameter", param, "%s is missing", param)
+		return nil, rtInvalid("missing_required_parameter", param, "%s is missing", param)
 	}
 	if err := json.Unmarshal(b, &in); err != nil {
-		return nil, 0, rtInvalid("invalid_value", param, "%s: %v", param, err)
+		return nil, rtInvalid("invalid_value", param, "%s: %v", param, err)
 	}
 	switch in.Type {
 	case "message", "":
 	case "function_call", "function_call_output":
 		if in.CallID == "" {
-			return nil, 0, rtInvalid("missing_required_parameter", param+".call_id", "a %s item needs its call_id", in.Type)
+			return nil, rtInvalid("missing_required_parameter", param+".call_id", "a %s item needs its call_id", in.Type)
 		}
 		it := &rtItem{ID: newID("item_"), Object: "realtime.item", Type: in.Type, Status: "completed", CallID: in.CallID, Output: in.Output}
 		if in.Type == "function_call" {
 			if in.Name == "" {
-				return nil, 0, rtInvalid("missing_required_parameter", param+".name", "a function_call item needs the function's name")
+				return nil, rtInvalid("missing_required_parameter", param+".name", "a function_call item needs the function's name")
 			}
 			if a := strings.TrimSpace(in.Arguments); a != "" && !json.Valid([]byte(a)) {
-				return nil, 0, rtInvalid("invalid_value", param+".arguments", "arguments must be a JSON text")
+				return nil, rtInvalid("invalid_value", param+".arguments", "arguments must be a JSON text")
 			}
 			it.Name, it.Arguments = in.Name, in.Arguments
 		}
 		if in.ID != "" && len(in.ID) <= 64 {
 			it.ID = in.ID
 		}
-		return it, 0, nil
+		return it, nil
 	default:
-		return nil, 0, rtInvalid("invalid_value", param+".type", "item type %s: want message", quoteShort(in.Type))
+		return nil, rtInvalid("invalid_value", param+".type", "item type %s: want message", quoteShort(in.Type))
 	}
 	allowed := map[string][]string{
 		"user":      {"input_text", "input_audio", "input_image"},
@@ -769,23 +763,23 @@ func (s *Server) parseItem(b json.RawMessage, param string) (*rtItem, int, *rtEr
 		"assistant": {"output_text", "output_audio", "text", "audio"},
 	}[in.Role]
 	if allowed == nil {
-		return nil, 0, rtInvalid("invalid_value", param+".role", "role %s: want user, assistant or system", quoteShort(in.Role))
+		return nil, rtInvalid("invalid_value", param+".role", "role %s: want user, assistant or system", quoteShort(in.Role))
 	}
 	if len(in.Content) == 0 {
-		return nil, 0, rtInvalid("missing_required_parameter", param+".content", "the message has no content")
+		return nil, rtInvalid("missing_required_parameter", param+".content", "the message has no content")
 	}
 	it := newItem(in.Role)
 	if in.ID != "" {
 		if len(in.ID) > 64 {
-			return nil, 0, rtInvalid("invalid_value", param+".id", "item id is over 64 characters")
+			return nil, rtInvalid("invalid_value", param+".id", "item id is over 64 characters")
 		}
 		it.ID = in.ID
 	}
-	audios, images := 0, 0
+	images := 0
 	for i, p := range in.Content {
 		pp := fmt.Sprintf("%s.content[%d]", param, i)
 		if !slices.Contains(allowed, p.Type) {
-			return nil, 0, rtInvalid("invalid_value", pp+".type", "a %s message's content is %s, not %s", in.Role, strings.Join(allowed, ", "), quoteShort(p.Type))
+			return nil, rtInvalid("invalid_value", pp+".type", "a %s message's content is %s, not %s", in.Role, strings.Join(allowed, ", "), quoteShort(p.Type))
 		}
 		c := rtContent{Type: p.Type}
 		switch p.Type {
@@ -796,12 +790,13 @@ func (s *Server) parseItem(b json.RawMessage, param string) (*rtItem, int, *rtEr
 			c.Transcript = p.Transcript
 			if p.Transcript == nil {
 				if p.Audio == "" {
-					return nil, 0, rtInvalid("missing_required_parameter", pp+".audio", "input_audio needs its audio or a transcript")
+					return nil, rtInvalid("missing_required_parameter", pp+".audio", "input_audio needs its audio or a transcript")
 				}
-				if _, err := base64.StdEncoding.DecodeString(p.Audio); err != nil {
-					return nil, 0, rtInvalid("invalid_value", pp+".audio", "audio is not base64: %v", err)
+				raw, err := base64.StdEncoding.DecodeString(p.Audio)
+				if err != nil {
+					return nil, rtInvalid("invalid_value", pp+".audio", "audio is not base64: %v", err)
 				}
-				audios++ // decoded by the session, in its input format
+				c.audio = raw // decoded by the session, in its input format
 			}
 		case "output_audio", "audio":
 			c.Type = "output_audio"
@@ -813,18 +808,18 @@ func (s *Server) parseItem(b json.RawMessage, param string) (*rtItem, int, *rtEr
 		case "input_image":
 			images++
 			if images > s.lim.MaxImages {
-				return nil, 0, rtInvalid("invalid_value", pp, "more than %d images in one item", s.lim.MaxImages)
+				return nil, rtInvalid("invalid_value", pp, "more than %d images in one item", s.lim.MaxImages)
 			}
 			img, err := s.imageFromURL(p.ImageURL, pp+".image_url")
 			if err != nil {
 				ae := s.classify(err)
-				return nil, 0, &rtError{Type: ae.Type, Code: cmpOr(ae.Code, "invalid_value"), Param: pp + ".image_url", Message: ae.Message}
+				return nil, &rtError{Type: ae.Type, Code: cmp.Or(ae.Code, "invalid_value"), Param: pp + ".image_url", Message: ae.Message}
 			}
 			c.ImageURL, c.Detail, c.image = p.ImageURL, p.Detail, img
 		}
 		it.Content = append(it.Content, c)
 	}
-	return it, audios, nil
+	return it, nil
 }
 
 // decodeInput turns audio in format f into 16-kHz samples; odd holds a
@@ -838,15 +833,13 @@ func decodeInput(raw []byte, f rtFormat, odd *[]byte) []float32 {
 	}
 	if odd != nil && len(*odd) > 0 {
 		raw = append(*odd, raw...)
+	}
+	out := engine.DecodePCM16(raw) // before odd, which may share raw's bytes, is reused
+	if odd != nil {
 		*odd = (*odd)[:0]
-	}
-	n := len(raw) / 2
-	out := make([]float32, n)
-	for i := range n {
-		out[i] = float32(int16(binary.LittleEndian.Uint16(raw[2*i:]))) / 32768
-	}
-	if odd != nil && len(raw)%2 == 1 {
-		*odd = append(*odd, raw[len(raw)-1])
+		if len(raw)%2 == 1 {
+			*odd = append(*odd, raw[len(raw)-1])
+		}
 	}
 	return out
 }
@@ -859,15 +852,7 @@ func encodeOutput(samples []float32, f rtFormat) []byte {
 	case "audio/pcma":
 		return engine.EncodeALaw(samples)
 	}
-	out := make([]byte, 2*len(samples))
-	for i, v := range samples {
-		x := int16(0)
-		if v == v {
-			x = int16(max(-1, min(1, v)) * 32767)
-		}
-		binary.LittleEndian.PutUint16(out[2*i:], uint16(x))
-	}
-	return out
+	return engine.AppendPCM16(nil, samples)
 }
 
 // errTooShort is the commit of an input buffer under 100 ms.
@@ -954,7 +939,7 @@ func (s *Server) newRealtimeSession(ctx context.Context, conn *websocket.Conn, c
 // openConversation opens the text model's conversation with cfg's voice.
 func (ss *rtSession) openConversation(cfg rtConfig) (*assist.Conversation, error) {
 	modelName, voice := "", cfg.Voice
-	if m, err := ss.s.models.modelOfKind(cfg.Voice, "voice", store.KindVoice, "a voice"); err == nil && cfg.Voice != "" {
+	if m, err := ss.s.models.modelOfKind(cfg.Voice, "voice", store.KindVoice, "a voice"); cfg.Voice != "" && err == nil {
 		modelName, voice = m.Name, ""
 	}
 	v, opts, err := ss.s.openVoice(ss.ctx, modelName, voice, engine.SpeakOptions{Speed: cfg.Speed})
@@ -1358,26 +1343,15 @@ func (ss *rtSession) failTranscription(it *rtItem, part int, e *rtError) {
 
 // createItem takes conversation.item.create.
 func (ss *rtSession) createItem(ev *rtClientEvent) error {
-	it, audios, rerr := ss.s.parseItem(ev.Item, "item")
+	it, rerr := ss.s.parseItem(ev.Item, "item")
 	if rerr != nil {
 		return rerr
 	}
-	// Audio parts are decoded in the session's input format.
-	var raws [][]byte
-	if audios > 0 {
-		var in struct {
-			Content []struct {
-				Type       string  `json:"type"`
-				Audio      string  `json:"audio"`
-				Transcript *string `json:"transcript"`
-			} `json:"content"`
-		}
-		json.Unmarshal(ev.Item, &in)
-		for _, p := range in.Content {
-			if p.Type == "input_audio" && p.Transcript == nil {
-				raw, _ := base64.StdEncoding.DecodeString(p.Audio)
-				raws = append(raws, raw)
-			}
+	var raws [][]byte // the audio parts to transcribe, in the input format
+	for i := range it.Content {
+		if a := it.Content[i].audio; a != nil {
+			raws = append(raws, a)
+			it.Content[i].audio = nil
 		}
 	}
 	ss.mu.Lock()
@@ -1495,7 +1469,7 @@ func messagesOf(instructions string, items []*rtItem) []engine.Message {
 		switch it.Type {
 		case "function_call":
 			args := ollama.NewToolCallFunctionArguments()
-			json.Unmarshal([]byte(cmpOr(it.Arguments, "{}")), &args)
+			json.Unmarshal([]byte(cmp.Or(it.Arguments, "{}")), &args)
 			names[it.CallID] = it.Name
 			out = append(out, engine.Message{Role: "assistant", ToolCalls: []engine.ToolCall{{ID: it.CallID,
 				Function: ollama.ToolCallFunction{Name: it.Name, Arguments: args}}}})
@@ -1624,8 +1598,8 @@ func (ss *rtSession) createResponse(b json.RawMessage) error {
 				input = append(input, ss.items[j])
 				continue
 			}
-			it, audios, rerr := ss.s.parseItem(raw, fmt.Sprintf("response.input[%d]", i))
-			if rerr == nil && audios > 0 {
+			it, rerr := ss.s.parseItem(raw, fmt.Sprintf("response.input[%d]", i))
+			if rerr == nil && slices.ContainsFunc(it.Content, func(c rtContent) bool { return c.audio != nil }) {
 				rerr = rtInvalid("invalid_value", fmt.Sprintf("response.input[%d]", i), "audio in a response's input needs its transcript")
 			}
 			if rerr != nil {
@@ -1844,7 +1818,7 @@ func (ss *rtSession) runResponse(ctx context.Context, r *rtResponse, conv *assis
 	case err == nil:
 	case ctx.Err() != nil && ss.ctx.Err() == nil:
 		status = "cancelled"
-		details = map[string]any{"type": "cancelled", "reason": cmpOr(reason, "client_cancelled")}
+		details = map[string]any{"type": "cancelled", "reason": cmp.Or(reason, "client_cancelled")}
 	case ss.ctx.Err() != nil:
 		return // the client is gone: nobody to tell
 	default:

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,7 +20,6 @@ import (
 	"github.com/openai/openai-go/v3/realtime"
 
 	"github.com/owlengine/owl/engine"
-	"github.com/owlengine/owl/models/testmodel"
 )
 
 // The Realtime API is driven here by the OpenAI Go SDK's own Realtime
@@ -150,33 +147,39 @@ func rtGreedy(t *testing.T, model string, n int, msgs ...engine.Message) string 
 	return res.Text
 }
 
-// speech24 is espeak-ng's speech of phrases at 24 kHz pcm16, each followed
-// by pause seconds of silence (and as much before the first).
-func speech24(t *testing.T, pause float64, phrases ...string) []byte {
+// espeakSpeech is espeak-ng's speech of phrases at its own rate: lead
+// seconds of silence, then each phrase followed by gap seconds of it.
+func espeakSpeech(t *testing.T, lead, gap float64, phrases ...string) ([]float32, int) {
 	t.Helper()
 	v, err := sharedEngine.OpenVoice(t.Context(), engine.BuiltinVoice, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	rs, err := engine.NewResampler(v.SampleRate(), realtimeRate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	silence := make([]float32, int(pause*float64(v.SampleRate())))
-	var all []float32
-	all = append(all, rs.Write(silence)...)
+	rate := v.SampleRate()
+	all := make([]float32, int(lead*float64(rate)))
 	for _, p := range phrases {
 		if err := v.Speak(t.Context(), p, engine.SpeakOptions{}, func(a engine.SpokenAudio) error {
-			all = append(all, rs.Write(a.Samples)...)
+			all = append(all, a.Samples...)
 			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
-		all = append(all, rs.Write(silence)...)
+		all = append(all, make([]float32, int(gap*float64(rate)))...)
 	}
-	all = append(all, rs.Flush()...)
-	return encodeOutput(all, rtFormat{Type: "audio/pcm"})
+	return all, rate
+}
+
+// speech24 is espeak-ng's speech of phrases at 24 kHz pcm16, each followed
+// by pause seconds of silence (and as much before the first).
+func speech24(t *testing.T, pause float64, phrases ...string) []byte {
+	t.Helper()
+	samples, rate := espeakSpeech(t, pause, pause, phrases...)
+	rs, err := engine.NewResampler(rate, realtimeRate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return encodeOutput(append(rs.Write(samples), rs.Flush()...), rtFormat{Type: "audio/pcm"})
 }
 
 // stream appends pcm in 100-ms events, paced at speed × real time.
@@ -661,19 +664,7 @@ func FuzzRealtimeEvent(f *testing.F) {
 // its arguments' events; its output goes back as a function_call_output
 // item and the next answer reads it.
 func TestRealtimeTools(t *testing.T) {
-	dir := t.TempDir()
-	tpl, err := os.ReadFile(filepath.Join("..", "llm", "testdata", "templates", "llama-3.2.jinja"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := testmodel.TinyLlama()
-	c.ChatTpl = string(tpl)
-	if err := testmodel.WriteLlamaFile(filepath.Join(dir, "caller.gguf"), c); err != nil {
-		t.Fatal(err)
-	}
-	e := engine.New(engine.Options{Threads: 2, NumCtx: 4096, Parallel: 2, CacheDir: filepath.Join(dir, "cache")})
-	t.Cleanup(func() { e.Close() })
-	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
+	ts := callerServer(t)
 	rc, err := dialRealtime(t, ts.URL, "caller")
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,11 +20,11 @@ import (
 	"github.com/owlengine/owl/models/testmodel"
 )
 
-// Tool calling through both APIs with their official clients, on the tiny
-// model with Llama 3.2's template: required and named choices give a call
-// that parses, streamed deltas reassemble into the same call, and the
-// tool's result goes back.
-func TestToolCallingOverBothAPIs(t *testing.T) {
+// callerServer serves "caller", the tiny model with Llama 3.2's chat
+// template, on an engine of its own: the tools' definitions make long
+// prompts in the tiny model's tokens.
+func callerServer(t *testing.T) *httptest.Server {
+	t.Helper()
 	dir := t.TempDir()
 	tpl, err := os.ReadFile(filepath.Join("..", "llm", "testdata", "templates", "llama-3.2.jinja"))
 	if err != nil {
@@ -34,10 +35,17 @@ func TestToolCallingOverBothAPIs(t *testing.T) {
 	if err := testmodel.WriteLlamaFile(filepath.Join(dir, "caller.gguf"), c); err != nil {
 		t.Fatal(err)
 	}
-	// The tools' definitions make long prompts in the tiny model's tokens.
 	e := engine.New(engine.Options{Threads: 2, NumCtx: 4096, Parallel: 2, CacheDir: filepath.Join(dir, "cache")})
 	t.Cleanup(func() { e.Close() })
-	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
+	return testServer(t, Config{ModelsDir: dir, Engine: e})
+}
+
+// Tool calling through both APIs with their official clients, on the tiny
+// model with Llama 3.2's template: required and named choices give a call
+// that parses, streamed deltas reassemble into the same call, and the
+// tool's result goes back.
+func TestToolCallingOverBothAPIs(t *testing.T) {
+	ts := callerServer(t)
 	ctx := context.Background()
 	oc := openai.NewClient(option.WithBaseURL(ts.URL+"/v1/"), option.WithAPIKey("x"), option.WithMaxRetries(0))
 	tools := []openai.ChatCompletionToolUnionParam{

@@ -23,7 +23,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/owlengine/owl/audio"
-	"github.com/owlengine/owl/engine"
 	"github.com/owlengine/owl/internal/hubtest"
 	"github.com/owlengine/owl/models/hub"
 	"github.com/owlengine/owl/models/testmodel"
@@ -206,21 +205,9 @@ func (b *browserSession) shoot(view string) {
 // second of silence, for the fake microphone.
 func speechWAV(t *testing.T, phrases ...string) string {
 	t.Helper()
-	v, err := sharedEngine.OpenVoice(t.Context(), engine.BuiltinVoice, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	var all []float32
-	silence := make([]float32, v.SampleRate())
-	all = append(all, silence...)
-	for _, p := range phrases {
-		v.Speak(t.Context(), p, engine.SpeakOptions{}, func(a engine.SpokenAudio) error { all = append(all, a.Samples...); return nil })
-		all = append(all, silence...)
-		all = append(all, silence...)
-	}
+	samples, rate := espeakSpeech(t, 1, 2, phrases...)
 	p := filepath.Join(t.TempDir(), "speech.wav")
-	if err := os.WriteFile(p, audio.EncodeWAV(all, v.SampleRate()), 0o644); err != nil {
+	if err := os.WriteFile(p, audio.EncodeWAV(samples, rate), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p
