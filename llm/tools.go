@@ -331,17 +331,22 @@ func (m *Model) ToolCallGrammar(ts []Tool, only string) (string, error) {
 		}
 		fmt.Fprintf(&g, "%s ::= %s\n", call, strings.Join(parts, " "))
 		// The arguments: an object of the tool's parameters (any keys when
-		// it names none), values kept short so that a call always ends.
-		keys := "string"
+		// it names none), as many pairs as it has parameters and values
+		// kept short, so that a call always ends.
+		keys, most := "string", 4
 		if props := t.Function.Parameters.Properties; props != nil && props.Len() > 0 {
 			var names []string
 			for k := range props.All() {
 				names = append(names, gbnfString(`"`+k+`"`))
 			}
 			slices.Sort(names)
-			keys = "( " + strings.Join(names, " | ") + " )"
+			keys, most = "( "+strings.Join(names, " | ")+" )", min(len(names), 8)
 		}
-		fmt.Fprintf(&g, "%s ::= \"{\" ws ( %s ws \":\" ws value ( ws \",\" ws %s ws \":\" ws value ){0,7} )? ws \"}\"\n", args, keys, keys)
+		more := ""
+		if most > 1 {
+			more = fmt.Sprintf(" ( ws \",\" ws %s ws \":\" ws value ){0,%d}", keys, most-1)
+		}
+		fmt.Fprintf(&g, "%s ::= \"{\" ws ( %s ws \":\" ws value%s )? ws \"}\"\n", args, keys, more)
 	}
 	if len(calls) == 0 {
 		return "", fmt.Errorf("no tool named %q", only)
@@ -350,10 +355,11 @@ func (m *Model) ToolCallGrammar(ts []Tool, only string) (string, error) {
 }
 
 // argGrammar is the values of a call's arguments, in GBNF: JSON scalars,
-// short strings and short lists of them.
+// short strings and short lists of them. Strings hold no braces: the
+// tool-call parser matches an object's braces without minding strings.
 const argGrammar = `value ::= scalar | "[" ws ( scalar ( ws "," ws scalar ){0,7} )? ws "]"
 scalar ::= string | number | "true" | "false" | "null"
-string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ["\\/bfnrt] ){0,48} "\""
+string ::= "\"" ( [^"\\{}\x7F\x00-\x1F] | "\\" ["\\/bfnrt] ){0,32} "\""
 number ::= "-"? ( "0" | [1-9] [0-9]{0,9} ) ( "." [0-9]{1,6} )?
 ws ::= [ \t\n]{0,2}
 `
