@@ -6,7 +6,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/fleet"
 )
 
 // OpenAI's Batch API, run by the local engine: POST /v1/files takes a
@@ -45,7 +45,7 @@ const (
 
 // batchEndpoints are the endpoints lines may call. Each line names its
 // own; owl lets one batch mix them.
-var batchEndpoints = []string{"/v1/chat/completions", "/v1/completions", "/v1/audio/transcriptions"}
+var batchEndpoints = []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/audio/transcriptions"}
 
 var (
 	fileIDPattern  = regexp.MustCompile(`^file-[0-9a-f]{24}$`)
@@ -311,32 +311,13 @@ type batchError struct {
 	Line    *int   `json:"line"`
 }
 
-// batchLine is one request of a batch's input.
-type batchLine struct {
-	CustomID string          `json:"custom_id"`
-	Method   string          `json:"method"`
-	URL      string          `json:"url"`
-	Body     json.RawMessage `json:"body"`
-}
-
-// batchResult is one line of an output or error file.
-type batchResult struct {
-	ID       string          `json:"id"`
-	CustomID string          `json:"custom_id"`
-	Response *batchResponse  `json:"response"`
-	Error    *batchLineError `json:"error"`
-}
-
-type batchResponse struct {
-	StatusCode int             `json:"status_code"`
-	RequestID  string          `json:"request_id"`
-	Body       json.RawMessage `json:"body"`
-}
-
-type batchLineError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
+// The batch formats are the fleet's, which runs lines on other machines.
+type (
+	batchLine      = fleet.Line
+	batchResult    = fleet.Result
+	batchResponse  = fleet.Response
+	batchLineError = fleet.LineError
+)
 
 func now() *int64 { t := time.Now().Unix(); return &t }
 
@@ -357,6 +338,14 @@ type batches struct {
 func newBatches(s *Server, dir string) *batches {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &batches{s: s, dir: dir, ctx: ctx, cancel: cancel, objs: map[string]*batchObject{}, cancels: map[string]context.CancelFunc{}}
+	if c := s.cfg.Fleet; c != nil {
+		// Lines every worker died on become their batches' errors.
+		b.wg.Go(func() {
+			if err := c.DeadLetters(ctx); err != nil {
+				s.log.Error("server: the fleet's dead letters", "err", err)
+			}
+		})
+	}
 	des, _ := os.ReadDir(dir)
 	for _, de := range des {
 		id, ok := strings.CutSuffix(de.Name(), ".json")
@@ -635,82 +624,6 @@ func (b *batches) status(id string) string {
 	return b.objs[id].Status
 }
 
-// resultFile is one of a batch's result files, opened to append.
-type resultFile struct {
-	mu   sync.Mutex
-	f    *os.File
-	done map[string]bool // custom ids written
-	n    int
-}
-
-// openResults opens path to append, cutting a line half written when the
-// process died, and notes the custom ids it holds.
-func openResults(path string) (*resultFile, error) {
-	rf := &resultFile{done: map[string]bool{}}
-	raw, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	keep := bytes.LastIndexByte(raw, '\n') + 1
-	for _, l := range bytes.Split(raw[:keep], []byte{'\n'}) {
-		var res batchResult
-		if len(l) > 0 && json.Unmarshal(l, &res) == nil {
-			rf.done[res.CustomID] = true
-			rf.n++
-		}
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	if err := f.Truncate(int64(keep)); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if _, err := f.Seek(0, io.SeekEnd); err != nil {
-		f.Close()
-		return nil, err
-	}
-	rf.f = f
-	return rf, nil
-}
-
-// has reports whether the line custom has a result.
-func (rf *resultFile) has(custom string) bool {
-	rf.mu.Lock()
-	defer rf.mu.Unlock()
-	return rf.done[custom]
-}
-
-// count is the number of results.
-func (rf *resultFile) count() int {
-	rf.mu.Lock()
-	defer rf.mu.Unlock()
-	return rf.n
-}
-
-// add appends a result, durably, unless its line has one already.
-func (rf *resultFile) add(res batchResult) error {
-	b, err := json.Marshal(res)
-	if err != nil {
-		return err
-	}
-	rf.mu.Lock()
-	defer rf.mu.Unlock()
-	if rf.done[res.CustomID] {
-		return nil
-	}
-	if _, err := rf.f.Write(append(b, '\n')); err != nil {
-		return err
-	}
-	if err := rf.f.Sync(); err != nil {
-		return err
-	}
-	rf.done[res.CustomID] = true
-	rf.n++
-	return nil
-}
-
 // run works batch id through to its end, or until ctx ends (a cancel, or
 // the server closing: then it resumes when the server starts again).
 func (b *batches) run(ctx context.Context, id string) {
@@ -725,63 +638,44 @@ func (b *batches) run(ctx context.Context, id string) {
 		b.finish(id, "failed", errs, nil, nil)
 		return
 	}
-	out, err := openResults(b.path(id, ".out.jsonl"))
+	out, err := fleet.OpenResults(b.path(id, ".out.jsonl"))
 	if err != nil {
 		b.s.log.Error("server: a batch's results", "batch", id, "err", err)
 		return
 	}
-	defer out.f.Close()
-	bad, err := openResults(b.path(id, ".err.jsonl"))
+	defer out.Close()
+	bad, err := fleet.OpenResults(b.path(id, ".err.jsonl"))
 	if err != nil {
 		b.s.log.Error("server: a batch's errors", "batch", id, "err", err)
 		return
 	}
-	defer bad.f.Close()
+	defer bad.Close()
 	if b.status(id) == "validating" {
 		b.update(id, func(o *batchObject) { o.Status, o.InProgressAt = "in_progress", now() })
 	}
 	counts := func() {
 		b.update(id, func(o *batchObject) {
-			o.RequestCounts = batchCounts{Total: len(lines), Completed: out.count(), Failed: bad.count()}
+			o.RequestCounts = batchCounts{Total: len(lines), Completed: out.Count(), Failed: bad.Count()}
 		})
 	}
 	counts()
-	sem := make(chan struct{}, batchParallel)
-	var wg sync.WaitGroup
-	for _, l := range lines {
-		if out.has(l.CustomID) || bad.has(l.CustomID) {
-			continue // done before a restart
+	add := func(res batchResult) error {
+		dst := out
+		if res.Failed() {
+			dst = bad
 		}
-		if ctx.Err() != nil {
-			break
+		if err := dst.Add(res); err != nil {
+			b.s.log.Error("server: writing a batch result", "batch", id, "err", err)
+			return err
 		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func(l batchLine) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			res, ok := b.s.runBatchLine(ctx, l)
-			if !ok {
-				return // cut off: run again on resume
-			}
-			dst := out
-			if res.Error != nil || res.Response.StatusCode >= 300 {
-				dst = bad
-			}
-			if err := dst.add(res); err != nil {
-				b.s.log.Error("server: writing a batch result", "batch", id, "err", err)
-				return
-			}
-			counts()
-		}(l)
+		counts()
+		return nil
 	}
-	wg.Wait()
+	if b.s.cfg.Fleet != nil {
+		b.runFleet(ctx, id, lines, out, bad, add)
+	} else {
+		b.runLocal(ctx, lines, out, bad, add)
+	}
 	counts()
 	if ctx.Err() != nil && b.status(id) != "cancelling" {
 		return // the server is closing; the batch resumes on start
@@ -792,24 +686,51 @@ func (b *batches) run(ctx context.Context, id string) {
 	} else {
 		b.update(id, func(o *batchObject) { o.Status, o.FinalizingAt = "finalizing", now() })
 	}
+	b.endFleet(id, status == "cancelled")
 	b.finish(id, status, nil, out, bad)
 }
 
+// runLocal runs a batch's lines left to do in the server's engine, a few
+// at once, until they are done or ctx ends.
+func (b *batches) runLocal(ctx context.Context, lines []batchLine, out, bad *fleet.ResultFile, add func(batchResult) error) {
+	sem := make(chan struct{}, batchParallel)
+	var wg sync.WaitGroup
+	for _, l := range lines {
+		if out.Has(l.CustomID) || bad.Has(l.CustomID) {
+			continue // done before a restart
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if res, ok := b.s.runBatchLine(ctx, l); ok {
+				add(res) // a result not written runs again on resume
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // finish ends a batch: its result files become files of the Files API.
-func (b *batches) finish(id, status string, errs []batchError, out, bad *resultFile) {
+func (b *batches) finish(id, status string, errs []batchError, out, bad *fleet.ResultFile) {
 	var outID, errID *string
 	for _, rf := range []struct {
-		rf  *resultFile
+		rf  *fleet.ResultFile
 		dst **string
 	}{{out, &outID}, {bad, &errID}} {
-		if rf.rf == nil || rf.rf.count() == 0 {
+		if rf.rf == nil || rf.rf.Count() == 0 {
 			continue
 		}
-		f, err := os.Open(rf.rf.f.Name())
+		f, err := os.Open(rf.rf.Name())
 		if err != nil {
 			continue
 		}
-		obj, err := b.s.files.put("batch_output", filepath.Base(rf.rf.f.Name()), f, 1<<40)
+		obj, err := b.s.files.put("batch_output", filepath.Base(rf.rf.Name()), f, 1<<40)
 		f.Close()
 		if err == nil {
 			*rf.dst = &obj.ID
@@ -843,19 +764,49 @@ func priority(r *http.Request) engine.Priority {
 // runBatchLine runs one line through the server's own endpoint; ok is
 // false when ctx ended first.
 func (s *Server) runBatchLine(ctx context.Context, l batchLine) (batchResult, bool) {
-	res := batchResult{ID: newID("batch_req_"), CustomID: l.CustomID}
+	req, err := s.prepareLine("", l)
+	if err != nil {
+		return lineFailed(s, l, err), true
+	}
+	return s.RunRequest(ctx, req)
+}
+
+// lineFailed is the result of a line that cannot be made ready to run.
+func lineFailed(s *Server, l batchLine, err error) batchResult {
+	ae := s.classify(err)
+	return batchResult{ID: newID("batch_req_"), CustomID: l.CustomID, Error: &batchLineError{Code: cmp.Or(ae.Code, "invalid_request"), Message: ae.Message}}
+}
+
+// prepareLine makes a line ready to run anywhere: the body its endpoint
+// takes, with a transcription's audio in it.
+func (s *Server) prepareLine(batch string, l batchLine) (fleet.Request, error) {
 	body, contentType, err := s.batchRequestBody(l)
 	if err != nil {
-		ae := s.classify(err)
-		res.Error = &batchLineError{Code: cmp.Or(ae.Code, "invalid_request"), Message: ae.Message}
+		return fleet.Request{}, err
+	}
+	var m struct {
+		Model string `json:"model"`
+	}
+	json.Unmarshal(l.Body, &m)
+	return fleet.Request{Batch: batch, CustomID: l.CustomID, URL: l.URL, Model: m.Model, ContentType: contentType, Body: body}, nil
+}
+
+// RunRequest runs a batch line made ready to run through the server's own
+// endpoint at batch priority: it makes the Server a fleet.Runner, which
+// owl worker runs the lines of other servers' batches with. ok is false
+// when ctx ended first.
+func (s *Server) RunRequest(ctx context.Context, r fleet.Request) (batchResult, bool) {
+	res := batchResult{ID: newID("batch_req_"), CustomID: r.CustomID}
+	if fleet.KindOf(r.URL) == "" {
+		res.Error = &batchLineError{Code: "invalid_url", Message: fmt.Sprintf("url %s: want one of %s", quoteShort(r.URL), strings.Join(batchEndpoints, ", "))}
 		return res, true
 	}
-	req, err := http.NewRequestWithContext(context.WithValue(ctx, batchKey{}, l.CustomID), http.MethodPost, l.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(context.WithValue(ctx, batchKey{}, r.CustomID), http.MethodPost, r.URL, bytes.NewReader(r.Body))
 	if err != nil {
 		res.Error = &batchLineError{Code: "invalid_request", Message: err.Error()}
 		return res, true
 	}
-	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Content-Type", r.ContentType)
 	rec := httptest.NewRecorder()
 	s.mux.ServeHTTP(rec, req)
 	if ctx.Err() != nil {

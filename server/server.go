@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/fleet"
 	"github.com/owlengine/owl/models/hub"
 )
 
@@ -100,6 +101,9 @@ type Config struct {
 	// DataDir keeps the Batch API's files and batches ("": a folder
 	// .batches in the models folder).
 	DataDir string
+	// Fleet, when set, runs batches on the workers of a NATS JetStream
+	// cluster instead of this server's engine.
+	Fleet *fleet.Cluster
 	// Hub, when set, is where /api/pull downloads models from; nil
 	// refuses pulls (an offline server).
 	Hub     *hub.Client
