@@ -143,6 +143,15 @@ func (c *Cluster) Pending(ctx context.Context, batch string) (map[string]bool, e
 	return out, nil
 }
 
+// Queued is the number of lines on the stream: waiting, or held by workers.
+func (c *Cluster) Queued(ctx context.Context) (uint64, error) {
+	info, err := c.lines.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
 // Collect hands each result of batch to add as it arrives in the
 // results bucket (those there already first, then ready is called), and
 // takes it out once add returned nil, until ctx ends. A watch that breaks

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/owlengine/owl/fleet"
 	"github.com/owlengine/owl/models/store"
 )
@@ -200,4 +202,74 @@ func (s *Server) FleetModels(kinds []string) ([]fleet.ModelInfo, error) {
 		out = append(out, info)
 	}
 	return out, nil
+}
+
+// batchCollector exports the batches' progress, and with a fleet its
+// workers as they advertise themselves, to Prometheus.
+type batchCollector struct {
+	s                                  *Server
+	batches, requests                  *prometheus.Desc
+	workers, workerLines, workerFlight *prometheus.Desc
+	queued                             *prometheus.Desc
+}
+
+func newBatchCollector(s *Server) *batchCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("owl_"+name, help, labels, nil)
+	}
+	return &batchCollector{s: s,
+		batches:      d("batches", "Batches of the Batch API by status.", "status"),
+		requests:     d("batch_requests", "Lines of each batch under way: total, completed and failed.", "batch", "state"),
+		workers:      d("fleet_workers", "Workers of the fleet advertising themselves."),
+		workerLines:  d("fleet_worker_lines_total", "Lines each worker of the fleet handled (done: results stored; retried: handed back; dead: out of deliveries).", "worker", "outcome"),
+		workerFlight: d("fleet_worker_lines_in_flight", "Lines each worker of the fleet is running.", "worker"),
+		queued:       d("fleet_lines_queued", "Lines on the fleet's stream: waiting, or held by workers."),
+	}
+}
+
+func (c *batchCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.batches, c.requests, c.workers, c.workerLines, c.workerFlight, c.queued} {
+		ch <- d
+	}
+}
+
+func (c *batchCollector) Collect(ch chan<- prometheus.Metric) {
+	b := c.s.batches
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	byStatus := map[string]int{}
+	for _, o := range b.objs {
+		byStatus[o.Status]++
+		switch o.Status {
+		case "validating", "in_progress", "finalizing", "cancelling":
+			rc := o.RequestCounts
+			for state, n := range map[string]int{"total": rc.Total, "completed": rc.Completed, "failed": rc.Failed} {
+				ch <- prometheus.MustNewConstMetric(c.requests, prometheus.GaugeValue, float64(n), o.ID, state)
+			}
+		}
+	}
+	b.mu.Unlock()
+	for st, n := range byStatus {
+		ch <- prometheus.MustNewConstMetric(c.batches, prometheus.GaugeValue, float64(n), st)
+	}
+	fl := c.s.cfg.Fleet
+	if fl == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if ws, err := fl.Workers(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(len(ws)))
+		for _, w := range ws {
+			for outcome, n := range map[string]uint64{"done": w.Done, "retried": w.Retried, "dead": w.Dead} {
+				ch <- prometheus.MustNewConstMetric(c.workerLines, prometheus.CounterValue, float64(n), w.ID, outcome)
+			}
+			ch <- prometheus.MustNewConstMetric(c.workerFlight, prometheus.GaugeValue, float64(w.InFlight), w.ID)
+		}
+	}
+	if n, err := fl.Queued(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(n))
+	}
 }

@@ -130,7 +130,7 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 // streams) and Go's runtime metrics.
 func (s *Server) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(s.collector)
+	reg.MustRegister(s.collector, newBatchCollector(s))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "owl_live_streams", Help: "Live transcriptions running."},
 		func() float64 { return float64(len(s.streams)) }))
 	reg.MustRegister(prometheus.NewGoCollector())

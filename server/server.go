@@ -101,6 +101,9 @@ type Config struct {
 	// DataDir keeps the Batch API's files and batches ("": a folder
 	// .batches in the models folder).
 	DataDir string
+	// NoBatches leaves out the Files and Batch APIs and the data folder:
+	// a worker's server, which runs the lines other servers queue.
+	NoBatches bool
 	// Fleet, when set, runs batches on the workers of a NATS JetStream
 	// cluster instead of this server's engine.
 	Fleet *fleet.Cluster
@@ -163,14 +166,18 @@ func New(cfg Config) (*Server, error) {
 	s.files = &files{dir: filepath.Join(data, "files")}
 	s.collector = newMetricsCollector(cfg.Engine)
 	s.routes()
-	s.batches = newBatches(s, filepath.Join(data, "batches")) // resumes the batches under way
+	if !cfg.NoBatches {
+		s.batches = newBatches(s, filepath.Join(data, "batches")) // resumes the batches under way
+	}
 	return s, nil
 }
 
 // Close stops the batches under way (they resume when a server on the
 // same data folder starts); the engine is the caller's.
 func (s *Server) Close() error {
-	s.batches.close()
+	if s.batches != nil {
+		s.batches.close()
+	}
 	return nil
 }
 
@@ -208,14 +215,16 @@ func (s *Server) routes() {
 	add("/v1/embeddings", route{http.MethodPost, apiOpenAI, s.handleEmbeddings})
 	add("/api/embed", route{http.MethodPost, apiOllama, s.handleOllamaEmbed})
 	add("/api/embeddings", route{http.MethodPost, apiOllama, s.handleOllamaEmbeddings})
-	add("POST /v1/files", route{http.MethodPost, apiOpenAI, s.handleFileUpload})
-	add("GET /v1/files", route{http.MethodGet, apiOpenAI, s.handleFileList})
-	add("/v1/files/{id}", route{"", apiOpenAI, s.handleFile})
-	add("/v1/files/{id}/content", route{http.MethodGet, apiOpenAI, s.handleFileContent})
-	add("POST /v1/batches", route{http.MethodPost, apiOpenAI, s.handleBatchCreate})
-	add("GET /v1/batches", route{http.MethodGet, apiOpenAI, s.handleBatchList})
-	add("/v1/batches/{id}", route{http.MethodGet, apiOpenAI, s.handleBatchGet})
-	add("/v1/batches/{id}/cancel", route{http.MethodPost, apiOpenAI, s.handleBatchCancel})
+	if !s.cfg.NoBatches {
+		add("POST /v1/files", route{http.MethodPost, apiOpenAI, s.handleFileUpload})
+		add("GET /v1/files", route{http.MethodGet, apiOpenAI, s.handleFileList})
+		add("/v1/files/{id}", route{"", apiOpenAI, s.handleFile})
+		add("/v1/files/{id}/content", route{http.MethodGet, apiOpenAI, s.handleFileContent})
+		add("POST /v1/batches", route{http.MethodPost, apiOpenAI, s.handleBatchCreate})
+		add("GET /v1/batches", route{http.MethodGet, apiOpenAI, s.handleBatchList})
+		add("/v1/batches/{id}", route{http.MethodGet, apiOpenAI, s.handleBatchGet})
+		add("/v1/batches/{id}/cancel", route{http.MethodPost, apiOpenAI, s.handleBatchCancel})
+	}
 	add("/v1/models/{id...}", route{http.MethodGet, apiOpenAI, s.handleModel})
 	add("/api/chat", route{http.MethodPost, apiOllama, s.handleOllamaChat})
 	add("/api/generate", route{http.MethodPost, apiOllama, s.handleOllamaGenerate})

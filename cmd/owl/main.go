@@ -77,7 +77,7 @@ func newRootCmd() *cobra.Command {
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log what owl and llama.cpp are doing")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newTranscribeCmd(), newListenCmd(), newVADCmd(), newSayCmd(), newVoicesCmd(), newAssistCmd(), newSeeCmd(), newDevicesCmd(), newGenerateCmd(), newChatCmd(), newEmbedCmd(), newModelsCmd(), newPullCmd(), newServeCmd(), newBenchCmd(), newVersionCmd())
+	root.AddCommand(newTranscribeCmd(), newListenCmd(), newVADCmd(), newSayCmd(), newVoicesCmd(), newAssistCmd(), newSeeCmd(), newDevicesCmd(), newGenerateCmd(), newChatCmd(), newEmbedCmd(), newModelsCmd(), newPullCmd(), newServeCmd(), newWorkerCmd(), newBenchCmd(), newVersionCmd())
 	return root
 }
 

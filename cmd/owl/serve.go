@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/owlengine/owl/engine"
 	"github.com/owlengine/owl/models/hub"
@@ -47,6 +49,8 @@ type serveFlags struct {
 	shutdownGrace   time.Duration
 	tlsCert, tlsKey string
 	tlsSelfSigned   bool
+	nats            natsFlags
+	dataDir         string
 }
 
 func newServeCmd() *cobra.Command {
@@ -93,6 +97,8 @@ rest and exits 0.`,
 	fs.BoolVar(&f.tlsSelfSigned, "tls-self-signed", false, "serve HTTPS with a self-signed certificate made once and kept in the models folder's tls/ (for a LAN: clients trust it by its fingerprint)")
 	fs.DurationVar(&f.maxAudio, "max-audio", server.DefaultMaxAudio, "longest audio per transcription or live stream")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "how long requests in flight may finish at shutdown")
+	fs.StringVar(&f.dataDir, "data-dir", os.Getenv("OWL_DATA_DIR"), "folder of the Batch API's files and batches (default: .batches in the models folder; OWL_DATA_DIR)")
+	f.nats.add(fs, "run batches on the workers of this NATS JetStream fleet instead of here")
 	fs.SetNormalizeFunc(normalizeFlag)
 	return cmd
 }
@@ -218,6 +224,21 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 		}
 	}
 
+	// One server owns a data folder: two would both run its batches.
+	dataDir := cmp.Or(f.dataDir, filepath.Join(f.modelsDir, ".batches"))
+	unlock, err := lockDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	fl, err := f.nats.connect(ctx, "owl serve")
+	if err != nil {
+		return err
+	}
+	if fl != nil {
+		defer fl.Close()
+		fmt.Fprintf(stderr, "owl: batches run on the fleet at %s\n", fl.Conn().ConnectedUrlRedacted())
+	}
 	e := engine.New(engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel, MaxQueue: f.maxQueue,
 		MaxMemory: budget, KeepAlive: keep, NoKeepAlive: noKeep, MemoryWait: f.memoryWait, QueueWait: f.queueWait})
 	var pulls *hub.Client // /api/pull downloads as owl pull does, unless offline
@@ -225,7 +246,7 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 		pulls = hub.NewClient("owl/" + version)
 	}
 	srv, err := server.New(server.Config{Engine: e, ModelsDir: f.modelsDir, APIKey: f.apiKey, AllowedMediaDir: f.allowedMediaDir,
-		Limits: server.Limits{MaxBodyBytes: int64(maxBody), MaxAudio: f.maxAudio}, Version: version, Hub: pulls})
+		Limits: server.Limits{MaxBodyBytes: int64(maxBody), MaxAudio: f.maxAudio}, Version: version, Hub: pulls, Fleet: fl, DataDir: dataDir})
 	if err != nil {
 		e.Close()
 		return err
@@ -263,6 +284,22 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stderr, "owl: stopped")
 	return nil
+}
+
+// lockDataDir takes the data folder's lock for the life of the process.
+func lockDataDir(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("the data folder %s is another owl serve's (it runs the batches kept there): give this one its own --data-dir", dir)
+	}
+	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
 }
 
 // serveHTTP serves h on ln until ctx ends, then shuts down: it stops
