@@ -11,7 +11,7 @@ BIN     := $(CURDIR)/bin
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := g++ pkg-config nlohmann-json3-dev libstb-dev portaudio19-dev libespeak-ng-dev \
-	sox flac lame vorbis-tools opus-tools espeak-ng webp systemd python3-onnx chromium
+	sox flac lame vorbis-tools opus-tools espeak-ng webp systemd python3-onnx chromium haproxy
 
 OLLAMA_MOD := github.com/ollama/ollama
 MALGO_MOD  := github.com/gen2brain/malgo@v0.11.24
