@@ -104,7 +104,7 @@ func results(t *testing.T, c openai.Client, fileID string) map[string]batchResul
 	return out
 }
 
-func waitBatch(t *testing.T, c openai.Client, id string, until func(*openai.Batch) bool) *openai.Batch {
+func waitBatch(t testing.TB, c openai.Client, id string, until func(*openai.Batch) bool) *openai.Batch {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Minute)
 	for {

@@ -39,7 +39,7 @@ type testWorker struct {
 
 // startWorker runs a worker on models (the shared folder when ""),
 // until the test ends.
-func startWorker(t *testing.T, url string, cfg fleet.Config, id, models string, o fleet.WorkerOptions, memory uint64) *testWorker {
+func startWorker(t testing.TB, url string, cfg fleet.Config, id, models string, o fleet.WorkerOptions, memory uint64) *testWorker {
 	t.Helper()
 	if models == "" {
 		models = modelsDir
@@ -160,7 +160,7 @@ func fleetServer(t *testing.T, data, url string, cfg fleet.Config) (*httptest.Se
 }
 
 // submit uploads input and starts a batch of it.
-func submit(t *testing.T, c openai.Client, input []byte) *openai.Batch {
+func submit(t testing.TB, c openai.Client, input []byte) *openai.Batch {
 	t.Helper()
 	f, err := c.Files.New(t.Context(), openai.FileNewParams{File: openai.File(bytes.NewReader(input), "requests.jsonl", "application/jsonl"), Purpose: openai.FilePurposeBatch})
 	if err != nil {
@@ -490,4 +490,59 @@ func TestFleetFaults(t *testing.T) {
 			t.Fatalf("%v lines ran for %d", n, len(lines))
 		}
 	})
+}
+
+// BenchmarkFleetThroughput runs a batch of chat lines with 1, 2 and 3
+// workers over one NATS node, and in the server's own engine, and
+// reports lines per second. Here every worker shares the machine's cores.
+func BenchmarkFleetThroughput(b *testing.B) {
+	const n = 480
+	var lines []batchLine
+	for i := range n {
+		lines = append(lines, chatLine(fmt.Sprintf("bench-%d", i), "tiny"))
+	}
+	input := jsonl(lines...)
+	run := func(b *testing.B, c openai.Client) {
+		for b.Loop() {
+			start := time.Now()
+			got := waitBatch(b, c, submit(b, c, input).ID, done)
+			if got.RequestCounts.Completed != n {
+				b.Fatalf("batch: %s %+v", got.Status, got.RequestCounts)
+			}
+			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "lines/s")
+		}
+	}
+	b.Run("local", func(b *testing.B) {
+		// The engine as a worker's: one thread per model.
+		e := engine.New(engine.Options{Threads: 1, NumCtx: 1024, Parallel: 4, CacheDir: filepath.Join(b.TempDir(), "cache")})
+		defer e.Close()
+		s, err := New(Config{Engine: e, ModelsDir: modelsDir, DataDir: b.TempDir(), Logger: quietLog})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ts := httptest.NewServer(s)
+		defer func() { ts.Close(); s.Close() }()
+		run(b, openai.NewClient(option.WithBaseURL(ts.URL+"/v1/"), option.WithAPIKey("x"), option.WithMaxRetries(0)))
+	})
+	for workers := 1; workers <= 3; workers++ {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			nodes := natstest.Start(b, 1)
+			cfg := fleet.Config{Heartbeat: 300 * time.Millisecond}
+			c, err := fleet.Connect(b.Context(), nodes.URL(), cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			s, err := New(Config{Engine: sharedEngine, ModelsDir: modelsDir, DataDir: b.TempDir(), Fleet: c, Logger: quietLog})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ts := httptest.NewServer(s)
+			defer func() { ts.Close(); s.Close() }()
+			for i := range workers {
+				startWorker(b, nodes.URL(), cfg, fmt.Sprintf("w%d", i+1), "", fleet.WorkerOptions{}, 0)
+			}
+			run(b, openai.NewClient(option.WithBaseURL(ts.URL+"/v1/"), option.WithAPIKey("x"), option.WithMaxRetries(0)))
+		})
+	}
 }
