@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -312,6 +313,31 @@ func ghostWorker(t *testing.T, url string, cfg fleet.Config, id string) *testWor
 	return w
 }
 
+// waitWorkers waits until the workers ids advertise themselves to s's fleet.
+func waitWorkers(t *testing.T, s *Server, ids ...string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ws, err := s.cfg.Fleet.Workers(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, w := range ws {
+			if slices.Contains(ids, w.ID) {
+				n++
+			}
+		}
+		if n == len(ids) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers %v did not all come up: %+v", ids, ws)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // errorsOf reads a batch's error file by custom id.
 func errorsOf(t *testing.T, c openai.Client, b *openai.Batch) map[string]batchResult {
 	t.Helper()
@@ -364,11 +390,12 @@ func TestFleetFaults(t *testing.T) {
 		good := []batchLine{chatLine("good-1", "tiny"), chatLine("good-2", "tiny.gguf"), chatLine("good-3", "tiny:latest")}
 		lines := append(good, batchLine{CustomID: "corrupt-audio", Method: "POST", URL: "/v1/audio/transcriptions", Body: body},
 			chatLine("unknown-model", "nope"), chatLine("too-big", "big"), chatLine("dies-every-time", "ghost"))
-		b := submit(t, c, jsonl(lines...))
 		// The ghost's line: each worker that takes it dies, until it runs
 		// out of deliveries (JetStream gives up on a line when it would
 		// hand it out again: a worker of the model still asks for lines).
 		g := ghostWorker(t, nodes.URL(), cfg, "ghost1")
+		waitWorkers(t, s, "w1", "small", "ghost1") // else their lines' models are unknown
+		b := submit(t, c, jsonl(lines...))
 		deadline := time.Now().Add(2 * time.Minute)
 		for i := 2; ; {
 			got, err := c.Batches.Get(t.Context(), b.ID)
