@@ -479,7 +479,12 @@ func (s *Server) handleOllamaTags(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		s.log.Warn("server: model store", "err", err)
 	}
-	out := ollama.ListResponse{Models: []ollama.ListModelResponse{}}
+	out := struct {
+		ollama.ListResponse
+		// owl's extension: files named like models that owl cannot read,
+		// and why (ollama's clients ignore it).
+		Unusable []store.Unusable `json:"unusable,omitempty"`
+	}{ListResponse: ollama.ListResponse{Models: []ollama.ListModelResponse{}}, Unusable: s.models.store.Unusable()}
 	for _, m := range all {
 		if !servable(m) {
 			continue

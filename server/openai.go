@@ -453,6 +453,9 @@ type openAIModelEntry struct {
 type openAIModelList struct {
 	Object string             `json:"object"`
 	Data   []openAIModelEntry `json:"data"`
+	// Unusable (owl's extension): files named like models that owl
+	// cannot read, and why, instead of their leaving the list in silence.
+	Unusable []store.Unusable `json:"unusable,omitempty"`
 }
 
 func usage(res engine.Result) openAIUsage {
@@ -591,6 +594,7 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) error {
 			out.Data = append(out.Data, openAIModel(m))
 		}
 	}
+	out.Unusable = s.models.store.Unusable()
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	ollama "github.com/ollama/ollama/api"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/shared"
@@ -385,4 +388,38 @@ func imagesEncoded() int64 {
 		n += m.ImagesEncoded
 	}
 	return n
+}
+
+// A file named like a model that owl cannot read is not served, and both
+// listings say why; ollama's client still reads its listing.
+func TestUnusableModelsListed(t *testing.T) {
+	dir := t.TempDir()
+	raw, err := os.ReadFile(filepath.Join(modelsDir, "tiny.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "tiny.gguf"), raw, 0o644)
+	os.WriteFile(filepath.Join(dir, "cut.gguf"), raw[:64], 0o644)
+	ts := testServer(t, Config{ModelsDir: dir})
+	for _, path := range []string{"/v1/models", "/api/tags"} {
+		code, body := get(t, ts.URL+path)
+		var v struct {
+			Unusable []struct{ Name, File, Error string } `json:"unusable"`
+		}
+		if err := json.Unmarshal(body, &v); code != 200 || err != nil {
+			t.Fatalf("%s: %d %s", path, code, body)
+		}
+		if len(v.Unusable) != 1 || v.Unusable[0].Name != "cut" || v.Unusable[0].File != "cut.gguf" || !strings.Contains(v.Unusable[0].Error, "corrupt") ||
+			strings.Contains(v.Unusable[0].Error, dir) {
+			t.Fatalf("%s: unusable %+v", path, v.Unusable)
+		}
+		if strings.Contains(string(body), `"id":"cut"`) || strings.Contains(string(body), `"name":"cut","model"`) {
+			t.Fatalf("%s lists the unusable file as a model: %s", path, body)
+		}
+	}
+	u, _ := url.Parse(ts.URL)
+	list, err := ollama.NewClient(u, http.DefaultClient).List(t.Context())
+	if err != nil || len(list.Models) != 1 || list.Models[0].Name != "tiny" {
+		t.Fatalf("ollama client: %+v %v", list, err)
+	}
 }

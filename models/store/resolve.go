@@ -148,6 +148,41 @@ func (s *Store) Models() ([]Model, error) {
 	return out, err
 }
 
+// Unusable is a file in the store's folder named like a model file that
+// owl cannot use, and why.
+type Unusable struct {
+	Name   string `json:"name"`
+	File   string `json:"file"`
+	Reason string `json:"error"`
+}
+
+// Unusable lists the files lying in the store's folder that are named
+// like model files (.gguf, .bin, .onnx) but are none owl can read — cut
+// short, corrupt, or of another format — so that a listing can say why a
+// model is missing instead of leaving it out in silence.
+func (s *Store) Unusable() []Unusable {
+	des, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil
+	}
+	var out []Unusable
+	for _, de := range des {
+		if !de.Type().IsRegular() || !isModelFile(de.Name()) {
+			continue
+		}
+		st, err := de.Info()
+		if err != nil {
+			continue
+		}
+		path := filepath.Join(s.dir, de.Name())
+		if f := s.facts(path, st); f.err != nil {
+			// The reason without the folder's path: listings go to clients.
+			out = append(out, Unusable{Name: NameFromFile(de.Name()), File: de.Name(), Reason: strings.TrimPrefix(f.err.Error(), path+": ")})
+		}
+	}
+	return out
+}
+
 func fromEntry(e Entry) Model {
 	m := Model{Name: e.Name, Kind: e.Kind, Path: e.Path, Size: e.Size, Modified: e.Modified, Digest: e.Digest,
 		ProjectorPath: e.ProjectorPath, Source: e.Source.Ref()}

@@ -90,3 +90,22 @@ func TestResolve(t *testing.T) {
 		t.Fatalf("models %v, want %v", names, want)
 	}
 }
+
+// A file named like a model that owl cannot read is listed as unusable,
+// with why, and is not among the models.
+func TestUnusable(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "cut.gguf"), []byte("GGUF\x03\x00\x00\x00"), 0o644)
+	os.WriteFile(filepath.Join(dir, "notes.bin"), []byte("just some bytes, not a model"), 0o644)
+	os.WriteFile(filepath.Join(dir, "readme.txt"), []byte("not named like a model"), 0o644)
+	s := Open(dir)
+	ms, _ := s.Models()
+	if len(ms) != 0 {
+		t.Fatalf("models: %+v", ms)
+	}
+	u := s.Unusable()
+	if len(u) != 2 || u[0].File != "cut.gguf" || u[0].Name != "cut" || u[0].Reason == "" || u[1].File != "notes.bin" || u[1].Reason == "" {
+		t.Fatalf("unusable: %+v", u)
+	}
+	t.Logf("%+v", u)
+}
