@@ -627,7 +627,15 @@ func (e *Engine) Embed(ctx context.Context, req EmbedRequest) (EmbedResult, erro
 	defer l.release(req.KeepAlive)
 	m.embMu.Lock()
 	if m.emb == nil {
-		m.emb, err = m.model.NewEmbedder(e.threads(), embeddingContext)
+		// The embedding context's KV cache and compute buffers count in
+		// the model's share of the budget, as a projector's do.
+		est := m.model.File().EstimateMemoryWith(models.EstimateOptions{Context: embeddingContext, KVType: e.opts.KVType})
+		need := est.KVCache + est.Compute
+		if err = e.grow(ctx, l.m, need, "its embedding context"); err == nil {
+			if m.emb, err = m.model.NewEmbedder(e.threads(), embeddingContext); err != nil {
+				e.shrink(l.m, need)
+			}
+		}
 	}
 	emb := m.emb
 	m.embMu.Unlock()

@@ -163,3 +163,35 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+// A model's embedding context counts in its share of the budget: the
+// used memory grows by its estimate when it is made, and a budget with
+// room for the model but not for the context refuses the embedding
+// (ErrTooLarge) while generation goes on.
+func TestEmbeddingContextInBudget(t *testing.T) {
+	paths, size := threeModels(t)
+	ctx := context.Background()
+	e := New(Options{Threads: 1, NumCtx: 4096, Parallel: 1})
+	defer e.Close()
+	generateOn(t, e, paths[0])
+	before := e.Metrics().MemoryUsed
+	if _, err := e.Embed(ctx, EmbedRequest{Model: paths[0], Inputs: []string{"hello"}}); err != nil {
+		t.Fatal(err)
+	}
+	grown := e.Metrics().MemoryUsed - before
+	if grown == 0 {
+		t.Fatal("the embedding context did not count in the budget")
+	}
+	if _, err := e.Embed(ctx, EmbedRequest{Model: paths[0], Inputs: []string{"again"}}); err != nil || e.Metrics().MemoryUsed-before != grown {
+		t.Fatalf("a second embedding: %v, grown %d then %d", err, grown, e.Metrics().MemoryUsed-before)
+	}
+	t.Logf("model %d bytes, embedding context %d", size, grown)
+
+	tight := New(Options{Threads: 1, NumCtx: 4096, Parallel: 1, MaxMemory: size + grown/2})
+	defer tight.Close()
+	generateOn(t, tight, paths[1])
+	if _, err := tight.Embed(ctx, EmbedRequest{Model: paths[1], Inputs: []string{"hello"}}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("an embedding context over the budget: %v", err)
+	}
+	generateOn(t, tight, paths[1])
+}
