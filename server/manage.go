@@ -1,14 +1,21 @@
 package server
 
 import (
+	"bytes"
 	"cmp"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	ollama "github.com/ollama/ollama/api"
 
+	"github.com/owlengine/owl/engine"
 	"github.com/owlengine/owl/models/hub"
 	"github.com/owlengine/owl/models/store"
 )
@@ -147,4 +154,143 @@ func (s *Server) handleOllamaCopy(w http.ResponseWriter, r *http.Request) error 
 func (s *Server) handleOllamaPush(w http.ResponseWriter, r *http.Request) error {
 	return &apiError{Status: http.StatusNotImplemented, Type: typeInvalidRequest, Code: "push_unsupported",
 		Message: "owl does not push models: it pulls them from the Hugging Face hub (or a mirror), and there is no registry to push to"}
+}
+
+// handleOllamaCreate makes a model from one the server holds, as ollama's
+// create (a Modelfile's FROM, SYSTEM, PARAMETER and MESSAGE): a store
+// entry for the same file with a default system prompt, default options
+// and opening messages. It answers ollama's status lines (streamed
+// unless stream is false).
+func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request) error {
+	if err := requireOllamaJSON(r); err != nil {
+		return err
+	}
+	var req ollama.CreateRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	name := cmp.Or(req.Model, req.Name)
+	switch {
+	case name == "":
+		return badRequest("model", "create needs the new model's name in model")
+	case req.From == "" && len(req.Files) > 0:
+		return &apiError{Status: http.StatusNotImplemented, Type: typeInvalidRequest, Param: "files", Code: "create_from_files_unsupported",
+			Message: "owl creates models from a model it holds (FROM NAME): put the file in the models folder, or owl pull it, and name it in from"}
+	case req.From == "":
+		return badRequest("from", "create needs from: the model to build on (a Modelfile's FROM)")
+	case req.Template != "":
+		return &apiError{Status: http.StatusNotImplemented, Type: typeInvalidRequest, Param: "template", Code: "template_unsupported",
+			Message: "owl renders each model's own chat template; a Modelfile TEMPLATE is not supported"}
+	case len(req.Adapters) > 0:
+		return &apiError{Status: http.StatusNotImplemented, Type: typeInvalidRequest, Param: "adapters", Code: "adapters_unsupported", Message: "owl does not apply LoRA adapters"}
+	case req.Quantize != "":
+		return &apiError{Status: http.StatusNotImplemented, Type: typeInvalidRequest, Param: "quantize", Code: "quantize_unsupported",
+			Message: "owl does not quantize models: pull the quantization you want (owl pull NAME:Q4_K_M)"}
+	}
+	base, err := s.models.textModel(req.From)
+	if err != nil {
+		return err
+	}
+	cfg := store.ModelConfig{System: req.System, Parameters: req.Parameters, From: base.Name}
+	if base.Config != nil { // created from a created model: its settings under the new ones
+		cfg.System = cmp.Or(cfg.System, base.Config.System)
+		cfg.Messages = base.Config.Messages
+		params := maps.Clone(base.Config.Parameters)
+		if params == nil {
+			params = map[string]any{}
+		}
+		maps.Copy(params, req.Parameters)
+		cfg.Parameters = params
+	}
+	for i, m := range req.Messages {
+		switch m.Role {
+		case "system", "user", "assistant":
+		default:
+			return badRequest(fmt.Sprintf("messages[%d].role", i), "messages[%d]: role %q (want system, user or assistant)", i, truncate(m.Role, 40))
+		}
+		cfg.Messages = append(cfg.Messages, store.ConfigMessage{Role: m.Role, Content: m.Content})
+	}
+	// The parameters must be options a request could give.
+	if len(cfg.Parameters) > 0 {
+		if _, err := modelOptions(&cfg, nil); err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) {
+				ae.Param = strings.Replace(ae.Param, "options.", "parameters.", 1)
+				ae.Message = strings.Replace(ae.Message, "options.", "parameters.", 1)
+			}
+			return err
+		}
+	}
+	if err := s.models.store.Create(name, base, cfg); err != nil {
+		if errors.Is(err, store.ErrBadName) {
+			return badRequest("model", "%v", err)
+		}
+		return err
+	}
+	s.be.Unload(base.Path) // settings apply from the next request either way; nothing stale stays loaded under the name
+	s.log.Info("server: created", "model", name, "from", base.Name)
+	status := []ollama.ProgressResponse{{Status: "using existing layer sha256:" + strings.TrimPrefix(s.models.digest(base), "sha256:")},
+		{Status: "writing manifest"}, {Status: "success"}}
+	if req.Stream != nil && !*req.Stream {
+		writeJSON(w, http.StatusOK, status[len(status)-1])
+		return nil
+	}
+	ev := newNDJSON(w)
+	for _, st := range status {
+		ev.send(st)
+	}
+	return nil
+}
+
+// modelOptions is a created model's parameters with a request's options
+// over them (req nil: the parameters alone).
+func modelOptions(cfg *store.ModelConfig, req *ollamaOptions) (*ollamaOptions, error) {
+	if cfg == nil || len(cfg.Parameters) == 0 {
+		return req, nil
+	}
+	merged := maps.Clone(cfg.Parameters)
+	if req != nil {
+		raw, err := json.Marshal(req)
+		if err != nil {
+			return nil, err
+		}
+		var set map[string]any
+		json.Unmarshal(raw, &set)
+		for k, v := range set {
+			if v != nil {
+				merged[k] = v
+			}
+		}
+	}
+	raw, err := json.Marshal(merged)
+	if err != nil {
+		return nil, err
+	}
+	var out ollamaOptions
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&out); err != nil {
+		return nil, badRequest("options", "options: %v", err)
+	}
+	if err := out.check(); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// withModelMessages puts a created model's system prompt (unless the
+// conversation has one) and opening messages before msgs.
+func withModelMessages(cfg *store.ModelConfig, msgs []engine.Message) []engine.Message {
+	if cfg == nil {
+		return msgs
+	}
+	var out []engine.Message
+	hasSystem := slices.ContainsFunc(msgs, func(m engine.Message) bool { return m.Role == "system" })
+	if cfg.System != "" && !hasSystem {
+		out = append(out, engine.Message{Role: "system", Content: cfg.System})
+	}
+	for _, m := range cfg.Messages {
+		out = append(out, engine.Message{Role: m.Role, Content: m.Content})
+	}
+	return append(out, msgs...)
 }

@@ -170,3 +170,89 @@ func TestOllamaShowOptionsAndArchitecture(t *testing.T) {
 		t.Fatalf("a model llama.cpp cannot run: %d %s", code, body)
 	}
 }
+
+// ollama's client creates a model from one the server holds, with a
+// system prompt, parameters and opening messages: it is listed and shown
+// with them, and its chats (ollama's and OpenAI's) equal the base model's
+// with the system prompt, the messages and the options given by hand.
+// What owl cannot create is refused in words.
+func TestOllamaCreate(t *testing.T) {
+	dir := t.TempDir()
+	raw, err := os.ReadFile(filepath.Join(modelsDir, "tiny.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "tiny.gguf"), raw, 0o644)
+	ts := testServer(t, Config{ModelsDir: dir})
+	u, _ := url.Parse(ts.URL)
+	client := ollama.NewClient(u, http.DefaultClient)
+	ctx := t.Context()
+	var status []string
+	err = client.Create(ctx, &ollama.CreateRequest{Model: "pirate", From: "tiny", System: "You are a pirate.",
+		Parameters: map[string]any{"temperature": 0, "num_predict": 5, "top_k": 1},
+		Messages:   []ollama.Message{{Role: "user", Content: "Ahoy?"}, {Role: "assistant", Content: "Arr."}}},
+		func(p ollama.ProgressResponse) error { status = append(status, p.Status); return nil })
+	if err != nil || status[len(status)-1] != "success" {
+		t.Fatalf("create: %v %v", err, status)
+	}
+	list, err := client.List(ctx)
+	if err != nil || !slices.ContainsFunc(list.Models, func(m ollama.ListModelResponse) bool { return m.Name == "pirate" }) {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	show, err := client.Show(ctx, &ollama.ShowRequest{Model: "pirate"})
+	if err != nil || show.System != "You are a pirate." || !strings.Contains(show.Parameters, "num_predict") || len(show.Messages) != 2 ||
+		!strings.Contains(show.Modelfile, `SYSTEM "You are a pirate."`) {
+		t.Fatalf("show: %v %+v", err, show)
+	}
+
+	chat := func(model string, msgs []ollama.Message, opts map[string]any) string {
+		stream := false
+		var out string
+		if err := client.Chat(ctx, &ollama.ChatRequest{Model: model, Messages: msgs, Stream: &stream, Options: opts}, func(r ollama.ChatResponse) error {
+			out += r.Message.Content
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	q := ollama.Message{Role: "user", Content: "Where is the treasure?"}
+	got := chat("pirate", []ollama.Message{q}, nil)
+	want := chat("tiny", []ollama.Message{{Role: "system", Content: "You are a pirate."}, {Role: "user", Content: "Ahoy?"}, {Role: "assistant", Content: "Arr."}, q},
+		map[string]any{"temperature": 0, "num_predict": 5, "top_k": 1})
+	if got != want {
+		t.Fatalf("the created model said %q, the base with its settings %q", got, want)
+	}
+	// A request's options win over the model's.
+	if longer := chat("pirate", []ollama.Message{q}, map[string]any{"num_predict": 9}); longer == got {
+		t.Fatalf("num_predict 9 gave the same %q", longer)
+	}
+	// OpenAI's chat gets the same.
+	code, _, body := post(t, ts.URL+"/v1/chat/completions", "application/json",
+		[]byte(`{"model":"pirate","messages":[{"role":"user","content":"Where is the treasure?"}]}`))
+	if code != 200 || answerOf(t, "/v1/chat/completions", body) != want {
+		t.Fatalf("OpenAI chat: %d %s, want %q", code, body, want)
+	}
+
+	var se ollama.StatusError
+	for _, bad := range []struct {
+		req  ollama.CreateRequest
+		code int
+		want string
+	}{
+		{ollama.CreateRequest{Model: "x", From: "tiny", Template: "{{ .Prompt }}"}, 501, "TEMPLATE is not supported"},
+		{ollama.CreateRequest{Model: "x", From: "tiny", Parameters: map[string]any{"top_k": -3}}, 400, "parameters.top_k"},
+		{ollama.CreateRequest{Model: "x", From: "tiny", Parameters: map[string]any{"no_such": 1}}, 400, "no_such"},
+		{ollama.CreateRequest{Model: "x", From: "nope"}, 404, "not found"},
+		{ollama.CreateRequest{Model: "x", Files: map[string]string{"m.gguf": "sha256:00"}}, 501, "FROM NAME"},
+		{ollama.CreateRequest{Model: "x", From: "tiny", Quantize: "q4_K_M"}, 501, "quantize"},
+	} {
+		err := client.Create(ctx, &bad.req, func(ollama.ProgressResponse) error { return nil })
+		if !errors.As(err, &se) || se.StatusCode != bad.code || !strings.Contains(se.Error(), bad.want) {
+			t.Errorf("create %+v: %v, want %d %q", bad.req, err, bad.code, bad.want)
+		}
+	}
+	if err := client.Delete(ctx, &ollama.DeleteRequest{Model: "pirate"}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -6,9 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -291,7 +293,11 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	opts, err := requestOptions(req.Options, req.Format, req.KeepAlive)
+	o, err := modelOptions(m.Config, req.Options)
+	if err != nil {
+		return err
+	}
+	opts, err := requestOptions(o, req.Format, req.KeepAlive)
 	if err != nil {
 		return err
 	}
@@ -328,7 +334,7 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think, Tools: tools}
+	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: withModelMessages(m.Config, msgs), GenerateOptions: opts, Think: think, Tools: tools}
 	stream := req.Stream == nil || *req.Stream
 	if !stream {
 		res, err := s.be.Chat(r.Context(), creq, nil)
@@ -377,7 +383,11 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 	if req.Template != "" {
 		return badRequest("template", "template is not supported: owl formats prompts with the model's own chat template (or use raw)")
 	}
-	opts, err := requestOptions(req.Options, req.Format, req.KeepAlive)
+	o, err := modelOptions(m.Config, req.Options)
+	if err != nil {
+		return err
+	}
+	opts, err := requestOptions(o, req.Format, req.KeepAlive)
 	if err != nil {
 		return err
 	}
@@ -411,7 +421,7 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 		if req.System != "" {
 			msgs = append(msgs, engine.Message{Role: "system", Content: req.System})
 		}
-		msgs = append(msgs, engine.Message{Role: "user", Content: req.Prompt, Images: imgs})
+		msgs = withModelMessages(m.Config, append(msgs, engine.Message{Role: "user", Content: req.Prompt, Images: imgs}))
 		return s.be.Chat(r.Context(), engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think}, onChunk)
 	}
 	stream := req.Stream == nil || *req.Stream
@@ -589,6 +599,26 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 			{"min_p", fmt.Sprint(d.MinP)}, {"repeat_last_n", fmt.Sprint(d.RepeatLastN)}, {"repeat_penalty", fmt.Sprint(d.RepeatPenalty)}}
 		var pl, mf strings.Builder
 		fmt.Fprintf(&mf, "# Modelfile of %s, as owl serves it\nFROM %s\n", m.Name, m.Path)
+		if c := m.Config; c != nil {
+			// A created model's own parameters replace the defaults.
+			for _, k := range slices.Sorted(maps.Keys(c.Parameters)) {
+				v := c.Parameters[k]
+				i := slices.IndexFunc(params, func(p [2]string) bool { return p[0] == k })
+				if i < 0 {
+					params = append(params, [2]string{k, ""})
+					i = len(params) - 1
+				}
+				params[i][1] = fmt.Sprint(v)
+			}
+			out.System = c.System
+			if c.System != "" {
+				fmt.Fprintf(&mf, "SYSTEM %q\n", c.System)
+			}
+			for _, msg := range c.Messages {
+				out.Messages = append(out.Messages, ollama.Message{Role: msg.Role, Content: msg.Content})
+				fmt.Fprintf(&mf, "MESSAGE %s %q\n", msg.Role, msg.Content)
+			}
+		}
 		for _, p := range params {
 			fmt.Fprintf(&pl, "%-30s %s\n", p[0], p[1])
 			fmt.Fprintf(&mf, "PARAMETER %s %s\n", p[0], p[1])

@@ -184,6 +184,34 @@ type samplingParams struct {
 	n           *int
 }
 
+// withModel fills the fields the client left out from a created model's
+// parameters (temperature, top_p, seed, stop, num_predict).
+func (p samplingParams) withModel(cfg *store.ModelConfig) samplingParams {
+	if cfg == nil || len(cfg.Parameters) == 0 {
+		return p
+	}
+	o, err := modelOptions(cfg, nil)
+	if err != nil || o == nil {
+		return p // checked when the model was created
+	}
+	if p.temperature == nil {
+		p.temperature = o.Temperature
+	}
+	if p.topP == nil {
+		p.topP = o.TopP
+	}
+	if p.seed == nil {
+		p.seed = o.Seed
+	}
+	if p.stop == nil {
+		p.stop = o.Stop
+	}
+	if p.maxTokens == nil && o.NumPredict != nil && *o.NumPredict > 0 {
+		p.maxTokens = o.NumPredict
+	}
+	return p
+}
+
 // generateOptions checks p and turns it into engine options, starting from
 // llama.cpp's defaults for the fields the client left out.
 func (p samplingParams) generateOptions() (engine.GenerateOptions, error) {
@@ -317,7 +345,7 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 	if req.MaxCompletionTokens != nil {
 		maxTokens = req.MaxCompletionTokens
 	}
-	opts, err := samplingParams{maxTokens, req.Temperature, req.TopP, req.Seed, req.Stop, req.N}.generateOptions()
+	opts, err := samplingParams{maxTokens, req.Temperature, req.TopP, req.Seed, req.Stop, req.N}.withModel(m.Config).generateOptions()
 	if err != nil {
 		return err
 	}
@@ -333,7 +361,7 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think, Tools: tools, ToolChoice: choice}
+	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: withModelMessages(m.Config, msgs), GenerateOptions: opts, Think: think, Tools: tools, ToolChoice: choice}
 	id, created := newID("chatcmpl-"), time.Now().Unix()
 	if !req.Stream {
 		res, err := s.be.Chat(r.Context(), creq, nil)

@@ -235,6 +235,7 @@ func (s *Server) routes() {
 	add("/api/pull", route{http.MethodPost, apiOllama, s.handleOllamaPull})
 	add("/api/delete", route{http.MethodDelete, apiOllama, s.handleOllamaDelete})
 	add("/api/copy", route{http.MethodPost, apiOllama, s.handleOllamaCopy})
+	add("/api/create", route{http.MethodPost, apiOllama, s.handleOllamaCreate})
 	add("/api/push", route{http.MethodPost, apiOllama, s.handleOllamaPush})
 	add("/health", route{http.MethodGet, apiOpenAI, s.handleHealth})
 	add("/metrics", route{http.MethodGet, apiOpenAI, s.handleMetrics})

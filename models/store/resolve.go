@@ -33,6 +33,9 @@ type Model struct {
 	Projector     string // the paired projector's name, "" for none
 	ProjectorPath string
 	Source        string // the hub reference it was pulled from, "" for a plain file
+	// Config is a created model's system prompt, options and messages
+	// (nil for none).
+	Config *ModelConfig
 }
 
 // Errors of Resolve besides ErrNotFound and ErrBadName.
@@ -185,7 +188,7 @@ func (s *Store) Unusable() []Unusable {
 
 func fromEntry(e Entry) Model {
 	m := Model{Name: e.Name, Kind: e.Kind, Path: e.Path, Size: e.Size, Modified: e.Modified, Digest: e.Digest,
-		ProjectorPath: e.ProjectorPath, Source: e.Source.Ref()}
+		ProjectorPath: e.ProjectorPath, Source: e.Source.Ref(), Config: e.Config}
 	if e.ProjectorPath != "" {
 		m.Projector = e.Manifest.Projector
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -114,6 +115,25 @@ type Manifest struct {
 	// Projector names the mmproj entry pulled with this text model, which
 	// image input needs; "" for none.
 	Projector string `json:"projector,omitempty"`
+	// Config is what a model created from another adds (ollama's
+	// Modelfile SYSTEM, PARAMETER and MESSAGE); nil for none.
+	Config *ModelConfig `json:"config,omitempty"`
+}
+
+// ModelConfig is what a created model says on top of its file: a default
+// system prompt, default options (ollama's names: temperature, top_k,
+// num_ctx, stop, …) and messages that open every conversation.
+type ModelConfig struct {
+	System     string          `json:"system,omitempty"`
+	Parameters map[string]any  `json:"parameters,omitempty"`
+	Messages   []ConfigMessage `json:"messages,omitempty"`
+	From       string          `json:"from,omitempty"` // the model it was created from
+}
+
+// ConfigMessage is a message of a ModelConfig.
+type ConfigMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
 }
 
 // Entry is an installed model as List and Get report it: what a server's
@@ -224,12 +244,18 @@ func (s *Store) writeManifest(m Manifest) error {
 }
 
 func writeFileAtomic(path string, data []byte) error {
+	return writeAtomic(path, func(w io.Writer) error { _, err := w.Write(data); return err })
+}
+
+// writeAtomic writes path through write: to a temporary file, synced,
+// then renamed into place.
+func writeAtomic(path string, write func(io.Writer) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
+	if err := write(f); err != nil {
 		f.Close()
 		return err
 	}
@@ -353,6 +379,61 @@ func (s *Store) Remove(name string) ([]string, error) {
 
 // ErrExists: the name is taken.
 var ErrExists = errors.New("a model of that name is installed")
+
+// Create installs the model name: base's file (a store entry's, or a
+// model file lying in the folder, which becomes a blob of the store: a
+// hard link where the file system allows, a copy otherwise) with cfg on
+// top, replacing an entry of that name.
+func (s *Store) Create(name string, base Model, cfg ModelConfig) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	if err := s.ensure(); err != nil {
+		return err
+	}
+	var m Manifest
+	if old, _, err := s.readManifest(base.Name); err == nil && base.Digest != "" {
+		m = old // a store entry: the same blob and projector
+	} else {
+		st, err := os.Stat(base.Path)
+		if err != nil {
+			return err
+		}
+		digest, err := fileDigest(base.Path)
+		if err != nil {
+			return err
+		}
+		sha := strings.TrimPrefix(digest, "sha256:")
+		if _, err := os.Stat(s.blobPath(sha)); err != nil {
+			if err := linkOrCopy(base.Path, s.blobPath(sha)); err != nil {
+				return err
+			}
+		}
+		m = Manifest{Kind: base.Kind, SHA256: sha, Size: st.Size(), Pulled: time.Now().UTC().Truncate(time.Second)}
+		if base.Projector != "" {
+			if proj, _, err := s.readManifest(base.Projector); err == nil {
+				m.Projector = proj.Name
+			}
+		}
+	}
+	m.Name = name
+	m.Config = &cfg
+	return s.writeManifest(m)
+}
+
+// linkOrCopy makes dst the same file as src: a hard link, or a copy
+// written to a temporary file and renamed into place.
+func linkOrCopy(src, dst string) error {
+	if os.Link(src, dst) == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return writeAtomic(dst, func(w io.Writer) error { _, err := io.Copy(w, in); return err })
+}
 
 // Copy installs the model called src under the name dst too: a second
 // entry for the same file (no bytes are copied), with the same projector.
