@@ -14,6 +14,7 @@ import (
 
 	ollama "github.com/ollama/ollama/api"
 
+	"github.com/owlengine/owl/engine"
 	"github.com/owlengine/owl/internal/hubtest"
 	"github.com/owlengine/owl/models/hub"
 	"github.com/owlengine/owl/models/testmodel"
@@ -183,7 +184,10 @@ func TestOllamaCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "tiny.gguf"), raw, 0o644)
-	ts := testServer(t, Config{ModelsDir: dir})
+	// An engine of its own: the models it loads are not the shared ones.
+	e := engine.New(engine.Options{Threads: 2, NumCtx: 1024, Parallel: 1, CacheDir: filepath.Join(t.TempDir(), "cache")})
+	t.Cleanup(func() { e.Close() })
+	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
 	u, _ := url.Parse(ts.URL)
 	client := ollama.NewClient(u, http.DefaultClient)
 	ctx := t.Context()
