@@ -227,7 +227,6 @@ func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request) erro
 		}
 		return err
 	}
-	s.be.Unload(base.Path) // settings apply from the next request either way; nothing stale stays loaded under the name
 	s.log.Info("server: created", "model", name, "from", base.Name)
 	status := []ollama.ProgressResponse{{Status: "using existing layer sha256:" + strings.TrimPrefix(s.models.digest(base), "sha256:")},
 		{Status: "writing manifest"}, {Status: "success"}}
