@@ -8,11 +8,16 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"path/filepath"
+	"slices"
 	"testing"
 
 	ollama "github.com/ollama/ollama/api"
 	openai "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+
+	"github.com/owlengine/owl/engine"
+	"github.com/owlengine/owl/models/testmodel"
 )
 
 func norm(v []float64) float64 {
@@ -139,5 +144,54 @@ func TestEmbeddingsOverBothAPIs(t *testing.T) {
 	var se ollama.StatusError
 	if _, err := cl.Embed(ctx, &ollama.EmbedRequest{Model: "ggml-micro.en", Input: "x"}); !errors.As(err, &se) || se.StatusCode != http.StatusBadRequest {
 		t.Fatalf("a speech model's embeddings: %v", err)
+	}
+}
+
+// A BERT-family embedding model (generated: WordPiece vocabulary, mean
+// pooling) through both APIs: unit vectors of its width, batched equal to
+// alone, the same over both; show says it embeds.
+func TestEmbeddingsBertModel(t *testing.T) {
+	dir := t.TempDir()
+	if err := testmodel.WriteBertFile(filepath.Join(dir, "bert.gguf"), testmodel.TinyBert()); err != nil {
+		t.Fatal(err)
+	}
+	e := engine.New(engine.Options{Threads: 1, NumCtx: 256, Parallel: 1, CacheDir: filepath.Join(t.TempDir(), "cache")})
+	t.Cleanup(func() { e.Close() })
+	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
+	ctx := t.Context()
+	c := openai.NewClient(option.WithBaseURL(ts.URL+"/v1/"), option.WithAPIKey("x"), option.WithMaxRetries(0))
+	texts := []string{"hello owl world", "the owl hunts at night.", "x"}
+	batch, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "bert", Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: texts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range batch.Data {
+		if len(d.Embedding) != 32 || math.Abs(norm(d.Embedding)-1) > 1e-4 {
+			t.Fatalf("embedding %d: width %d, norm %v", i, len(d.Embedding), norm(d.Embedding))
+		}
+		alone, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "bert", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String(texts[i])}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range d.Embedding {
+			if math.Abs(d.Embedding[j]-alone.Data[0].Embedding[j]) > 1e-5 {
+				t.Fatalf("%q: batched and alone differ at %d", texts[i], j)
+			}
+		}
+	}
+	u, _ := url.Parse(ts.URL)
+	oc := ollama.NewClient(u, http.DefaultClient)
+	res, err := oc.Embed(ctx, &ollama.EmbedRequest{Model: "bert", Input: texts[0]})
+	if err != nil || len(res.Embeddings) != 1 || len(res.Embeddings[0]) != 32 {
+		t.Fatalf("ollama embed: %+v %v", res, err)
+	}
+	for j, v := range res.Embeddings[0] {
+		if math.Abs(float64(v)-batch.Data[0].Embedding[j]) > 1e-5 {
+			t.Fatalf("ollama's and OpenAI's embeddings differ at %d", j)
+		}
+	}
+	show, err := oc.Show(ctx, &ollama.ShowRequest{Model: "bert"})
+	if err != nil || !slices.Contains(show.Capabilities, "embedding") {
+		t.Fatalf("show: %v %+v", err, show.Capabilities)
 	}
 }

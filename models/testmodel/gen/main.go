@@ -22,7 +22,7 @@ import (
 )
 
 func main() {
-	kind := flag.String("kind", "llm", "model kind: llm, mmproj (a vision projector), whisper or piper (a voice)")
+	kind := flag.String("kind", "llm", "model kind: llm, mmproj (a vision projector), bert (an embedding model), whisper or piper (a voice)")
 	size := flag.String("size", "tiny", "size: tiny or realistic (llm, mmproj); micro, tiny or base (whisper)")
 	family := flag.String("family", "llava", "vision family of llm and mmproj: llava (llama text model, CLIP ViT + MLP) or qwen2vl (M-RoPE; tiny only)")
 	typ := flag.String("type", "", "weight type: f32, f16 or q8_0 (default f16)")
@@ -75,6 +75,11 @@ func run(kind, size, family, typ, vocab, out string) error {
 		}
 		_, err := testmodel.WritePiperVoice(filepath.Clean(dir), name, c)
 		return err
+	case "bert":
+		if size != "tiny" {
+			return fmt.Errorf("-kind bert is generated at -size tiny only")
+		}
+		return testmodel.WriteBertFile(out, testmodel.TinyBert())
 	case "mmproj":
 		var c testmodel.ProjectorConfig
 		switch {
