@@ -173,10 +173,10 @@ func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request) erro
 	switch {
 	case name == "":
 		return badRequest("model", "create needs the new model's name in model")
-	case req.From == "" && len(req.Files) > 0:
+	case req.From == "" && len(req.Files) > 1:
 		return &apiError{Status: http.StatusNotImplemented, Type: typeInvalidRequest, Param: "files", Code: "create_from_files_unsupported",
-			Message: "owl creates models from a model it holds (FROM NAME): put the file in the models folder, or owl pull it, and name it in from"}
-	case req.From == "":
+			Message: "owl creates a model from one file (a GGUF uploaded to /api/blobs); put a projector beside it in the models folder"}
+	case req.From == "" && len(req.Files) == 0:
 		return badRequest("from", "create needs from: the model to build on (a Modelfile's FROM)")
 	case req.Template != "":
 		return &apiError{Status: http.StatusNotImplemented, Type: typeInvalidRequest, Param: "template", Code: "template_unsupported",
@@ -187,7 +187,13 @@ func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request) erro
 		return &apiError{Status: http.StatusNotImplemented, Type: typeInvalidRequest, Param: "quantize", Code: "quantize_unsupported",
 			Message: "owl does not quantize models: pull the quantization you want (owl pull NAME:Q4_K_M)"}
 	}
-	base, err := s.models.textModel(req.From)
+	var base model
+	var err error
+	if req.From != "" {
+		base, err = s.models.textModel(req.From)
+	} else {
+		base, err = s.uploadedModel(req.Files)
+	}
 	if err != nil {
 		return err
 	}
@@ -239,6 +245,64 @@ func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request) erro
 		ev.send(st)
 	}
 	return nil
+}
+
+// uploadedModel is the text model of a create's one file, uploaded to
+// /api/blobs before.
+func (s *Server) uploadedModel(files map[string]string) (model, error) {
+	for name, digest := range files {
+		sha := strings.TrimPrefix(digest, "sha256:")
+		if !s.models.store.HasBlob(sha) {
+			return model{}, badRequest("files", "file %s: no blob %s (POST /api/blobs/%s uploads it)", truncate(name, 80), truncate(digest, 80), truncate(digest, 80))
+		}
+		path := s.models.store.BlobPath(sha)
+		kind, err := store.DetectKind(path)
+		if err != nil {
+			return model{}, badRequest("files", "file %s: %v", truncate(name, 80), strings.TrimPrefix(err.Error(), path+": "))
+		}
+		if kind != store.KindLLM {
+			return model{}, badRequest("files", "file %s is a %s, not a text model", truncate(name, 80), kind.Describe())
+		}
+		return model{Name: store.NameFromFile(name), Kind: kind, Path: path, Digest: "sha256:" + sha}, nil
+	}
+	return model{}, badRequest("files", "no file")
+}
+
+// handleOllamaBlob answers ollama's blob calls: HEAD says whether the
+// store holds the blob, POST uploads it (its sha256 checked).
+func (s *Server) handleOllamaBlob(w http.ResponseWriter, r *http.Request) error {
+	digest := r.PathValue("digest")
+	sha, ok := strings.CutPrefix(digest, "sha256:")
+	if !ok {
+		sha, ok = strings.CutPrefix(digest, "sha256-")
+	}
+	if !ok {
+		return badRequest("digest", "digest %s: want sha256:HEX", truncate(digest, 80))
+	}
+	switch r.Method {
+	case http.MethodHead:
+		if !s.models.store.HasBlob(sha) {
+			w.WriteHeader(http.StatusNotFound)
+			return nil
+		}
+		w.WriteHeader(http.StatusOK)
+		return nil
+	case http.MethodPost:
+		switch err := s.models.store.PutBlob(sha, r.Body, r.ContentLength); {
+		case errors.Is(err, store.ErrBadName):
+			return badRequest("digest", "%v", err)
+		case errors.Is(err, store.ErrDigestMismatch):
+			return badRequest("digest", "%v", err)
+		case errors.Is(err, store.ErrNoSpace):
+			return &apiError{Status: http.StatusInsufficientStorage, Type: typeServer, Code: "no_space", Message: err.Error()}
+		case err != nil:
+			return err
+		}
+		w.WriteHeader(http.StatusCreated)
+		return nil
+	}
+	w.Header().Set("Allow", "HEAD, POST")
+	return &apiError{Status: http.StatusMethodNotAllowed, Type: typeInvalidRequest, Message: r.Method + " " + r.URL.Path + ": method not allowed (use HEAD or POST)"}
 }
 
 // modelOptions is a created model's parameters with a request's options

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/url"
@@ -248,7 +251,7 @@ func TestOllamaCreate(t *testing.T) {
 		{ollama.CreateRequest{Model: "x", From: "tiny", Parameters: map[string]any{"top_k": -3}}, 400, "parameters.top_k"},
 		{ollama.CreateRequest{Model: "x", From: "tiny", Parameters: map[string]any{"no_such": 1}}, 400, "no_such"},
 		{ollama.CreateRequest{Model: "x", From: "nope"}, 404, "not found"},
-		{ollama.CreateRequest{Model: "x", Files: map[string]string{"m.gguf": "sha256:00"}}, 501, "FROM NAME"},
+		{ollama.CreateRequest{Model: "x", Files: map[string]string{"m.gguf": "sha256:" + strings.Repeat("0", 64)}}, 400, "POST /api/blobs"},
 		{ollama.CreateRequest{Model: "x", From: "tiny", Quantize: "q4_K_M"}, 501, "quantize"},
 	} {
 		err := client.Create(ctx, &bad.req, func(ollama.ProgressResponse) error { return nil })
@@ -258,5 +261,27 @@ func TestOllamaCreate(t *testing.T) {
 	}
 	if err := client.Delete(ctx, &ollama.DeleteRequest{Model: "pirate"}); err != nil {
 		t.Fatal(err)
+	}
+
+	// FROM a file, as ollama's command line sends it: the file uploaded
+	// as a blob (its digest checked), then created from.
+	sum := sha256.Sum256(raw)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	if err := client.CreateBlob(ctx, "sha256:"+strings.Repeat("1", 64), bytes.NewReader(raw)); !errors.As(err, &se) || se.StatusCode != 400 {
+		t.Fatalf("a blob under the wrong digest: %v", err)
+	}
+	if err := client.CreateBlob(ctx, digest, bytes.NewReader(raw)); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.CreateBlob(ctx, digest, bytes.NewReader(raw)); err != nil { // HEAD says it is there
+		t.Fatal(err)
+	}
+	if err := client.Create(ctx, &ollama.CreateRequest{Model: "from-file", Files: map[string]string{"model.gguf": digest}, System: "You are a pirate.",
+		Parameters: map[string]any{"temperature": 0, "num_predict": 5, "top_k": 1},
+		Messages:   []ollama.Message{{Role: "user", Content: "Ahoy?"}, {Role: "assistant", Content: "Arr."}}}, func(ollama.ProgressResponse) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if fromFile := chat("from-file", []ollama.Message{q}, nil); fromFile != want {
+		t.Fatalf("the model created from a file said %q, want %q", fromFile, want)
 	}
 }

@@ -236,6 +236,7 @@ func (s *Server) routes() {
 	add("/api/delete", route{http.MethodDelete, apiOllama, s.handleOllamaDelete})
 	add("/api/copy", route{http.MethodPost, apiOllama, s.handleOllamaCopy})
 	add("/api/create", route{http.MethodPost, apiOllama, s.handleOllamaCreate})
+	add("/api/blobs/{digest}", route{"", apiOllama, s.handleOllamaBlob})
 	add("/api/push", route{http.MethodPost, apiOllama, s.handleOllamaPush})
 	add("/health", route{http.MethodGet, apiOpenAI, s.handleHealth})
 	add("/metrics", route{http.MethodGet, apiOpenAI, s.handleMetrics})
@@ -286,6 +287,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	limit := s.lim.MaxBodyBytes
+	if strings.HasPrefix(r.URL.Path, "/api/blobs/") {
+		limit = 1 << 40 // a model file, for ollama's create; the disk's free space bounds it
+	}
 	if r.URL.Path == "/v1/files" {
 		limit = max(limit, maxFileBytes+1<<20) // batch files are larger than requests
 	}

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -250,6 +252,12 @@ func writeFileAtomic(path string, data []byte) error {
 // writeAtomic writes path through write: to a temporary file, synced,
 // then renamed into place.
 func writeAtomic(path string, write func(io.Writer) error) error {
+	return writeAtomicIf(path, write, nil)
+}
+
+// writeAtomicIf is writeAtomic whose file is renamed into place only if
+// check (when not nil) approves what was written.
+func writeAtomicIf(path string, write func(io.Writer) error, check func() error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err
@@ -265,6 +273,11 @@ func writeAtomic(path string, write func(io.Writer) error) error {
 	}
 	if err := f.Close(); err != nil {
 		return err
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
 	}
 	return os.Rename(f.Name(), path)
 }
@@ -392,7 +405,7 @@ func (s *Store) Create(name string, base Model, cfg ModelConfig) error {
 		return err
 	}
 	var m Manifest
-	if old, _, err := s.readManifest(base.Name); err == nil && base.Digest != "" {
+	if old, _, err := s.readManifest(base.Name); err == nil && "sha256:"+old.SHA256 == base.Digest {
 		m = old // a store entry: the same blob and projector
 	} else {
 		st, err := os.Stat(base.Path)
@@ -419,6 +432,49 @@ func (s *Store) Create(name string, base Model, cfg ModelConfig) error {
 	m.Name = name
 	m.Config = &cfg
 	return s.writeManifest(m)
+}
+
+// HasBlob reports whether the store holds the blob of sha256 sha (hex).
+func (s *Store) HasBlob(sha string) bool {
+	_, err := os.Stat(s.blobPath(sha))
+	return err == nil && shaPattern.MatchString(sha)
+}
+
+// BlobPath is where the blob of sha256 sha lies (whether or not it does).
+func (s *Store) BlobPath(sha string) string { return s.blobPath(sha) }
+
+// ErrDigestMismatch: an uploaded blob is not the bytes its digest names.
+var ErrDigestMismatch = errors.New("the bytes do not match their sha256")
+
+var shaPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// PutBlob stores r's bytes as the blob of sha256 sha (hex), checking that
+// they are; size, when known (else -1), is checked against the free disk
+// space first.
+func (s *Store) PutBlob(sha string, r io.Reader, size int64) error {
+	if !shaPattern.MatchString(sha) {
+		return fmt.Errorf("%w: digest %q (want sha256:64 hex digits)", ErrBadName, truncate(sha, 80))
+	}
+	if err := s.ensure(); err != nil {
+		return err
+	}
+	if s.HasBlob(sha) {
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	if err := s.checkSpace("blob sha256:"+sha[:12], size); err != nil {
+		return err
+	}
+	h := sha256.New()
+	return writeAtomicIf(s.blobPath(sha), func(w io.Writer) error {
+		_, err := io.Copy(io.MultiWriter(w, h), r)
+		return err
+	}, func() error {
+		if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+			return fmt.Errorf("%w: got sha256:%s", ErrDigestMismatch, got)
+		}
+		return nil
+	})
 }
 
 // linkOrCopy makes dst the same file as src: a hard link, or a copy
