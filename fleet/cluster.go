@@ -178,63 +178,41 @@ func (c *Cluster) Conn() *nats.Conn { return c.nc }
 func (c *Cluster) Config() Config { return c.cfg }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	for range 3 {
-		s, err := js.Stream(ctx, cfg.Name)
-		if err == nil {
-			return s, nil
-		}
-		if !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil, fmt.Errorf("fleet: stream %s: %w", cfg.Name, err)
-		}
-		s, err = js.CreateStream(ctx, cfg)
-		if err == nil {
-			return s, nil
-		}
-		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return nil, fmt.Errorf("fleet: creating stream %s: %w", cfg.Name, err)
-		}
-	}
-	return nil, fmt.Errorf("fleet: stream %s: created and gone again", cfg.Name)
+	return ensure("stream "+cfg.Name, func() (jetstream.Stream, error) { return js.Stream(ctx, cfg.Name) },
+		func() (jetstream.Stream, error) { return js.CreateStream(ctx, cfg) })
 }
 
 func ensureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	for range 3 {
-		kv, err := js.KeyValue(ctx, cfg.Bucket)
-		if err == nil {
-			return kv, nil
-		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("fleet: bucket %s: %w", cfg.Bucket, err)
-		}
-		kv, err = js.CreateKeyValue(ctx, cfg)
-		if err == nil {
-			return kv, nil
-		}
-		if !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return nil, fmt.Errorf("fleet: creating bucket %s: %w", cfg.Bucket, err)
-		}
-	}
-	return nil, fmt.Errorf("fleet: bucket %s: created and gone again", cfg.Bucket)
+	return ensure("bucket "+cfg.Bucket, func() (jetstream.KeyValue, error) { return js.KeyValue(ctx, cfg.Bucket) },
+		func() (jetstream.KeyValue, error) { return js.CreateKeyValue(ctx, cfg) })
 }
 
 func ensureObjects(ctx context.Context, js jetstream.JetStream, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	return ensure("object store "+cfg.Bucket, func() (jetstream.ObjectStore, error) { return js.ObjectStore(ctx, cfg.Bucket) },
+		func() (jetstream.ObjectStore, error) { return js.CreateObjectStore(ctx, cfg) })
+}
+
+// ensure opens what get finds, creating it when missing; another
+// process creating it meanwhile is no error.
+func ensure[T any](what string, get, create func() (T, error)) (T, error) {
+	var zero T
 	for range 3 {
-		o, err := js.ObjectStore(ctx, cfg.Bucket)
+		v, err := get()
 		if err == nil {
-			return o, nil
+			return v, nil
 		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil, fmt.Errorf("fleet: object store %s: %w", cfg.Bucket, err)
+		if !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return zero, fmt.Errorf("fleet: %s: %w", what, err)
 		}
-		o, err = js.CreateObjectStore(ctx, cfg)
+		v, err = create()
 		if err == nil {
-			return o, nil
+			return v, nil
 		}
-		if !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return nil, fmt.Errorf("fleet: creating object store %s: %w", cfg.Bucket, err)
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && !errors.Is(err, jetstream.ErrBucketExists) {
+			return zero, fmt.Errorf("fleet: creating %s: %w", what, err)
 		}
 	}
-	return nil, fmt.Errorf("fleet: object store %s: created and gone again", cfg.Bucket)
+	return zero, fmt.Errorf("fleet: %s: created and gone again", what)
 }
 
 // Kinds of work, by the endpoint a line calls.

@@ -212,6 +212,15 @@ func fleetLines(t *testing.T, c openai.Client, n int) ([]byte, map[string]batchL
 	return buf.Bytes(), lines
 }
 
+// byCustomID indexes lines by their custom ids.
+func byCustomID(lines []batchLine) map[string]batchLine {
+	m := map[string]batchLine{}
+	for _, l := range lines {
+		m[l.CustomID] = l
+	}
+	return m
+}
+
 // checkAll checks that batch b completed with every line's result once,
 // each equal to its request run alone.
 func checkAll(t *testing.T, ts *httptest.Server, s *Server, c openai.Client, b *openai.Batch, lines map[string]batchLine) {
@@ -485,11 +494,7 @@ func TestFleetFaults(t *testing.T) {
 		}
 		kv.Purge(t.Context(), "filler")
 		b = waitBatch(t, c, b.ID, done)
-		m := map[string]batchLine{}
-		for _, l := range lines {
-			m[l.CustomID] = l
-		}
-		checkAll(t, ts, s, c, b, m)
+		checkAll(t, ts, s, c, b, byCustomID(lines))
 		if n := ran() - before; n != float64(len(lines)) {
 			t.Fatalf("%v lines ran for %d", n, len(lines))
 		}
@@ -508,11 +513,7 @@ func TestFleetFaults(t *testing.T) {
 		t.Log("server stopped")
 		ts2, s2, c2 := fleetServer(t, data, nodes.URL(), cfg)
 		b = waitBatch(t, c2, b.ID, done)
-		m := map[string]batchLine{}
-		for _, l := range lines {
-			m[l.CustomID] = l
-		}
-		checkAll(t, ts2, s2, c2, b, m)
+		checkAll(t, ts2, s2, c2, b, byCustomID(lines))
 		if n := ran() - before; n != float64(len(lines)) {
 			t.Fatalf("%v lines ran for %d", n, len(lines))
 		}

@@ -93,11 +93,7 @@ func TestFleetDocsConfigs(t *testing.T) {
 		lines = append(lines, chatLine(fmt.Sprintf("edge-%d", i), "tiny"))
 	}
 	b := waitBatch(t, c, submit(t, c, jsonl(lines...)).ID, done)
-	m := map[string]batchLine{}
-	for _, l := range lines {
-		m[l.CustomID] = l
-	}
-	checkAll(t, ts, s, c, b, m)
+	checkAll(t, ts, s, c, b, byCustomID(lines))
 	if got := w.metric("owl_worker_lines_total", "outcome", "done"); got != 4 {
 		t.Fatalf("the edge worker ran %v lines", got)
 	}

@@ -412,9 +412,9 @@ func (s *Store) Create(name string, base Model, cfg ModelConfig) error {
 		if err != nil {
 			return err
 		}
-		digest, err := fileDigest(base.Path)
-		if err != nil {
-			return err
+		digest := s.Digest(base) // cached per version of the file
+		if digest == "" {
+			return fmt.Errorf("%s cannot be read", base.Path)
 		}
 		sha := strings.TrimPrefix(digest, "sha256:")
 		if _, err := os.Stat(s.blobPath(sha)); err != nil {
