@@ -2,9 +2,13 @@
 # fresh Debian 12 machine (packages through apt, Go modules through the proxy).
 
 GO      ?= go
+CC      ?= cc
 MARCH   ?= native
-# AMX tiles need kernels the cgo build of ggml does not compile; keep them off.
-NOAMX   := $(if $(filter native sapphirerapids graniterapids,$(MARCH)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+# The machine the C compiler builds for (x86_64, aarch64, ...).
+TARGET_CPU := $(firstword $(subst -, ,$(shell $(CC) -dumpmachine 2>/dev/null)))
+# AMX tiles need kernels the cgo build of ggml does not compile; keep them
+# off (x86 only: gcc for arm64 knows no such flags).
+NOAMX   := $(if $(filter x86_64 i686,$(TARGET_CPU)),$(if $(filter native sapphirerapids graniterapids,$(MARCH)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16))
 OPT     ?= -O3 -march=$(MARCH) $(NOAMX)
 BUILD   := $(CURDIR)/build
 BIN     := $(CURDIR)/bin
@@ -26,16 +30,18 @@ export CGO_CFLAGS   = $(OPT)
 export CGO_CXXFLAGS = $(OPT)
 export CGO_CPPFLAGS = -I$(BUILD)/include -I$(OLLAMA_DIR)/llama/llama.cpp/include -I$(OLLAMA_DIR)/ml/backend/ggml/ggml/include -I$(OLLAMA_DIR)/llama/llama.cpp/tools/mtmd
 
-.PHONY: all build deps test run bench soak lint fuzz clean models env vet-whispercpp screenshots
+.PHONY: all build deps test run bench soak lint fuzz clean models env vet-whispercpp screenshots arm64 deps-arm64 smoke-arm64 \
+	vulkan deps-vulkan test-gpu
 
 all: build
 
 deps: $(BUILD)/.deps
 
 # Packages are installed only when missing, so the target is idempotent and
-# needs no network on a machine that has them.
+# needs no network on a machine that has them (dpkg-query, not dpkg -s: a
+# package installed for two architectures is ambiguous to dpkg -s).
 $(BUILD)/.deps: Makefile go.mod go.sum
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
@@ -50,18 +56,71 @@ $(BUILD)/.deps: Makefile go.mod go.sum
 	install -m 0644 "$$dir/samples/jfk.wav" $(BUILD)/samples/jfk.wav
 	@touch $@
 
-build: deps
+# GPU=vulkan also builds ggml's Vulkan backend (NVIDIA, AMD, Intel GPUs and
+# Mesa's software lavapipe) into $(BIN)/libggml-vulkan.so, beside owl, where
+# owl loads it at start; without GPU= the build is CPU-only and any backend
+# library a previous GPU build left there is removed. GPU=cuda: see below.
+GPU ?=
+build: deps $(if $(filter vulkan,$(GPU)),vulkan) $(if $(filter cuda,$(GPU)),cuda)
 	$(GO) build -o $(BIN)/owl ./cmd/owl
+ifeq ($(GPU),vulkan)
+	install -m 0755 $(VULKAN_LIB) $(BIN)/libggml-vulkan.so
+else ifeq ($(GPU),cuda)
+	install -m 0755 $(CUDA_LIB) $(BIN)/libggml-cuda.so
+else
+	@rm -f $(BIN)/libggml-vulkan.so $(BIN)/libggml-cuda.so
+endif
+
+# ggml's Vulkan backend, built from the pinned module's sources by
+# cgo/ggmlvulkan/build.sh: shaders generated and compiled with glslc, then
+# one library holding the backend and its own copy of ggml's base. It is
+# kept in the user cache under a key of everything it is built from (the
+# module's version, the build files, the compilers), so a fresh clone or a
+# `make clean` does not build it again (about 5 minutes on 2 cores).
+VULKAN_PACKAGES := glslc libvulkan-dev mesa-vulkan-drivers
+VK_KEY = $(shell { $(GO) list -m -f '{{.Version}}' $(OLLAMA_MOD); cat cgo/ggmlvulkan/build.sh cgo/ggmlvulkan/exports.map \
+	cgo/ggmlvulkan/include/vulkan/vulkan.hpp cgo/ggmlvulkan/feature-tests/*.comp; $(CXX) --version; glslc --version; } 2>/dev/null | sha256sum | cut -c1-16)
+OWL_CACHE ?= $(HOME)/.cache/owl
+VK_CACHE   = $(OWL_CACHE)/ggml-vulkan-$(VK_KEY)
+VULKAN_LIB = $(VK_CACHE)/libggml-vulkan.so
+
+deps-vulkan: deps
+	@missing=$$(for p in $(VULKAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+vulkan: deps-vulkan
+	@if [ ! -f $(VULKAN_LIB) ]; then \
+		CXX=$(CXX) CC=$(CC) sh cgo/ggmlvulkan/build.sh $(OLLAMA_DIR)/ml/backend/ggml/ggml $(BUILD)/vulkan && \
+		mkdir -p $(VK_CACHE) && cp $(BUILD)/vulkan/libggml-vulkan.so $(VULKAN_LIB).tmp && mv $(VULKAN_LIB).tmp $(VULKAN_LIB); \
+	fi
+	@echo "vulkan backend: $(VULKAN_LIB)"
+
+# The GPU tests (TestGPU* of each package) on Mesa's software Vulkan GPU,
+# lavapipe, alone (VK_ICD_FILENAMES): ggml skips a CPU-type device unless
+# GGML_VK_VISIBLE_DEVICES names it. OWL_TEST_GPU makes a test that finds
+# no GPU fail instead of skipping. Mesa keeps the pipelines it compiles
+# in OWL_CACHE (tens of seconds the first time, on lavapipe).
+LAVAPIPE_ICD = $(firstword $(wildcard /usr/share/vulkan/icd.d/lvp_icd.*.json))
+GPU_TEST_ENV = OWL_LIBRARY_PATH=$(VK_CACHE) VK_ICD_FILENAMES=$(LAVAPIPE_ICD) GGML_VK_VISIBLE_DEVICES=0 \
+	MESA_SHADER_CACHE_DIR=$(OWL_CACHE)/mesa OWL_TEST_GPU=vulkan
+GPU_TEST_PKGS := ./bindings/llama ./llm ./speech ./engine ./server ./cmd/owl
+test-gpu: vulkan
+	$(GPU_TEST_ENV) $(GO) test -p 1 -run 'GPU' $(GPU_TEST_PKGS)
 
 # One test binary at a time: ggml's worker threads spin while they wait, so
 # binaries run side by side on few cores slow each other down many times over.
 # The scheduler's package, and the server in its short form (the load test
 # shortened), also run under the race detector.
-test: deps vet-whispercpp
+test: deps vet-whispercpp vulkan
 	$(GO) vet ./...
 	$(GO) test -p 1 ./...
 	$(GO) test -race -p 1 ./engine
 	$(GO) test -race -short -p 1 ./server
+	$(MAKE) --no-print-directory test-gpu
 
 # The optional whisper.cpp backend (build tag whispercpp) needs whisper.h,
 # which no Debian 12 package carries. So that this build cannot rot unseen,
@@ -147,6 +206,38 @@ fuzz: deps
 
 clean:
 	rm -rf $(BIN) $(BUILD)
+
+# arm64 (Raspberry Pi 5, Jetson, ARM mini PCs). On an arm64 machine plain
+# `make build` builds for it (MARCH=native, or a named one such as
+# MARCH=armv8.2-a+fp16+dotprod). `make arm64` cross-compiles here into
+# bin/linux-arm64/owl with Debian's aarch64 gcc and the arm64 builds of the
+# libraries owl links (Debian multiarch); `make smoke-arm64` runs that
+# binary under qemu-user: its version, a generation and a transcription of
+# the generated models. ARM64_MARCH is what it is built for: the Cortex-A76
+# of a Raspberry Pi 5 and any later core.
+ARM64_MARCH ?= armv8.2-a+fp16+dotprod
+ARM64_PACKAGES := gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static \
+	libespeak-ng-dev:arm64 portaudio19-dev:arm64 libstdc++-12-dev:arm64
+ARM64_BIN := $(BIN)/linux-arm64
+
+deps-arm64: deps
+	@missing=$$(for p in $(ARM64_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO dpkg --add-architecture arm64 && $$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+arm64: deps-arm64
+	$(MAKE) --no-print-directory build GOARCH=arm64 CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ \
+		MARCH=$(ARM64_MARCH) BIN=$(ARM64_BIN) PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig
+
+QEMU_ARM64 := qemu-aarch64-static -L /usr/aarch64-linux-gnu
+smoke-arm64: arm64 models
+	$(QEMU_ARM64) $(ARM64_BIN)/owl version
+	$(QEMU_ARM64) $(ARM64_BIN)/owl generate -m $(BUILD)/models/tiny.gguf -p "Once upon a time" -n 8 --temp 0 -t 2
+	$(QEMU_ARM64) $(ARM64_BIN)/owl transcribe -m $(BUILD)/models/ggml-micro.en.bin -t 2 $(BUILD)/samples/jfk.wav
 
 # `eval "$(make -s env)"` sets up a shell to run go commands directly.
 env:

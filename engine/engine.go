@@ -90,6 +90,18 @@ type Options struct {
 	// SpeechBackend names the recognizer: "native" (default) or one linked
 	// in by a build tag, such as "whispercpp".
 	SpeechBackend string
+
+	// GPULayers is how much of each model goes to a GPU: 0 (the default)
+	// none; N the first N layers of a text model; AllGPULayers every layer
+	// that fits. Speech and voice models go to a GPU whole when it is not
+	// 0. With no GPU (a CPU build, or no driver) models run on the CPU.
+	GPULayers int
+	// Devices names the GPUs models may go to, as llm.Devices names them
+	// ("Vulkan0"); empty: every GPU.
+	Devices []string
+	// MaxDeviceMemory is the budget of each GPU in bytes; 0 means nine
+	// tenths of the memory it has free when the engine starts.
+	MaxDeviceMemory uint64
 }
 
 // Engine owns loaded models and schedules the requests made to them. Its
@@ -104,7 +116,8 @@ type Engine struct {
 
 	mu      sync.Mutex // guards loaded, used, freed, closed, loads, unloads and every loaded's bookkeeping
 	loaded  map[string]*loaded
-	used    uint64        // estimated bytes of the loaded models
+	used    uint64        // estimated bytes of the loaded models in RAM
+	gpus    []*gpuBudget  // the GPUs models may be placed on (their used bytes too)
 	freed   chan struct{} // closed (and replaced) whenever memory or a model is released
 	closed  bool
 	loads   int
@@ -163,6 +176,7 @@ func New(opts Options) *Engine {
 	if e.budget == 0 {
 		e.budget = defaultBudget()
 	}
+	e.initGPUs()
 	switch {
 	case opts.NoKeepAlive:
 		e.keepAlive = 0
@@ -207,8 +221,12 @@ func (e *Engine) Close() error {
 // A model is loaded once however it is asked for (with its projector or
 // without); a projector other than the one attached is refused.
 func (e *Engine) textModel(ctx context.Context, path, projector string) (*textModel, *lease, error) {
-	l, err := e.acquire(ctx, modelRef{path: path, kind: kindText}, func() (closer, error) {
-		model, err := llm.Load(path, llm.LoadOptions{NoMmap: e.opts.NoMmap})
+	l, err := e.acquire(ctx, modelRef{path: path, kind: kindText}, func(p placement) (closer, error) {
+		lo := llm.LoadOptions{NoMmap: e.opts.NoMmap}
+		if p.gpu != nil {
+			lo.GPULayers, lo.Device = p.layers, p.device()
+		}
+		model, err := llm.Load(path, lo)
 		if err != nil {
 			return nil, err
 		}
@@ -260,12 +278,14 @@ func (e *Engine) attachProjector(ctx context.Context, l *lease, tm *textModel, p
 		}
 		return err
 	}
-	if err := e.grow(ctx, l.m, est.Total(), "the projector "+filepath.Base(path)); err != nil {
+	// A projector goes to the GPU of its offloaded text model.
+	onGPU := tm.model.OnGPU()
+	if err := e.grow(ctx, l.m, est.Total(), onGPU, "the projector "+filepath.Base(path)); err != nil {
 		return err
 	}
 	proj, err := tm.model.OpenProjector(path, e.threads())
 	if err != nil {
-		e.shrink(l.m, est.Total())
+		e.shrink(l.m, est.Total(), onGPU)
 		return err
 	}
 	tm.mu.Lock()
@@ -631,9 +651,9 @@ func (e *Engine) Embed(ctx context.Context, req EmbedRequest) (EmbedResult, erro
 		// the model's share of the budget, as a projector's do.
 		est := m.model.File().EstimateMemoryWith(models.EstimateOptions{Context: embeddingContext, KVType: e.opts.KVType})
 		need := est.KVCache + est.Compute
-		if err = e.grow(ctx, l.m, need, "its embedding context"); err == nil {
+		if err = e.grow(ctx, l.m, need, false, "its embedding context"); err == nil {
 			if m.emb, err = m.model.NewEmbedder(e.threads(), embeddingContext); err != nil {
-				e.shrink(l.m, need)
+				e.shrink(l.m, need, false)
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -46,10 +47,13 @@ func (k modelKind) String() string {
 type loaded struct {
 	key       string
 	kind      modelKind
-	path      string // the model file
-	projector string // its vision projector, if any
-	bytes     uint64 // estimated resident bytes
-	refs      int    // requests using it; a model with refs > 0 is never unloaded
+	path      string     // the model file
+	projector string     // its vision projector, if any
+	bytes     uint64     // estimated resident bytes in RAM
+	gpu       *gpuBudget // the GPU holding part or all of it (nil: none)
+	vram      uint64     // estimated bytes on gpu
+	layers    int        // units of it on gpu (see footprint)
+	refs      int        // requests using it; a model with refs > 0 is never unloaded
 	lastUsed  time.Time
 	keepAlive time.Duration // < 0: forever; 0: unload when idle
 	timer     *time.Timer
@@ -106,10 +110,14 @@ func (l *lease) release(keepAlive *time.Duration) {
 // A model is identified by its kind and file: a text model asked for with
 // a vision projector and without is one model, loaded once; its projector
 // attaches to it (attachProjector) and counts in its share of the budget.
-func (e *Engine) acquire(ctx context.Context, ref modelRef, load func() (closer, error)) (*lease, error) {
+//
+// With GPUs, the model is placed (see place) as far as it fits their
+// budgets; load is told where. A load that fails on a GPU (its memory ran
+// out, the driver refused) is tried again on the CPU.
+func (e *Engine) acquire(ctx context.Context, ref modelRef, load func(placement) (closer, error)) (*lease, error) {
 	key := ref.key()
 	var (
-		est uint64
+		fp  footprint
 		err error
 	)
 	estimated := false
@@ -137,19 +145,21 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func() (closer,
 		if !estimated {
 			// Read the file's header without the lock held.
 			e.mu.Unlock()
-			if est, err = e.estimate(ref); err != nil {
+			if fp, err = e.estimate(ref); err != nil {
 				return nil, err
 			}
 			estimated = true
 			continue
 		}
+		p := e.place(fp, e.gpuUnits(ref.kind))
+		est := fp.ram(p)
 		if est > e.budget {
 			e.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s needs about %s, the budget is %s (raise --max-memory or OWL_MAX_MEMORY, or use a smaller or more quantized model)",
 				ErrTooLarge, filepath.Base(ref.path), formatBytes(est), formatBytes(e.budget))
 		}
-		victims := e.makeRoom(est)
-		if e.used+est > e.budget {
+		victims := e.makeRoom(est, p)
+		if e.used+est > e.budget || p.gpu != nil && p.gpu.used+p.vram > p.gpu.budget {
 			// Everything that could go is going; wait for a request to end.
 			wait, used := e.freed, e.used
 			e.mu.Unlock()
@@ -159,15 +169,24 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func() (closer,
 			}
 			continue
 		}
-		m := &loaded{key: key, kind: ref.kind, path: ref.path, bytes: est, refs: 1, keepAlive: e.keepAlive, ready: make(chan struct{})}
+		m := &loaded{key: key, kind: ref.kind, path: ref.path, bytes: est, gpu: p.gpu, vram: p.vram, layers: p.layers,
+			refs: 1, keepAlive: e.keepAlive, ready: make(chan struct{})}
 		e.loaded[key] = m
 		e.used += est
+		if p.gpu != nil {
+			p.gpu.used += p.vram
+		}
 		e.loads++
 		e.mu.Unlock()
 		closeAll(victims)
 
 		start := time.Now()
-		m.val, m.err = load()
+		m.val, m.err = load(p)
+		if m.err != nil && p.gpu != nil && !errors.Is(m.err, ErrClosed) {
+			slog.Warn("loading on the GPU failed; loading on the CPU instead", "model", filepath.Base(ref.path), "device", p.device(), "error", m.err)
+			e.moveToCPU(m, fp.total)
+			m.val, m.err = load(placement{})
+		}
 		m.loadTime = time.Since(start)
 		if m.err != nil {
 			e.mu.Lock()
@@ -205,20 +224,46 @@ func (e *Engine) waitMemory(ctx context.Context, freed <-chan struct{}, deadline
 // grow adds bytes to the share of the budget of m, a model held by the
 // caller (a projector attached to it): idle models are unloaded to make
 // room, and it waits as a load does while running requests hold the rest.
-func (e *Engine) grow(ctx context.Context, m *loaded, bytes uint64, what string) error {
+// With onGPU the bytes go to m's GPU's budget instead of the RAM budget.
+func (e *Engine) grow(ctx context.Context, m *loaded, bytes uint64, onGPU bool, what string) error {
 	var memWait <-chan time.Time
 	for {
 		e.mu.Lock()
+		g := m.gpu
+		if !onGPU {
+			g = nil
+		}
 		switch {
 		case e.closed:
 			e.mu.Unlock()
 			return ErrClosed
-		case m.bytes+bytes > e.budget:
+		case g == nil && m.bytes+bytes > e.budget:
 			e.mu.Unlock()
 			return fmt.Errorf("%w: %s needs about %s with %s, the budget is %s", ErrTooLarge, filepath.Base(m.path),
 				formatBytes(m.bytes+bytes), what, formatBytes(e.budget))
+		case g != nil && m.vram+bytes > g.budget:
+			e.mu.Unlock()
+			return fmt.Errorf("%w: %s needs about %s of %s with %s, its budget is %s", ErrTooLarge, filepath.Base(m.path),
+				formatBytes(m.vram+bytes), g.dev.Name, what, formatBytes(g.budget))
 		}
-		victims := e.makeRoom(bytes)
+		if g != nil {
+			victims := e.makeRoom(0, placement{gpu: g, vram: bytes})
+			if g.used+bytes <= g.budget {
+				m.vram += bytes
+				g.used += bytes
+				e.mu.Unlock()
+				closeAll(victims)
+				return nil
+			}
+			wait, used := e.freed, g.used
+			e.mu.Unlock()
+			closeAll(victims)
+			if err := e.waitMemory(ctx, wait, &memWait, "attach "+what+" on "+g.dev.Name, bytes, used); err != nil {
+				return err
+			}
+			continue
+		}
+		victims := e.makeRoom(bytes, placement{})
 		if e.used+bytes <= e.budget {
 			m.bytes += bytes
 			e.used += bytes
@@ -235,13 +280,21 @@ func (e *Engine) grow(ctx context.Context, m *loaded, bytes uint64, what string)
 	}
 }
 
-// shrink gives back bytes of m's share of the budget.
-func (e *Engine) shrink(m *loaded, bytes uint64) {
+// shrink gives back bytes of m's share of the budget (of its GPU's, with
+// onGPU), as grow took them.
+func (e *Engine) shrink(m *loaded, bytes uint64, onGPU bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	m.bytes -= bytes
-	if !m.unloaded {
-		e.used -= bytes
+	if onGPU && m.gpu != nil {
+		m.vram -= bytes
+		if !m.unloaded {
+			m.gpu.used -= bytes
+		}
+	} else {
+		m.bytes -= bytes
+		if !m.unloaded {
+			e.used -= bytes
+		}
 	}
 	e.broadcast()
 }
@@ -249,7 +302,10 @@ func (e *Engine) shrink(m *loaded, bytes uint64) {
 // makeRoom detaches idle models, least recently used first, until need
 // bytes fit or none is left; the caller closes them after unlocking. e.mu
 // is held.
-func (e *Engine) makeRoom(need uint64) []*loaded {
+//
+// p is where the bytes go: when it is on a GPU, idle models on that GPU go
+// too until p.vram fits its budget.
+func (e *Engine) makeRoom(need uint64, p placement) []*loaded {
 	var idle []*loaded
 	for _, m := range e.loaded {
 		if m.refs == 0 {
@@ -259,13 +315,34 @@ func (e *Engine) makeRoom(need uint64) []*loaded {
 	slices.SortFunc(idle, func(a, b *loaded) int { return a.lastUsed.Compare(b.lastUsed) })
 	var victims []*loaded
 	for _, m := range idle {
-		if e.used+need <= e.budget {
-			break
+		ramShort := e.used+need > e.budget
+		gpuShort := p.gpu != nil && p.gpu.used+p.vram > p.gpu.budget
+		if !ramShort && !(gpuShort && m.gpu == p.gpu) {
+			if !gpuShort {
+				break
+			}
+			continue
 		}
 		e.detach(m)
 		victims = append(victims, m)
 	}
 	return victims
+}
+
+// moveToCPU accounts m, whose load on its GPU failed, as a model all in
+// RAM (total bytes) from now on.
+func (e *Engine) moveToCPU(m *loaded, total uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if m.unloaded {
+		return
+	}
+	if m.gpu != nil {
+		m.gpu.used -= m.vram
+	}
+	e.used += total - m.bytes
+	m.bytes, m.gpu, m.vram, m.layers = total, nil, 0, 0
+	e.broadcast()
 }
 
 // detach removes m from the budget and the table. e.mu is held.
@@ -282,6 +359,9 @@ func (e *Engine) detach(m *loaded) {
 		delete(e.loaded, m.key)
 	}
 	e.used -= m.bytes
+	if m.gpu != nil {
+		m.gpu.used -= m.vram
+	}
 	e.unloads++
 	e.broadcast()
 }
@@ -338,36 +418,38 @@ func absPath(p string) string {
 // estimate is the memory a model will take once loaded, from its file:
 // the weights, the KV cache the engine will give it and compute buffers
 // (a projector attached later adds its own, see attachProjector).
-func (e *Engine) estimate(ref modelRef) (uint64, error) {
+func (e *Engine) estimate(ref modelRef) (footprint, error) {
 	switch ref.kind {
 	case kindSpeech:
-		return estimateSpeech(ref.path, e.opts.Parallel)
+		est, err := estimateSpeech(ref.path, e.opts.Parallel)
+		return wholeFootprint(est), err
 	case kindVoice:
-		return estimateVoice(ref.path, e.opts.Parallel)
+		est, err := estimateVoice(ref.path, e.opts.Parallel)
+		return wholeFootprint(est), err
 	}
 	path := ref.path
 	g, err := models.ReadGGUF(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return 0, fmt.Errorf("%s: no such file", path)
+			return footprint{}, fmt.Errorf("%s: no such file", path)
 		}
-		return 0, err
+		return footprint{}, err
 	}
 	perSeq, parallel, batch := e.textShape(g)
-	return g.EstimateMemoryWith(models.EstimateOptions{Context: uint64(perSeq * parallel), Batch: uint64(batch), KVType: e.opts.KVType}).Total(), nil
+	return textFootprint(g, g.EstimateMemoryWith(models.EstimateOptions{Context: uint64(perSeq * parallel), Batch: uint64(batch), KVType: e.opts.KVType})), nil
 }
 
 // estimateSpeech sizes a whisper.cpp model for the transcriptions it runs
 // at once.
-func estimateSpeech(path string, transcriptions int) (uint64, error) {
+func estimateSpeech(path string, transcriptions int) (models.MemoryEstimate, error) {
 	w, err := models.ReadWhisper(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return 0, fmt.Errorf("%s: no such file", path)
+			return models.MemoryEstimate{}, fmt.Errorf("%s: no such file", path)
 		}
-		return 0, err
+		return models.MemoryEstimate{}, err
 	}
-	return w.EstimateMemory(transcriptions).Total(), nil
+	return w.EstimateMemory(transcriptions), nil
 }
 
 // textShape is the context a text model gets: cells per sequence, the
@@ -441,6 +523,9 @@ func defaultBudget() uint64 {
 	}
 	return 8 << 30
 }
+
+// FormatBytes writes a size as owl's messages do: "1.5 GiB", "300 MiB".
+func FormatBytes(b uint64) string { return formatBytes(b) }
 
 func formatBytes(b uint64) string {
 	switch {
@@ -519,10 +604,10 @@ const voiceCompute = 256 << 20
 
 // estimateVoice sizes a Piper voice: its float32 weights (as its ONNX file
 // holds them) and the syntheses it runs at once.
-func estimateVoice(path string, syntheses int) (uint64, error) {
+func estimateVoice(path string, syntheses int) (models.MemoryEstimate, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return 0, fmt.Errorf("%s: no such file", path)
+		return models.MemoryEstimate{}, fmt.Errorf("%s: no such file", path)
 	}
-	return uint64(st.Size()) + uint64(max(syntheses, 1))*voiceCompute, nil
+	return models.MemoryEstimate{Weights: uint64(st.Size()), Compute: uint64(max(syntheses, 1)) * voiceCompute}, nil
 }

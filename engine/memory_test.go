@@ -32,11 +32,11 @@ func threeModels(t *testing.T) ([]string, uint64) {
 	}
 	probe := New(Options{NumCtx: 4096, Parallel: 1})
 	defer probe.Close()
-	size, err := probe.estimate(modelRef{path: paths[0], kind: kindText})
+	fp, err := probe.estimate(modelRef{path: paths[0], kind: kindText})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return paths, size
+	return paths, fp.total
 }
 
 func generateOn(t *testing.T, e *Engine, path string) {

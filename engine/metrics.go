@@ -16,10 +16,11 @@ type ImageCacheStats = vision.CacheStats
 // its use and, for text models, its scheduler's counters (cumulative since
 // the model loaded).
 type Metrics struct {
-	MemoryBudget uint64 // bytes
-	MemoryUsed   uint64 // estimated bytes of the loaded models
-	Loads        int64  // model loads started
-	Unloads      int64  // models unloaded (evicted, expired, failed or closed)
+	MemoryBudget uint64          // bytes of RAM
+	MemoryUsed   uint64          // estimated bytes of the loaded models in RAM
+	Loads        int64           // model loads started
+	Unloads      int64           // models unloaded (evicted, expired, failed or closed)
+	Devices      []DeviceMetrics // the GPUs models may go to, each with its own budget
 	Models       []ModelMetrics
 }
 
@@ -28,7 +29,10 @@ type ModelMetrics struct {
 	Path         string
 	Projector    string // the vision projector loaded with a text model
 	Kind         string // "text", "speech" or "voice"
-	Bytes        uint64 // estimated memory
+	Bytes        uint64 // estimated memory in RAM
+	Device       string // the GPU holding part or all of it ("": none)
+	DeviceBytes  uint64 // estimated memory on Device
+	GPULayers    int    // its layers on Device (a speech or voice model: 1, whole)
 	Loading      bool
 	InUse        int           // requests holding the model
 	LoadDuration time.Duration // how long loading took
@@ -61,11 +65,14 @@ type ModelMetrics struct {
 // Metrics returns a snapshot of the engine's state and counters.
 func (e *Engine) Metrics() Metrics {
 	e.mu.Lock()
-	out := Metrics{MemoryBudget: e.budget, MemoryUsed: e.used, Loads: int64(e.loads), Unloads: int64(e.unloads)}
+	out := Metrics{MemoryBudget: e.budget, MemoryUsed: e.used, Loads: int64(e.loads), Unloads: int64(e.unloads), Devices: e.deviceMetrics()}
 	vals := make([]closer, 0, len(e.loaded))
 	for _, m := range e.loaded {
 		mm := ModelMetrics{Path: m.path, Projector: m.projector, Kind: m.kind.String(), Bytes: m.bytes, InUse: m.refs,
-			LastUsed: m.lastUsed, KeepAlive: m.keepAlive}
+			LastUsed: m.lastUsed, KeepAlive: m.keepAlive, DeviceBytes: m.vram, GPULayers: m.layers}
+		if m.gpu != nil {
+			mm.Device = m.gpu.dev.Name
+		}
 		var val closer
 		select {
 		case <-m.ready:

@@ -142,6 +142,12 @@ func top2Margin(logits []float32) float64 {
 // Four greedy requests decoded together give what each gives alone, also
 // when a long prompt joins (in chunks) while the others generate.
 func TestBatchedEqualsAlone(t *testing.T) {
+	testBatchedEqualsAlone(t, Options{NumCtx: 512, Parallel: 4, NumBatch: 64})
+}
+
+// testBatchedEqualsAlone is TestBatchedEqualsAlone on engines of the
+// options o (the GPU test's offload every layer).
+func testBatchedEqualsAlone(t *testing.T, o Options) {
 	texts := []string{"The owl", "Once upon a time in a forest far away", "Hello", "A"}
 	long := strings.Repeat("The old oak tree stood on the hill above the river. ", 12)
 	const gen = 24
@@ -154,7 +160,7 @@ func TestBatchedEqualsAlone(t *testing.T) {
 	alone := map[string]run{}
 	var prompts [][]llm.Token
 	for _, text := range append(texts, long) {
-		e, path, tr := tinyEngine(t, Options{NumCtx: 512, Parallel: 4, NumBatch: 64})
+		e, path, tr := tinyEngine(t, o)
 		r := runnerOf(t, e, path)
 		p := testPrompts(t, r, text)[0]
 		res, err := r.generate(context.Background(), ignoreEOS(p, gen), nil, PriorityNormal, nil)
@@ -166,7 +172,7 @@ func TestBatchedEqualsAlone(t *testing.T) {
 	}
 
 	t.Run("together", func(t *testing.T) {
-		e, path, tr := tinyEngine(t, Options{NumCtx: 512, Parallel: 4, NumBatch: 64})
+		e, path, tr := tinyEngine(t, o)
 		r := runnerOf(t, e, path)
 		results := make([]llm.Result, 4)
 		var wg sync.WaitGroup
@@ -191,7 +197,7 @@ func TestBatchedEqualsAlone(t *testing.T) {
 	})
 
 	t.Run("long prompt joins", func(t *testing.T) {
-		e, path, tr := tinyEngine(t, Options{NumCtx: 512, Parallel: 4, NumBatch: 64})
+		e, path, tr := tinyEngine(t, o)
 		r := runnerOf(t, e, path)
 		results := make([]llm.Result, 4)
 		started := make(chan struct{})

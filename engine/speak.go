@@ -65,8 +65,8 @@ func (e *Engine) OpenVoice(ctx context.Context, model, config string) (*Voice, e
 	if _, err := os.Stat(model); err != nil {
 		return nil, fmt.Errorf("%w: %v (owl voices lists the voices; %q is espeak-ng's)", ErrUnknownVoice, err, BuiltinVoice)
 	}
-	l, err := e.acquire(ctx, modelRef{path: model, kind: kindVoice}, func() (closer, error) {
-		p, err := tts.LoadPiper(ctx, model, tts.PiperOptions{Threads: e.opts.Threads, CacheDir: e.opts.CacheDir, Config: config})
+	l, err := e.acquire(ctx, modelRef{path: model, kind: kindVoice}, func(pl placement) (closer, error) {
+		p, err := tts.LoadPiper(ctx, model, tts.PiperOptions{Threads: e.opts.Threads, CacheDir: e.opts.CacheDir, Config: config, Device: pl.device()})
 		if err != nil {
 			return nil, err
 		}

@@ -165,8 +165,8 @@ func sampleTime(n int) time.Duration {
 // speechModel returns a lease on the speech model at path, loading it
 // when needed.
 func (e *Engine) speechModel(ctx context.Context, path string) (*speechModel, *lease, error) {
-	l, err := e.acquire(ctx, modelRef{path: path, kind: kindSpeech}, func() (closer, error) {
-		rec, err := speech.Open(ctx, e.opts.SpeechBackend, path, speech.LoadOptions{Threads: e.opts.Threads, FlashAttn: e.opts.FlashAttn, CacheDir: e.opts.CacheDir, Gate: e.gate})
+	l, err := e.acquire(ctx, modelRef{path: path, kind: kindSpeech}, func(p placement) (closer, error) {
+		rec, err := speech.Open(ctx, e.opts.SpeechBackend, path, speech.LoadOptions{Threads: e.opts.Threads, FlashAttn: e.opts.FlashAttn, CacheDir: e.opts.CacheDir, Gate: e.gate, Device: p.device()})
 		if err != nil {
 			return nil, err
 		}

@@ -41,6 +41,34 @@ type Model struct {
 // LoadOptions says how to load a model.
 type LoadOptions struct {
 	NoMmap bool // read the weights into memory instead of mapping the file
+
+	// GPULayers is how many layers go to the GPU Device (< 0: all of them
+	// and the output layer; 0: none). Device is the GPU's name as
+	// llama.Devices lists it ("Vulkan0"); "" is the first GPU.
+	GPULayers int
+	Device    string
+}
+
+// ErrNoDevice is returned for a GPU that no loaded backend has.
+var ErrNoDevice = errors.New("no such GPU")
+
+// gpu finds the device of o (ok false: none, the model stays on the CPU).
+func (o LoadOptions) gpu() (llama.Device, bool, error) {
+	if o.GPULayers == 0 {
+		return llama.Device{}, false, nil
+	}
+	if o.Device != "" {
+		d, ok := llama.DeviceByName(o.Device)
+		if !ok || !d.IsGPU() {
+			return llama.Device{}, false, fmt.Errorf("%w %q (owl devices lists them)", ErrNoDevice, o.Device)
+		}
+		return d, true, nil
+	}
+	gpus := llama.GPUs()
+	if len(gpus) == 0 {
+		return llama.Device{}, false, nil
+	}
+	return gpus[0], true, nil
 }
 
 // Load checks the GGUF file at path and loads it. Errors name the file and
@@ -62,7 +90,13 @@ func Load(path string, opts LoadOptions) (*Model, error) {
 	case len(g.Tensors) == 0:
 		return nil, fmt.Errorf("%s: %w: the file has no tensors", path, ErrUnsupportedModel)
 	}
-	lm, err := llama.LoadModel(path, llama.ModelParams{UseMmap: !opts.NoMmap})
+	params := llama.ModelParams{UseMmap: !opts.NoMmap}
+	if dev, ok, err := opts.gpu(); err != nil {
+		return nil, err
+	} else if ok {
+		params.GPULayers, params.Device = opts.GPULayers, dev
+	}
+	lm, err := llama.LoadModel(path, params)
 	if err != nil {
 		reason := strings.TrimPrefix(err.Error(), llama.ErrLoad.Error()+": ")
 		if strings.Contains(reason, "unknown model architecture") {
@@ -76,6 +110,9 @@ func Load(path string, opts LoadOptions) (*Model, error) {
 
 // Close frees the model's native memory. It is idempotent.
 func (m *Model) Close() error { return m.m.Close() }
+
+// OnGPU reports whether layers of the model were offloaded to a GPU.
+func (m *Model) OnGPU() bool { return m.m.OnGPU() }
 
 // Path is the file the model was loaded from.
 func (m *Model) Path() string { return m.path }
@@ -192,3 +229,17 @@ func (m *Model) Defuse(text string) string {
 	}
 	return m.defuse.Replace(text)
 }
+
+// Device is a compute device of ggml's backends (the CPU, GPUs).
+type Device = llama.Device
+
+// Devices lists the compute devices, the CPU included.
+func Devices() []Device { return llama.Devices() }
+
+// GPUs lists the GPUs of the loaded GPU backends (none in a CPU build, or
+// where the backend's driver finds none).
+func GPUs() []Device { return llama.GPUs() }
+
+// BackendLibraries lists the GPU backend libraries found and whether each
+// loaded.
+func BackendLibraries() []llama.BackendLibrary { return llama.Libraries() }

@@ -21,6 +21,7 @@ type metricsCollector struct {
 	tps, loadSeconds, loading                                       *prometheus.Desc
 	images, imageHits, imageBytes                                   *prometheus.Desc
 	queueWait, rejected                                             *prometheus.Desc
+	devBudget, devUsed, devFree, devBytes                           *prometheus.Desc
 }
 
 func newMetricsCollector(be Backend) *metricsCollector {
@@ -53,6 +54,10 @@ func newMetricsCollector(be Backend) *metricsCollector {
 		images:       d("model_images_encoded_total", "Images the model's projector encoded (cache hits excluded) since the model loaded.", model),
 		imageHits:    d("model_image_cache_hits_total", "Images found in the model's embedding cache instead of encoded.", model),
 		imageBytes:   d("model_image_cache_bytes", "Bytes of image embeddings the model's cache holds.", model),
+		devBudget:    d("device_memory_budget_bytes", "Memory budget of a GPU for loaded models.", []string{"device"}),
+		devUsed:      d("device_memory_used_bytes", "Estimated memory of the models on a GPU.", []string{"device"}),
+		devFree:      d("device_memory_free_bytes", "Free memory of a GPU, as its driver reports it.", []string{"device"}),
+		devBytes:     d("model_device_memory_bytes", "Estimated memory of a loaded model on its GPU.", append(model, "device")),
 	}
 }
 
@@ -60,7 +65,7 @@ func newMetricsCollector(be Backend) *metricsCollector {
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.budget, c.used, c.loads, c.unloads, c.bytes, c.loading, c.inUse, c.queue, c.running, c.slots,
 		c.requests, c.steps, c.stepTokens, c.decodeTokens, c.promptTokens, c.cached, c.tps, c.loadSeconds,
-		c.images, c.imageHits, c.imageBytes, c.queueWait, c.rejected} {
+		c.images, c.imageHits, c.imageBytes, c.queueWait, c.rejected, c.devBudget, c.devUsed, c.devFree, c.devBytes} {
 		ch <- d
 	}
 }
@@ -72,6 +77,11 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(m.MemoryUsed))
 	ch <- prometheus.MustNewConstMetric(c.loads, prometheus.CounterValue, float64(m.Loads))
 	ch <- prometheus.MustNewConstMetric(c.unloads, prometheus.CounterValue, float64(m.Unloads))
+	for _, d := range m.Devices {
+		ch <- prometheus.MustNewConstMetric(c.devBudget, prometheus.GaugeValue, float64(d.Budget), d.Name)
+		ch <- prometheus.MustNewConstMetric(c.devUsed, prometheus.GaugeValue, float64(d.Used), d.Name)
+		ch <- prometheus.MustNewConstMetric(c.devFree, prometheus.GaugeValue, float64(d.Free), d.Name)
+	}
 	seen := map[[2]string]bool{}
 	for _, mm := range m.Models {
 		labels := []string{filepath.Base(mm.Path), mm.Kind}
@@ -91,6 +101,9 @@ func (c *metricsCollector) Collect(ch chan<- prometheus.Metric) {
 			loading = 1
 		}
 		gauge(c.bytes, float64(mm.Bytes))
+		if mm.Device != "" {
+			ch <- prometheus.MustNewConstMetric(c.devBytes, prometheus.GaugeValue, float64(mm.DeviceBytes), append(labels, mm.Device)...)
+		}
 		gauge(c.loading, loading)
 		gauge(c.inUse, float64(mm.InUse))
 		gauge(c.loadSeconds, mm.LoadDuration.Seconds())

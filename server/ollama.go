@@ -540,8 +540,10 @@ func (s *Server) handleOllamaPS(w http.ResponseWriter, r *http.Request) error {
 		default:
 			expires = mm.LastUsed.Add(mm.KeepAlive)
 		}
-		out.Models = append(out.Models, ollama.ProcessModelResponse{Name: m.Name, Model: m.Name, Size: int64(mm.Bytes),
-			Digest: strings.TrimPrefix(s.models.digest(m), "sha256:"), Details: s.details(m), ExpiresAt: expires.UTC(), ContextLength: mm.Context})
+		// ollama's size is the whole model, size_vram the part on GPUs
+		// (the CLI prints the split as "40%/60% CPU/GPU").
+		out.Models = append(out.Models, ollama.ProcessModelResponse{Name: m.Name, Model: m.Name, Size: int64(mm.Bytes + mm.DeviceBytes),
+			SizeVRAM: int64(mm.DeviceBytes), Digest: strings.TrimPrefix(s.models.digest(m), "sha256:"), Details: s.details(m), ExpiresAt: expires.UTC(), ContextLength: mm.Context})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

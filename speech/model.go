@@ -20,6 +20,9 @@ type LoadOptions struct {
 	// Gate, when set, is shared with the other models computing on the
 	// same cores: each graph evaluation takes the model's threads from it.
 	Gate *compute.Gate
+	// Device is the GPU the model's weights and graphs go to, by name
+	// ("Vulkan0"); "" computes on the CPU.
+	Device string
 }
 
 // DefaultCacheDir is $OWL_CACHE_DIR, or owl's folder in the user cache.
@@ -96,7 +99,7 @@ func Load(ctx context.Context, path string, o LoadOptions) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := ggml.Load(ctx, gguf, ggml.Options{Threads: o.Threads, FlashAttn: o.FlashAttn})
+	b, err := ggml.Load(ctx, gguf, ggml.Options{Threads: o.Threads, FlashAttn: o.FlashAttn, Device: o.Device})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -39,6 +39,7 @@ type PiperOptions struct {
 	Threads  int    // CPU threads (0: all)
 	CacheDir string // where converted voices are kept
 	Config   string // the voice's configuration ("": the model's path + ".json")
+	Device   string // the GPU its graphs compute on ("": the CPU)
 }
 
 // LoadPiper opens the Piper voice at path (NAME.onnx, with NAME.onnx.json
@@ -78,7 +79,7 @@ func LoadPiper(ctx context.Context, path string, o PiperOptions) (*Piper, error)
 	if err != nil {
 		return nil, err
 	}
-	be, err := ggml.Load(ctx, gguf, ggml.Options{Threads: o.Threads})
+	be, err := ggml.Load(ctx, gguf, ggml.Options{Threads: o.Threads, Device: o.Device})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

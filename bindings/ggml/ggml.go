@@ -74,7 +74,25 @@ func (t Type) ml() ml.DType {
 type Options struct {
 	Threads   int  // CPU threads; 0 means runtime.NumCPU()
 	FlashAttn bool // fused attention kernels
+	// Device is the GPU (llama.Devices' name, "Vulkan0") the weights go
+	// to, and with them the graph ops that read them; "" keeps everything
+	// on the CPU.
+	Device string
 }
+
+// ErrNoDevice is returned for a Device no loaded backend has.
+var ErrNoDevice = errors.New("no such GPU")
+
+// everyLayer is a layer list past any model's layer count: ollama's ml
+// package puts a tensor on a GPU when the number in its name (its block)
+// is in the list, the output layer (the block count) included.
+var everyLayer = func() []int {
+	l := make([]int, 1024)
+	for i := range l {
+		l[i] = i
+	}
+	return l
+}()
 
 // Backend holds the weights of one model.
 type Backend struct {
@@ -96,7 +114,16 @@ func Load(ctx context.Context, path string, o Options) (b *Backend, err error) {
 	if o.FlashAttn {
 		fa = ml.FlashAttentionEnabled
 	}
-	mb, err := mlggml.New(path, ml.BackendParams{AllocMemory: true, NumThreads: o.Threads, FlashAttention: fa})
+	params := ml.BackendParams{AllocMemory: true, NumThreads: o.Threads, FlashAttention: fa}
+	if o.Device != "" {
+		d, ok := llama.DeviceByName(o.Device)
+		if !ok || !d.IsGPU() {
+			return nil, fmt.Errorf("%w %q", ErrNoDevice, o.Device)
+		}
+		id, lib := d.BackendID()
+		params.GPULayers = ml.GPULayersList{{DeviceID: ml.DeviceID{ID: id, Library: lib}, Layers: everyLayer}}
+	}
+	mb, err := mlggml.New(path, params)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCompute, path, err)
 	}
@@ -409,7 +436,10 @@ func (s *Store) Zeros(t Type, shape ...int) (out Tensor, err error) {
 	}
 	defer recoverInto(&err, "allocating a stored tensor")
 	s.n++
-	return Tensor{t: s.ctx.Input().Zeros(t.ml(), shape...), leaf: new(leaf)}, nil
+	// Layer 0's buffer: the GPU's when the weights are there (caches that
+	// stayed in RAM would be copied to the device at every graph), the
+	// CPU's otherwise.
+	return Tensor{t: s.ctx.Layer(0).Zeros(t.ml(), shape...), leaf: new(leaf)}, nil
 }
 
 // Close frees the stored tensors.

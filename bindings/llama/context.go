@@ -112,6 +112,9 @@ func NewContext(m *Model, p ContextParams) (*Context, error) {
 	params.n_ctx = C.uint32_t(p.NumCtx)
 	params.n_batch = C.uint32_t(p.NumBatch)
 	params.n_ubatch = C.uint32_t(min(p.NumBatch, 512))
+	if m.softwareGPU {
+		params.n_ubatch = C.uint32_t(min(p.NumBatch, softwareGPUMicroBatch))
+	}
 	params.n_seq_max = C.uint32_t(nSeq)
 	params.n_threads = C.int32_t(p.Threads)
 	params.n_threads_batch = C.int32_t(p.Threads)

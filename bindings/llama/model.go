@@ -29,6 +29,14 @@ var loadMu sync.Mutex
 type ModelParams struct {
 	UseMmap   bool // map the file instead of reading it into memory
 	VocabOnly bool // load the vocabulary alone (no weights)
+
+	// GPULayers is how many of the model's layers go to Device: 0 keeps
+	// the model on the CPU, a number past the model's layers (or < 0)
+	// offloads all of them and the output layer.
+	GPULayers int
+	// Device is the GPU the offloaded layers go to (one device: the
+	// memory budget of each GPU is kept apart).
+	Device Device
 }
 
 // Model is a loaded llama.cpp model. Its methods may be called concurrently;
@@ -37,6 +45,10 @@ type Model struct {
 	c     *C.struct_llama_model
 	vocab *C.struct_llama_vocab
 	once  sync.Once
+	gpu   bool // layers offloaded to a GPU
+	// softwareGPU: the GPU is Mesa's software Vulkan device, lavapipe,
+	// whose graphs must stay at softwareGPUMicroBatch tokens.
+	softwareGPU bool
 
 	nVocab int
 	pieces []string // text of each token as output renders it
@@ -49,7 +61,21 @@ func LoadModel(path string, p ModelParams) (*Model, error) {
 	params := C.llama_model_default_params()
 	params.use_mmap = C.bool(p.UseMmap)
 	params.vocab_only = C.bool(p.VocabOnly)
+	// The devices list is NULL-terminated; an empty one keeps llama.cpp
+	// off every GPU (with none, it would use them all for big batches).
+	devs := (*[2]C.ggml_backend_dev_t)(C.calloc(2, C.size_t(unsafe.Sizeof(C.ggml_backend_dev_t(nil)))))
+	defer C.free(unsafe.Pointer(devs))
+	params.devices = &devs[0]
 	params.n_gpu_layers = 0
+	if p.GPULayers != 0 && p.Device.dev != nil {
+		devs[0] = p.Device.dev
+		params.n_gpu_layers = C.int32_t(p.GPULayers)
+		if p.GPULayers < 0 {
+			params.n_gpu_layers = 1 << 30
+		}
+		params.split_mode = C.LLAMA_SPLIT_MODE_NONE
+		params.main_gpu = 0
+	}
 
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
@@ -61,7 +87,8 @@ func LoadModel(path string, p ModelParams) (*Model, error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: %s", ErrLoad, loadReason(lines))
 	}
-	m := &Model{c: c, vocab: C.llama_model_get_vocab(c)}
+	m := &Model{c: c, vocab: C.llama_model_get_vocab(c), gpu: params.n_gpu_layers > 0}
+	m.softwareGPU = m.gpu && p.Device.IsSoftware()
 	m.nVocab = int(C.llama_vocab_n_tokens(m.vocab))
 	m.dumpVocab()
 	return m, nil
@@ -104,6 +131,9 @@ func (m *Model) Close() error {
 	})
 	return nil
 }
+
+// OnGPU reports whether layers of the model were offloaded to a GPU.
+func (m *Model) OnGPU() bool { return m.gpu }
 
 // NumVocab is the number of tokens in the vocabulary.
 func (m *Model) NumVocab() int { return m.nVocab }

@@ -105,7 +105,7 @@ func OpenProjector(m *Model, path string, p ProjectorParams) (*Projector, error)
 	loadMu.Lock()
 	var c *C.mtmd_context
 	lines := captureErrors(func() {
-		c = C.owl_mtmd_open(cpath, m.c, C.int32_t(max(p.Threads, 1)), cmarker, (*C.char)(unsafe.Pointer(&errBuf[0])), C.int32_t(len(errBuf)))
+		c = C.owl_mtmd_open(cpath, m.c, C.int32_t(max(p.Threads, 1)), C.bool(m.gpu), cmarker, (*C.char)(unsafe.Pointer(&errBuf[0])), C.int32_t(len(errBuf)))
 	})
 	loadMu.Unlock()
 	if c == nil {

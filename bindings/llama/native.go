@@ -23,10 +23,13 @@ import (
 
 var initOnce sync.Once
 
-// Init loads the ggml backends and routes native log output into log/slog.
+// Init loads the ggml backends (the GPU backend libraries of LibraryPath)
+// and routes native log output into log/slog.
 // Every entry point calls it; calling it again does nothing.
 func Init() {
 	initOnce.Do(func() {
+		C.ggml_log_set(C.ggml_log_callback(C.owlLlamaLog), nil)
+		loadBackends()
 		ollama.BackendInit()
 		C.llama_log_set(C.ggml_log_callback(C.owlLlamaLog), nil)
 		C.ggml_log_set(C.ggml_log_callback(C.owlLlamaLog), nil)

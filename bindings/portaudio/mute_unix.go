@@ -4,25 +4,26 @@ package portaudio
 
 import (
 	"os"
-	"syscall"
+
+	"golang.org/x/sys/unix" // Dup2 on every unix (linux/arm64 has only dup3)
 )
 
 // muteStderr points file descriptor 2 at /dev/null until the returned
 // function restores it.
 func muteStderr() func() {
-	saved, err := syscall.Dup(2)
+	saved, err := unix.Dup(2)
 	if err != nil {
 		return func() {}
 	}
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
-		syscall.Close(saved)
+		unix.Close(saved)
 		return func() {}
 	}
-	syscall.Dup2(int(null.Fd()), 2)
+	unix.Dup2(int(null.Fd()), 2)
 	return func() {
-		syscall.Dup2(saved, 2)
-		syscall.Close(saved)
+		unix.Dup2(saved, 2)
+		unix.Close(saved)
 		null.Close()
 	}
 }

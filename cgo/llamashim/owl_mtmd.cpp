@@ -28,10 +28,10 @@ void copy_out(const std::string &s, char *buf, int32_t len) {
 // allocations may fail. Every entry point below turns them into an error
 // status.
 
-mtmd_context *owl_mtmd_open(const char *path, const struct llama_model *text_model, int32_t n_threads,
+mtmd_context *owl_mtmd_open(const char *path, const struct llama_model *text_model, int32_t n_threads, bool use_gpu,
                             const char *media_marker, char *err, int32_t err_len) {
     mtmd_context_params params = mtmd_context_params_default();
-    params.use_gpu = false;
+    params.use_gpu = use_gpu; // the first GPU, where its text model is offloaded
     params.print_timings = false;
     params.n_threads = n_threads;
     params.media_marker = media_marker;

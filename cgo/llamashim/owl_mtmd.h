@@ -16,12 +16,12 @@
 extern "C" {
 #endif
 
-// owl_mtmd_open opens the projector at path with mtmd for text_model on
-// the CPU without a warm-up pass. The caller has checked the file first
+// owl_mtmd_open opens the projector at path with mtmd for text_model, on
+// the CPU or (use_gpu) the first GPU, without a warm-up pass. The caller has checked the file first
 // (models.CheckProjector, in Go): mtmd asserts on much of what a file may
 // hold. It returns NULL with a message in err on failure; mtmd's own error
 // lines go to the log.
-mtmd_context *owl_mtmd_open(const char *path, const struct llama_model *text_model, int32_t n_threads,
+mtmd_context *owl_mtmd_open(const char *path, const struct llama_model *text_model, int32_t n_threads, bool use_gpu,
                             const char *media_marker, char *err, int32_t err_len);
 
 // owl_mtmd_tokenize splits text at the media marker and tokenizes it with

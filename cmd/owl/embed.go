@@ -16,6 +16,7 @@ func newEmbedCmd() *cobra.Command {
 	var (
 		model      string
 		threads    int
+		gpu        gpuFlags
 		dimensions int
 		raw        bool
 	)
@@ -53,7 +54,11 @@ Texts are embedded together, each alone in the model's eyes.`,
 			if len(texts) == 0 {
 				return usageError{errors.New("no text: pass texts or lines on standard input")}
 			}
-			e := engine.New(engine.Options{Threads: threads})
+			eo := engine.Options{Threads: threads}
+			if err := gpu.apply(&eo); err != nil {
+				return err
+			}
+			e := engine.New(eo)
 			defer e.Close()
 			res, err := e.Embed(cmd.Context(), engine.EmbedRequest{Model: path, Inputs: texts, Truncate: true, Normalize: !raw, Dimensions: dimensions})
 			if err != nil {
@@ -79,6 +84,7 @@ Texts are embedded together, each alone in the model's eyes.`,
 	fs.IntVar(&dimensions, "dimensions", 0, "keep the first N dimensions (Matryoshka models)")
 	fs.BoolVar(&raw, "raw", false, "the vectors as the model makes them, not normalized")
 	fs.IntVarP(&threads, "threads", "t", 0, "CPU threads (default: all CPUs)")
+	gpu.register(fs, "device")
 	fs.SetNormalizeFunc(normalizeFlag)
 	return cmd
 }

@@ -141,13 +141,15 @@ line; otherwise only final lines are printed. --json prints every event.`,
 func newDevicesCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "devices",
-		Short: "List audio input devices (for owl listen --device)",
+		Short: "List the GPUs models can run on (for --device) and audio input devices (for owl listen --device)",
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			printGPUs(os.Stdout)
 			devs, err := engine.InputDevices()
 			if err != nil {
 				return err
 			}
+			fmt.Println("audio inputs:")
 			if len(devs) == 0 {
 				fmt.Println("no audio input devices found")
 				return nil

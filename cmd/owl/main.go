@@ -36,7 +36,7 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRootCmd()
-	root.SetArgs(args)
+	root.SetArgs(gpuArgs(args))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
@@ -83,13 +83,15 @@ func newRootCmd() *cobra.Command {
 
 // flagAliases maps the names llama.cpp and ollama users type to owl's flags.
 var flagAliases = map[string]string{
-	"n-predict":   "max-tokens",
-	"num-predict": "max-tokens",
-	"temp":        "temperature",
-	"num-ctx":     "ctx-size",
-	"num-thread":  "threads",
-	"batch-size":  "batch",
-	"cache-type":  "kv-type",
+	"n-predict":    "max-tokens",
+	"num-predict":  "max-tokens",
+	"temp":         "temperature",
+	"num-ctx":      "ctx-size",
+	"num-thread":   "threads",
+	"batch-size":   "batch",
+	"cache-type":   "kv-type",
+	"num-gpu":      "gpu-layers",
+	"n-gpu-layers": "gpu-layers",
 }
 
 func normalizeFlag(_ *pflag.FlagSet, name string) pflag.NormalizedName {

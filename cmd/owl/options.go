@@ -11,6 +11,8 @@ import (
 
 // engineFlags are the flags that size how a model runs.
 type engineFlags struct {
+	gpu       gpuFlags
+	opts      engine.Options // set by check
 	model     string
 	mmproj    string
 	threads   int
@@ -31,6 +33,7 @@ func (f *engineFlags) register(cmd *cobra.Command) {
 	fs.StringVar(&f.kvType, "kv-type", "f16", "KV cache type: f16, q8_0 or q4_0")
 	fs.BoolVar(&f.flashAttn, "flash-attn", false, "use flash-attention kernels")
 	fs.BoolVar(&f.noMmap, "no-mmap", false, "read the model into memory instead of mapping it")
+	f.gpu.register(fs, "device")
 	cmd.Flags().SetNormalizeFunc(normalizeFlag)
 }
 
@@ -61,6 +64,11 @@ func (f *engineFlags) check() error {
 	if f.mmproj, err = resolveModel(f.mmproj); err != nil {
 		return err
 	}
+	// One request at a time: one KV-cache slot of --ctx-size.
+	f.opts = engine.Options{Threads: f.threads, NumCtx: f.ctxSize, NumBatch: f.batch, Parallel: 1, KVType: f.kvType, FlashAttn: f.flashAttn, NoMmap: f.noMmap}
+	if err := f.gpu.apply(&f.opts); err != nil {
+		return err
+	}
 	if st, err := os.Stat(f.model); err != nil {
 		return fmt.Errorf("%s: no such file", f.model)
 	} else if st.IsDir() {
@@ -70,8 +78,7 @@ func (f *engineFlags) check() error {
 }
 
 func (f *engineFlags) engine() *engine.Engine {
-	// One request at a time: one KV-cache slot of --ctx-size.
-	return engine.New(engine.Options{Threads: f.threads, NumCtx: f.ctxSize, NumBatch: f.batch, Parallel: 1, KVType: f.kvType, FlashAttn: f.flashAttn, NoMmap: f.noMmap})
+	return engine.New(f.opts)
 }
 
 // sampleFlags are the generation knobs.

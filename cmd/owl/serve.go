@@ -31,6 +31,7 @@ import (
 const DefaultServeAddr = "127.0.0.1:11435"
 
 type serveFlags struct {
+	gpu             gpuFlags
 	host            string
 	modelsDir       string
 	apiKey          string
@@ -83,6 +84,7 @@ rest and exits 0.`,
 	fs.StringVar(&f.apiKey, "api-key", "", "require this key as Authorization: Bearer KEY (default $OWL_API_KEY)")
 	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback address without an API key")
 	fs.StringVar(&f.maxMemory, "max-memory", os.Getenv("OWL_MAX_MEMORY"), "memory budget for loaded models, e.g. 8GiB or 75% (default 75% of RAM)")
+	f.gpu.register(fs, "device")
 	fs.IntVar(&f.parallel, "parallel", 4, "requests one model runs at once (a text model's KV-cache slots, a speech model's transcriptions)")
 	fs.IntVar(&f.maxQueue, "max-queue", 64, "requests that may wait per model before 503")
 	fs.DurationVar(&f.queueWait, "queue-wait", 30*time.Second, "how long a request waits in its model's queue before 503 (0: until the client leaves)")
@@ -239,8 +241,12 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 		defer fl.Close()
 		fmt.Fprintf(stderr, "owl: batches run on the fleet at %s\n", fl.Conn().ConnectedUrlRedacted())
 	}
-	e := engine.New(engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel, MaxQueue: f.maxQueue,
-		MaxMemory: budget, KeepAlive: keep, NoKeepAlive: noKeep, MemoryWait: f.memoryWait, QueueWait: f.queueWait})
+	eo := engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel, MaxQueue: f.maxQueue,
+		MaxMemory: budget, KeepAlive: keep, NoKeepAlive: noKeep, MemoryWait: f.memoryWait, QueueWait: f.queueWait}
+	if err := f.gpu.apply(&eo); err != nil {
+		return err
+	}
+	e := engine.New(eo)
 	var pulls *hub.Client // /api/pull downloads as owl pull does, unless offline
 	if !envTrue("OWL_OFFLINE") && !envTrue("HF_HUB_OFFLINE") {
 		pulls = hub.NewClient("owl/" + version)

@@ -85,6 +85,7 @@ func newTranscribeCmd() *cobra.Command {
 		vadOn                     bool
 		vadParams                 = engine.DefaultVADParams()
 		threads                   int
+		gpu                       gpuFlags
 		formats                   []string
 		asJSON, flashAttn, noProg bool
 	)
@@ -127,7 +128,11 @@ conditioned on the previous one's text unless --no-context.`,
 			if err != nil {
 				return err
 			}
-			e := engine.New(engine.Options{Threads: threads, FlashAttn: flashAttn, SpeechBackend: backend})
+			eo := engine.Options{Threads: threads, FlashAttn: flashAttn, SpeechBackend: backend}
+			if err := gpu.apply(&eo); err != nil {
+				return err
+			}
+			e := engine.New(eo)
 			defer e.Close()
 			showProgress := !asJSON && !noProg && term.IsTerminal(int(os.Stdout.Fd()))
 			for _, audioPath := range args {
@@ -181,6 +186,7 @@ conditioned on the previous one's text unless --no-context.`,
 	fs.StringVar(&outDir, "output-dir", "", "folder for -o files (default: beside the audio)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON (segments, times, token probabilities) instead of text")
 	fs.BoolVar(&flashAttn, "flash-attn", false, "use flash-attention kernels")
+	gpu.register(fs, "device")
 	fs.BoolVar(&noProg, "no-progress", false, "no progress bar")
 	fs.BoolVar(&vadOn, "vad", false, "decode only the speech a voice activity detector finds (energy-based unless --vad-model)")
 	fs.StringVar(&vadModel, "vad-model", "", "ggml Silero VAD model (ggml-silero-v5.1.2.bin); implies --vad")

@@ -75,6 +75,7 @@ func (n *natsFlags) connect(ctx context.Context, name string) (*fleet.Cluster, e
 }
 
 type workerFlags struct {
+	gpu          gpuFlags
 	nats         natsFlags
 	modelsDir    string
 	kinds        string
@@ -119,6 +120,7 @@ describes clusters, leaf nodes and operations.`,
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus /metrics and /health on this address (default: none)")
 	fs.StringVar(&f.maxMemory, "max-memory", os.Getenv("OWL_MAX_MEMORY"), "memory budget for loaded models, e.g. 8GiB or 75% (default 75% of RAM)")
 	fs.IntVar(&f.parallel, "parallel", 4, "lines run at once (the engine batches them)")
+	f.gpu.register(fs, "device")
 	fs.IntVarP(&f.threads, "threads", "t", 0, "CPU threads per model (default: all CPUs)")
 	fs.IntVarP(&f.ctxSize, "ctx-size", "c", 0, "context tokens per request (default: min(4096, trained))")
 	fs.DurationVar(&f.lineTimeout, "line-timeout", 0, "longest run of one line before it is handed back (default: none)")
@@ -156,7 +158,11 @@ func (f *workerFlags) run(ctx context.Context, stderr io.Writer) error {
 	if st, err := os.Stat(f.modelsDir); err != nil || !st.IsDir() {
 		return fmt.Errorf("--models-dir %s: no such folder (owl pull fills the default one)", f.modelsDir)
 	}
-	e := engine.New(engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel, MaxMemory: budget})
+	eo := engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel, MaxMemory: budget}
+	if err := f.gpu.apply(&eo); err != nil {
+		return err
+	}
+	e := engine.New(eo)
 	defer e.Close()
 	srv, err := server.New(server.Config{Engine: e, ModelsDir: f.modelsDir, Version: version, NoBatches: true})
 	if err != nil {
