@@ -29,9 +29,6 @@ var gpuNote sync.Once
 
 // initGPUs finds the GPUs the engine may place models on.
 func (e *Engine) initGPUs() {
-	if e.opts.GPULayers == 0 {
-		return
-	}
 	gpus := llm.GPUs()
 	if len(gpus) == 0 {
 		gpuNote.Do(func() {
@@ -140,13 +137,13 @@ func (e *Engine) place(f footprint, wantUnits int) placement {
 	return best
 }
 
-// gpuUnits is how many units of a text model Options.GPULayers asks for;
-// speech and voice models go whole whenever any offload is asked for.
-func (e *Engine) gpuUnits(kind modelKind) int {
-	if kind != kindText && e.opts.GPULayers != 0 {
+// gpuUnits is how many units of a text model want GPU layers are; speech
+// and voice models go whole whenever any offload is asked for.
+func (e *Engine) gpuUnits(kind modelKind, want int) int {
+	if kind != kindText && want != 0 {
 		return AllGPULayers
 	}
-	return e.opts.GPULayers
+	return want
 }
 
 // DeviceMetrics are a GPU's budget and use.

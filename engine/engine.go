@@ -220,8 +220,12 @@ func (e *Engine) Close() error {
 // needed, with the vision projector at projector attached when not empty.
 // A model is loaded once however it is asked for (with its projector or
 // without); a projector other than the one attached is refused.
-func (e *Engine) textModel(ctx context.Context, path, projector string) (*textModel, *lease, error) {
-	l, err := e.acquire(ctx, modelRef{path: path, kind: kindText}, func(p placement) (closer, error) {
+func (e *Engine) textModel(ctx context.Context, path, projector string, gpuLayers ...*int) (*textModel, *lease, error) {
+	ref := modelRef{path: path, kind: kindText}
+	if len(gpuLayers) > 0 {
+		ref.gpuLayers = gpuLayers[0]
+	}
+	l, err := e.acquire(ctx, ref, func(p placement) (closer, error) {
 		lo := llm.LoadOptions{NoMmap: e.opts.NoMmap}
 		if p.gpu != nil {
 			lo.GPULayers, lo.Device = p.layers, p.device()
@@ -317,6 +321,11 @@ type GenerateOptions struct {
 	// KeepAlive, when set, replaces the model's keep-alive once this
 	// request ends (0: unload at once when idle; negative: keep loaded).
 	KeepAlive *time.Duration
+	// GPULayers, when set, is the layers on a GPU the model is loaded with
+	// (ollama's num_gpu; see Options.GPULayers): a model loaded with other
+	// layers is loaded again when idle; one in use keeps its layers for
+	// this request.
+	GPULayers *int
 	// Grammar (GBNF, root rule "root") or JSONSchema, when set, constrains
 	// the output: only tokens that keep it a prefix of a string the grammar
 	// accepts (a JSON text valid against the schema) are sampled. A schema
@@ -348,7 +357,7 @@ func (e *Engine) Generate(ctx context.Context, req GenerateRequest, onChunk func
 	if err != nil {
 		return Result{}, err
 	}
-	m, l, err := e.textModel(ctx, req.Model, req.Projector)
+	m, l, err := e.textModel(ctx, req.Model, req.Projector, req.GPULayers)
 	if err != nil {
 		return Result{}, err
 	}
@@ -461,7 +470,7 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 	if err != nil {
 		return Result{}, err
 	}
-	m, l, err := e.textModel(ctx, req.Model, req.Projector)
+	m, l, err := e.textModel(ctx, req.Model, req.Projector, req.GPULayers)
 	if err != nil {
 		return Result{}, err
 	}

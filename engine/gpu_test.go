@@ -101,6 +101,31 @@ func TestGPUMemoryAccounting(t *testing.T) {
 		}
 	})
 
+	t.Run("num_gpu per request", func(t *testing.T) {
+		e := New(Options{NumCtx: 512, Parallel: 1, GPULayers: AllGPULayers})
+		defer e.Close()
+		gen(e, a)
+		zero, one := 0, 1
+		for _, c := range []struct {
+			layers *int
+			device string
+			units  int
+			loads  int64
+		}{{&zero, "", 0, 2}, {nil, "", 0, 2}, {&one, dev.Name, 1, 3}, {&one, dev.Name, 1, 3}} {
+			o := greedy(4)
+			o.GPULayers = c.layers
+			res, err := e.Generate(context.Background(), GenerateRequest{Model: a, Prompt: "The owl", GenerateOptions: o}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := e.Metrics()
+			if mm := m.Models[0]; mm.Device != c.device || mm.GPULayers != c.units || m.Loads != c.loads || res.Text != want[:len(res.Text)] {
+				t.Fatalf("num_gpu %v: model on %q with %d layers after %d loads, text %q; want %q, %d, %d loads, a prefix of %q",
+					c.layers, mm.Device, mm.GPULayers, m.Loads, res.Text, c.device, c.units, c.loads, want)
+			}
+		}
+	})
+
 	t.Run("speech whole", func(t *testing.T) {
 		path := filepath.Join(dir, "ggml-micro.en.bin")
 		if err := testmodel.WriteWhisperFile(path, testmodel.WhisperMicro(testmodel.VocabEnglish, 0)); err != nil {

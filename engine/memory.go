@@ -53,6 +53,7 @@ type loaded struct {
 	gpu       *gpuBudget // the GPU holding part or all of it (nil: none)
 	vram      uint64     // estimated bytes on gpu
 	layers    int        // units of it on gpu (see footprint)
+	wantGPU   int        // the GPU layers it was loaded for (Options.GPULayers or a request's)
 	refs      int        // requests using it; a model with refs > 0 is never unloaded
 	lastUsed  time.Time
 	keepAlive time.Duration // < 0: forever; 0: unload when idle
@@ -128,6 +129,14 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func(placement)
 			e.mu.Unlock()
 			return nil, ErrClosed
 		}
+		if m, ok := e.loaded[key]; ok && ref.gpuLayers != nil && *ref.gpuLayers != m.wantGPU && m.refs == 0 {
+			// Loaded with other GPU layers and idle: load it again, as
+			// ollama does for a request whose num_gpu differs.
+			e.detach(m)
+			e.mu.Unlock()
+			m.close()
+			continue
+		}
 		if m, ok := e.loaded[key]; ok {
 			m.refs++
 			if m.timer != nil {
@@ -151,7 +160,11 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func(placement)
 			estimated = true
 			continue
 		}
-		p := e.place(fp, e.gpuUnits(ref.kind))
+		want := e.opts.GPULayers
+		if ref.gpuLayers != nil {
+			want = *ref.gpuLayers
+		}
+		p := e.place(fp, e.gpuUnits(ref.kind, want))
 		est := fp.ram(p)
 		if est > e.budget {
 			e.mu.Unlock()
@@ -169,7 +182,7 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func(placement)
 			}
 			continue
 		}
-		m := &loaded{key: key, kind: ref.kind, path: ref.path, bytes: est, gpu: p.gpu, vram: p.vram, layers: p.layers,
+		m := &loaded{key: key, kind: ref.kind, path: ref.path, bytes: est, gpu: p.gpu, vram: p.vram, layers: p.layers, wantGPU: want,
 			refs: 1, keepAlive: e.keepAlive, ready: make(chan struct{})}
 		e.loaded[key] = m
 		e.used += est
@@ -398,10 +411,12 @@ func closeAll(ms []*loaded) {
 	}
 }
 
-// modelRef names a model to load: its file and its kind.
+// modelRef names a model to load: its file and its kind, and the layers a
+// request wants on a GPU (nil: Options.GPULayers).
 type modelRef struct {
-	path string
-	kind modelKind
+	path      string
+	kind      modelKind
+	gpuLayers *int
 }
 
 // key identifies the loaded model: its kind and absolute file name (a

@@ -88,9 +88,10 @@ type ollamaOptions struct {
 	RepeatLastN   *int     `json:"repeat_last_n"`
 	// Checked, then left to the server's settings: the context, batch
 	// and threads are the engine's, shared by every request.
-	NumCtx           *int     `json:"num_ctx"`
-	NumBatch         *int     `json:"num_batch"`
-	NumThread        *int     `json:"num_thread"`
+	NumCtx    *int `json:"num_ctx"`
+	NumBatch  *int `json:"num_batch"`
+	NumThread *int `json:"num_thread"`
+	// The layers on a GPU the model is loaded with (-1: all that fit).
 	NumGPU           *int     `json:"num_gpu"`
 	NumKeep          *int     `json:"num_keep"`
 	TypicalP         *float64 `json:"typical_p"`
@@ -208,6 +209,7 @@ func (o *ollamaOptions) generateOptions() (engine.GenerateOptions, error) {
 	if o.Seed != nil {
 		g.Sampling.Seed = *o.Seed
 	}
+	g.GPULayers = o.NumGPU
 	for _, s := range o.Stop {
 		if s == "" {
 			return g, badRequest("options.stop", "stop strings must not be empty")
