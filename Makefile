@@ -31,7 +31,7 @@ export CGO_CXXFLAGS = $(OPT)
 export CGO_CPPFLAGS = -I$(BUILD)/include -I$(OLLAMA_DIR)/llama/llama.cpp/include -I$(OLLAMA_DIR)/ml/backend/ggml/ggml/include -I$(OLLAMA_DIR)/llama/llama.cpp/tools/mtmd
 
 .PHONY: all build deps test run bench soak lint fuzz clean models env vet-whispercpp screenshots arm64 deps-arm64 smoke-arm64 \
-	vulkan deps-vulkan test-gpu
+	vulkan deps-vulkan test-gpu cuda
 
 all: build
 
@@ -71,16 +71,18 @@ else
 	@rm -f $(BIN)/libggml-vulkan.so $(BIN)/libggml-cuda.so
 endif
 
-# ggml's Vulkan backend, built from the pinned module's sources by
-# cgo/ggmlvulkan/build.sh: shaders generated and compiled with glslc, then
-# one library holding the backend and its own copy of ggml's base. It is
-# kept in the user cache under a key of everything it is built from (the
-# module's version, the build files, the compilers), so a fresh clone or a
-# `make clean` does not build it again (about 5 minutes on 2 cores).
+# ggml's GPU backends, built from the pinned module's sources by
+# cgo/ggmlbackend/build.sh into one library each, holding the backend and
+# its own copy of ggml's base. Vulkan: its shaders generated and compiled
+# with glslc. A library is kept in the user cache under a key of everything
+# it is built from (the module's version, the build files, the compilers),
+# so a fresh clone or a `make clean` does not build it again (Vulkan: about
+# 3 minutes on 2 cores).
 VULKAN_PACKAGES := glslc libvulkan-dev mesa-vulkan-drivers
-VK_KEY = $(shell { $(GO) list -m -f '{{.Version}}' $(OLLAMA_MOD); cat cgo/ggmlvulkan/build.sh cgo/ggmlvulkan/exports.map \
-	cgo/ggmlvulkan/include/vulkan/vulkan.hpp cgo/ggmlvulkan/feature-tests/*.comp; $(CXX) --version; glslc --version; } 2>/dev/null | sha256sum | cut -c1-16)
 OWL_CACHE ?= $(HOME)/.cache/owl
+BACKEND_FILES = cgo/ggmlbackend/build.sh cgo/ggmlbackend/exports.map
+VK_KEY = $(shell { $(GO) list -m -f '{{.Version}}' $(OLLAMA_MOD); cat $(BACKEND_FILES) \
+	cgo/ggmlbackend/vulkan/include/vulkan/vulkan.hpp cgo/ggmlbackend/vulkan/feature-tests/*.comp; $(CXX) --version; glslc --version; } 2>/dev/null | sha256sum | cut -c1-16)
 VK_CACHE   = $(OWL_CACHE)/ggml-vulkan-$(VK_KEY)
 VULKAN_LIB = $(VK_CACHE)/libggml-vulkan.so
 
@@ -94,10 +96,28 @@ deps-vulkan: deps
 
 vulkan: deps-vulkan
 	@if [ ! -f $(VULKAN_LIB) ]; then \
-		CXX=$(CXX) CC=$(CC) sh cgo/ggmlvulkan/build.sh $(OLLAMA_DIR)/ml/backend/ggml/ggml $(BUILD)/vulkan && \
+		CXX=$(CXX) CC=$(CC) sh cgo/ggmlbackend/build.sh vulkan $(OLLAMA_DIR)/ml/backend/ggml/ggml $(BUILD)/vulkan && \
 		mkdir -p $(VK_CACHE) && cp $(BUILD)/vulkan/libggml-vulkan.so $(VULKAN_LIB).tmp && mv $(VULKAN_LIB).tmp $(VULKAN_LIB); \
 	fi
 	@echo "vulkan backend: $(VULKAN_LIB)"
+
+# GPU=cuda builds ggml's CUDA backend (NVIDIA) with the CUDA toolkit's
+# nvcc (CUDA_HOME, default /usr/local/cuda), for CUDA_ARCHS (default: the
+# GPUs of this machine). Debian 12 packages no CUDA toolkit and these
+# machines have no NVIDIA GPU, so this path is not built or tested here.
+CUDA_HOME  ?= /usr/local/cuda
+CUDA_ARCHS ?= native
+CUDA_KEY = $(shell { $(GO) list -m -f '{{.Version}}' $(OLLAMA_MOD); cat $(BACKEND_FILES); $(CXX) --version; \
+	$(CUDA_HOME)/bin/nvcc --version; echo $(CUDA_ARCHS); } 2>/dev/null | sha256sum | cut -c1-16)
+CUDA_CACHE = $(OWL_CACHE)/ggml-cuda-$(CUDA_KEY)
+CUDA_LIB   = $(CUDA_CACHE)/libggml-cuda.so
+cuda: deps
+	@if [ ! -f $(CUDA_LIB) ]; then \
+		CXX=$(CXX) CC=$(CC) CUDA_HOME=$(CUDA_HOME) CUDA_ARCHS="$(CUDA_ARCHS)" \
+		sh cgo/ggmlbackend/build.sh cuda $(OLLAMA_DIR)/ml/backend/ggml/ggml $(BUILD)/cuda && \
+		mkdir -p $(CUDA_CACHE) && cp $(BUILD)/cuda/libggml-cuda.so $(CUDA_LIB).tmp && mv $(CUDA_LIB).tmp $(CUDA_LIB); \
+	fi
+	@echo "cuda backend: $(CUDA_LIB)"
 
 # The GPU tests (TestGPU* of each package) on Mesa's software Vulkan GPU,
 # lavapipe, alone (VK_ICD_FILENAMES): ggml skips a CPU-type device unless

@@ -32,6 +32,7 @@ type jsonAssistEvent struct {
 
 func newAssistCmd() *cobra.Command {
 	var (
+		gpu                                                                     gpuFlags
 		model, whisper, voice, system, file, out, vad, vadModel, lang, audioCtx string
 		images                                                                  []string
 		asJSON                                                                  bool
@@ -85,7 +86,10 @@ devices. --json prints the events as they happen.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
-			e := engine.New(engine.Options{Threads: threads})
+			e, err := newEngine(&gpu, engine.Options{Threads: threads})
+			if err != nil {
+				return err
+			}
 			defer e.Close()
 			conv, err := assist.New(ctx, e, cfg)
 			if err != nil {
@@ -177,6 +181,7 @@ devices. --json prints the events as they happen.`,
 		},
 	}
 	fs := cmd.Flags()
+	gpu.register(fs, "gpu-device")
 	fs.StringVarP(&model, "model", "m", "", "text model (GGUF; its projector is paired for --image)")
 	fs.StringVar(&whisper, "whisper", "", "whisper.cpp speech model for your turns")
 	fs.StringVar(&voice, "voice", "", `the voice: "espeak" (default) or a Piper voice`)
@@ -199,6 +204,7 @@ devices. --json prints the events as they happen.`,
 
 func newBenchAssistCmd() *cobra.Command {
 	var (
+		gpu                                   gpuFlags
 		model, whisper, voice, file, audioCtx string
 		threads, maxTokens                    int
 	)
@@ -231,7 +237,10 @@ answer's stop is reported too.`,
 			if err != nil {
 				return err
 			}
-			e := engine.New(engine.Options{Threads: threads})
+			e, err := newEngine(&gpu, engine.Options{Threads: threads})
+			if err != nil {
+				return err
+			}
 			defer e.Close()
 			conv, err := assist.New(cmd.Context(), e, assist.Config{ChatModel: chat, Projector: proj, SpeechModel: whisper,
 				Voice: voice, VoiceConfig: voiceConfig, MaxTokens: maxTokens, System: "You are brief.", FitAudioCtx: audioCtx == "fit"})
@@ -302,6 +311,7 @@ answer's stop is reported too.`,
 		},
 	}
 	fs := cmd.Flags()
+	gpu.register(fs, "gpu-device")
 	fs.StringVarP(&model, "model", "m", "", "text model")
 	fs.StringVar(&whisper, "whisper", "", "whisper.cpp speech model")
 	fs.StringVar(&voice, "voice", "", `the voice: "espeak" (default) or a Piper voice`)

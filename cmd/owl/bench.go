@@ -24,6 +24,7 @@ func newBenchCmd() *cobra.Command {
 
 func newBenchSpeechCmd() *cobra.Command {
 	var (
+		gpu         gpuFlags
 		model, file string
 		threads     int
 		beam        int
@@ -51,7 +52,10 @@ audio duration) and peak memory.`,
 					return err
 				}
 			}
-			e := engine.New(engine.Options{Threads: threads, FlashAttn: flashAttn})
+			e, err := newEngine(&gpu, engine.Options{Threads: threads, FlashAttn: flashAttn})
+			if err != nil {
+				return err
+			}
 			defer e.Close()
 			o := engine.TranscribeOptions{BeamSize: beam, Temperatures: []float64{0}}
 			r, err := e.BenchSpeech(cmd.Context(), model, samples, o)
@@ -76,6 +80,7 @@ audio duration) and peak memory.`,
 		},
 	}
 	fs := cmd.Flags()
+	gpu.register(fs, "device")
 	fs.StringVarP(&model, "model", "m", "", "whisper.cpp model file (ggml-*.bin)")
 	fs.StringVarP(&file, "file", "f", "", "16-kHz WAV to transcribe (default: 30 s of generated audio)")
 	fs.IntVarP(&threads, "threads", "t", 0, "CPU threads (default: all CPUs)")

@@ -67,6 +67,14 @@ func (f *gpuFlags) apply(o *engine.Options) error {
 	return nil
 }
 
+// newEngine makes an engine of o with the GPU flags applied.
+func newEngine(f *gpuFlags, o engine.Options) (*engine.Engine, error) {
+	if err := f.apply(&o); err != nil {
+		return nil, err
+	}
+	return engine.New(o), nil
+}
+
 // gpuArgs rewrites llama.cpp's single-dash -ngl N into --gpu-layers N.
 func gpuArgs(args []string) []string {
 	out := make([]string, 0, len(args))

@@ -17,6 +17,7 @@ import (
 )
 
 type listenFlags struct {
+	gpu                              gpuFlags
 	model, vad, vadModel, file, lang string
 	device, threads                  int
 	realtime, asJSON, translate      bool
@@ -27,6 +28,7 @@ type listenFlags struct {
 
 func (f *listenFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
+	f.gpu.register(fs, "gpu-device")
 	fs.StringVarP(&f.model, "model", "m", "", "whisper.cpp model file (ggml-*.bin)")
 	fs.IntVar(&f.device, "device", -1, "input device index (see owl devices; -1: the default)")
 	fs.StringVar(&f.vad, "vad", "energy", "utterance detector: energy or silero (with --vad-model)")
@@ -109,7 +111,10 @@ line; otherwise only final lines are printed. --json prints every event.`,
 				return err
 			}
 			defer src.Close()
-			e := engine.New(engine.Options{Threads: lf.threads})
+			e, err := newEngine(&lf.gpu, engine.Options{Threads: lf.threads})
+			if err != nil {
+				return err
+			}
 			defer e.Close()
 			tty := term.IsTerminal(int(os.Stdout.Fd()))
 			enc := json.NewEncoder(os.Stdout)
@@ -188,7 +193,10 @@ median and 95th percentile. The audio needs pauses between phrases.`,
 				return err
 			}
 			defer src.Close()
-			e := engine.New(engine.Options{Threads: lf.threads})
+			e, err := newEngine(&lf.gpu, engine.Options{Threads: lf.threads})
+			if err != nil {
+				return err
+			}
 			defer e.Close()
 			if _, err := e.DescribeSpeech(cmd.Context(), lf.model); err != nil { // load before the clock starts
 				return err

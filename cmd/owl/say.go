@@ -21,6 +21,7 @@ import (
 
 func newSayCmd() *cobra.Command {
 	var (
+		gpu                      gpuFlags
 		model, file, out, format string
 		opts                     engine.SpeakOptions
 		device                   int
@@ -73,7 +74,10 @@ espeak-ng's language or voice (owl voices lists them).`,
 			if err != nil {
 				return err
 			}
-			e := engine.New(engine.Options{})
+			e, err := newEngine(&gpu, engine.Options{})
+			if err != nil {
+				return err
+			}
 			defer e.Close()
 			v, err := e.OpenVoice(cmd.Context(), model, config)
 			if err != nil {
@@ -148,6 +152,7 @@ espeak-ng's language or voice (owl voices lists them).`,
 		},
 	}
 	fs := cmd.Flags()
+	gpu.register(fs, "gpu-device")
 	fs.StringVarP(&model, "model", "m", "", `voice model (default: espeak-ng's own voice, "espeak")`)
 	fs.StringVarP(&file, "file", "f", "", "read the text from FILE (- for standard input)")
 	fs.StringVarP(&out, "output", "o", "", "write the speech to FILE instead of playing it")
@@ -270,6 +275,7 @@ const benchSpeakText = "The weather today is mild, with a light breeze from the 
 
 func newBenchSpeakCmd() *cobra.Command {
 	var (
+		gpu         gpuFlags
 		model, text string
 		threads     int
 		repeats     int
@@ -286,7 +292,10 @@ sentence's audio is ready, and peak memory.`,
 			if repeats < 1 {
 				return usageError{fmt.Errorf("--repeat %d: want at least 1", repeats)}
 			}
-			e := engine.New(engine.Options{Threads: threads})
+			e, err := newEngine(&gpu, engine.Options{Threads: threads})
+			if err != nil {
+				return err
+			}
 			defer e.Close()
 			model, config, err := resolveVoice(model)
 			if err != nil {
@@ -326,6 +335,7 @@ sentence's audio is ready, and peak memory.`,
 		},
 	}
 	fs := cmd.Flags()
+	gpu.register(fs, "gpu-device")
 	fs.StringVarP(&model, "model", "m", "", `voice: a Piper voice's .onnx, or "espeak" (default)`)
 	fs.StringVar(&text, "text", benchSpeakText, "text to speak")
 	fs.IntVarP(&threads, "threads", "t", 0, "CPU threads (default: all CPUs)")

@@ -25,6 +25,7 @@ type jsonSegment struct {
 
 func newVADCmd() *cobra.Command {
 	var (
+		gpu      gpuFlags
 		vadModel string
 		asJSON   bool
 		params   = engine.DefaultVADParams()
@@ -53,7 +54,10 @@ object per file: the detector, the audio's duration and the segments.`,
 			if vadModel != "" {
 				kind = "silero"
 			}
-			e := engine.New(engine.Options{})
+			e, err := newEngine(&gpu, engine.Options{})
+			if err != nil {
+				return err
+			}
 			defer e.Close()
 			enc := json.NewEncoder(os.Stdout)
 			for _, path := range args {
@@ -85,6 +89,7 @@ object per file: the detector, the audio's duration and the segments.`,
 		},
 	}
 	fs := cmd.Flags()
+	gpu.register(fs, "device")
 	fs.StringVar(&vadModel, "vad-model", "", "ggml Silero VAD model (ggml-silero-v6.2.0.bin; default: the energy detector)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object per file")
 	addVADParamFlags(fs, &params, "")
