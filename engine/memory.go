@@ -242,52 +242,35 @@ func (e *Engine) grow(ctx context.Context, m *loaded, bytes uint64, onGPU bool, 
 	var memWait <-chan time.Time
 	for {
 		e.mu.Lock()
-		g := m.gpu
-		if !onGPU {
-			g = nil
+		// The counters the bytes go to: RAM's, or m's GPU's.
+		share, used, budget, where := &m.bytes, &e.used, e.budget, ""
+		var room placement
+		ramNeed := bytes
+		if g := m.gpu; onGPU && g != nil {
+			share, used, budget, where = &m.vram, &g.used, g.budget, " on "+g.dev.Name
+			room, ramNeed = placement{gpu: g, vram: bytes}, 0
 		}
 		switch {
 		case e.closed:
 			e.mu.Unlock()
 			return ErrClosed
-		case g == nil && m.bytes+bytes > e.budget:
+		case *share+bytes > budget:
 			e.mu.Unlock()
-			return fmt.Errorf("%w: %s needs about %s with %s, the budget is %s", ErrTooLarge, filepath.Base(m.path),
-				formatBytes(m.bytes+bytes), what, formatBytes(e.budget))
-		case g != nil && m.vram+bytes > g.budget:
-			e.mu.Unlock()
-			return fmt.Errorf("%w: %s needs about %s of %s with %s, its budget is %s", ErrTooLarge, filepath.Base(m.path),
-				formatBytes(m.vram+bytes), g.dev.Name, what, formatBytes(g.budget))
+			return fmt.Errorf("%w: %s needs about %s%s with %s, the budget is %s", ErrTooLarge, filepath.Base(m.path),
+				formatBytes(*share+bytes), where, what, formatBytes(budget))
 		}
-		if g != nil {
-			victims := e.makeRoom(0, placement{gpu: g, vram: bytes})
-			if g.used+bytes <= g.budget {
-				m.vram += bytes
-				g.used += bytes
-				e.mu.Unlock()
-				closeAll(victims)
-				return nil
-			}
-			wait, used := e.freed, g.used
-			e.mu.Unlock()
-			closeAll(victims)
-			if err := e.waitMemory(ctx, wait, &memWait, "attach "+what+" on "+g.dev.Name, bytes, used); err != nil {
-				return err
-			}
-			continue
-		}
-		victims := e.makeRoom(bytes, placement{})
-		if e.used+bytes <= e.budget {
-			m.bytes += bytes
-			e.used += bytes
+		victims := e.makeRoom(ramNeed, room)
+		if *used+bytes <= budget {
+			*share += bytes
+			*used += bytes
 			e.mu.Unlock()
 			closeAll(victims)
 			return nil
 		}
-		wait, used := e.freed, e.used
+		wait, inUse := e.freed, *used
 		e.mu.Unlock()
 		closeAll(victims)
-		if err := e.waitMemory(ctx, wait, &memWait, "attach "+what, bytes, used); err != nil {
+		if err := e.waitMemory(ctx, wait, &memWait, "attach "+what+where, bytes, inUse); err != nil {
 			return err
 		}
 	}
