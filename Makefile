@@ -253,7 +253,10 @@ arm64: deps-arm64
 	$(MAKE) --no-print-directory build GOARCH=arm64 CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ \
 		MARCH=$(ARM64_MARCH) BIN=$(ARM64_BIN) PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig
 
-QEMU_ARM64 := qemu-aarch64-static -L /usr/aarch64-linux-gnu
+# The arm64 libraries are Debian's multiarch ones (/lib/aarch64-linux-gnu),
+# where qemu finds them itself; the cross compiler's own copy of libc
+# (-L /usr/aarch64-linux-gnu) hangs cgo binaries at start under qemu 7.2.
+QEMU_ARM64 := qemu-aarch64-static
 smoke-arm64: arm64 models
 	$(QEMU_ARM64) $(ARM64_BIN)/owl version
 	$(QEMU_ARM64) $(ARM64_BIN)/owl generate -m $(BUILD)/models/tiny.gguf -p "Once upon a time" -n 8 --temp 0 -t 2
