@@ -15,7 +15,8 @@ BIN     := $(CURDIR)/bin
 
 # Debian packages the build and the tests need.
 DEB_PACKAGES := g++ pkg-config nlohmann-json3-dev libstb-dev portaudio19-dev libespeak-ng-dev \
-	sox flac lame vorbis-tools opus-tools espeak-ng webp systemd python3-onnx chromium haproxy
+	sox flac lame vorbis-tools opus-tools espeak-ng webp systemd python3-onnx chromium haproxy \
+	glslc libvulkan-dev mesa-vulkan-drivers
 
 OLLAMA_MOD := github.com/ollama/ollama
 MALGO_MOD  := github.com/gen2brain/malgo@v0.11.24
@@ -31,7 +32,7 @@ export CGO_CXXFLAGS = $(OPT)
 export CGO_CPPFLAGS = -I$(BUILD)/include -I$(OLLAMA_DIR)/llama/llama.cpp/include -I$(OLLAMA_DIR)/ml/backend/ggml/ggml/include -I$(OLLAMA_DIR)/llama/llama.cpp/tools/mtmd
 
 .PHONY: all build deps test run bench soak lint fuzz clean models env vet-whispercpp screenshots arm64 deps-arm64 smoke-arm64 \
-	vulkan deps-vulkan test-gpu cuda
+	vulkan test-gpu cuda
 
 all: build
 
@@ -78,7 +79,6 @@ endif
 # it is built from (the module's version, the build files, the compilers),
 # so a fresh clone or a `make clean` does not build it again (Vulkan: about
 # 3 minutes on 2 cores).
-VULKAN_PACKAGES := glslc libvulkan-dev mesa-vulkan-drivers
 OWL_CACHE ?= $(HOME)/.cache/owl
 BACKEND_FILES = cgo/ggmlbackend/build.sh cgo/ggmlbackend/exports.map
 VK_KEY = $(shell { $(GO) list -m -f '{{.Version}}' $(OLLAMA_MOD); cat $(BACKEND_FILES) \
@@ -86,15 +86,9 @@ VK_KEY = $(shell { $(GO) list -m -f '{{.Version}}' $(OLLAMA_MOD); cat $(BACKEND_
 VK_CACHE   = $(OWL_CACHE)/ggml-vulkan-$(VK_KEY)
 VULKAN_LIB = $(VK_CACHE)/libggml-vulkan.so
 
-deps-vulkan: deps
-	@missing=$$(for p in $(VULKAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages: $$missing"; \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
-	fi
-
-vulkan: deps-vulkan
+# make deps installs what the Vulkan build needs (glslc, libvulkan-dev, and
+# Mesa's drivers with lavapipe for the tests): make test builds it too.
+vulkan: deps
 	@if [ ! -f $(VULKAN_LIB) ]; then \
 		CXX=$(CXX) CC=$(CC) sh cgo/ggmlbackend/build.sh vulkan $(OLLAMA_DIR)/ml/backend/ggml/ggml $(BUILD)/vulkan && \
 		mkdir -p $(VK_CACHE) && cp $(BUILD)/vulkan/libggml-vulkan.so $(VULKAN_LIB).tmp && mv $(VULKAN_LIB).tmp $(VULKAN_LIB); \
