@@ -27,7 +27,8 @@ type gpuBudget struct {
 // that finds no GPU runs on the CPU.
 var gpuNote sync.Once
 
-// initGPUs finds the GPUs the engine may place models on.
+// initGPUs finds the GPUs the engine may place models on; gpusOnce runs it
+// when a model first asks for a GPU.
 func (e *Engine) initGPUs() {
 	gpus := llm.GPUs()
 	if len(gpus) == 0 {
@@ -42,6 +43,7 @@ func (e *Engine) initGPUs() {
 		})
 		return
 	}
+	var found []*gpuBudget
 	for _, d := range gpus {
 		if len(e.opts.Devices) > 0 && !slices.ContainsFunc(e.opts.Devices, func(n string) bool { return strings.EqualFold(n, d.Name) }) {
 			continue
@@ -51,8 +53,11 @@ func (e *Engine) initGPUs() {
 			free, _ := d.Memory()
 			b = free / 10 * 9
 		}
-		e.gpus = append(e.gpus, &gpuBudget{dev: d, budget: b})
+		found = append(found, &gpuBudget{dev: d, budget: b})
 	}
+	e.mu.Lock()
+	e.gpus = found
+	e.mu.Unlock()
 }
 
 // footprint is what a model takes in memory, and what of it a GPU can

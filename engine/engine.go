@@ -114,14 +114,17 @@ type Engine struct {
 	// package compute).
 	gate *compute.Gate
 
-	mu      sync.Mutex // guards loaded, used, freed, closed, loads, unloads and every loaded's bookkeeping
-	loaded  map[string]*loaded
-	used    uint64        // estimated bytes of the loaded models in RAM
-	gpus    []*gpuBudget  // the GPUs models may be placed on (their used bytes too)
-	freed   chan struct{} // closed (and replaced) whenever memory or a model is released
-	closed  bool
-	loads   int
-	unloads int
+	mu     sync.Mutex // guards loaded, used, freed, closed, loads, unloads and every loaded's bookkeeping
+	loaded map[string]*loaded
+	used   uint64       // estimated bytes of the loaded models in RAM
+	gpus   []*gpuBudget // the GPUs models may be placed on (their used bytes too)
+	// gpusOnce finds the GPUs when a model first asks for one: an engine
+	// that never offloads does not touch the GPU backends.
+	gpusOnce sync.Once
+	freed    chan struct{} // closed (and replaced) whenever memory or a model is released
+	closed   bool
+	loads    int
+	unloads  int
 
 	onRunner func(*textRunner) // test seam: sees each text runner as it starts
 }
@@ -176,7 +179,6 @@ func New(opts Options) *Engine {
 	if e.budget == 0 {
 		e.budget = defaultBudget()
 	}
-	e.initGPUs()
 	switch {
 	case opts.NoKeepAlive:
 		e.keepAlive = 0
@@ -220,12 +222,8 @@ func (e *Engine) Close() error {
 // needed, with the vision projector at projector attached when not empty.
 // A model is loaded once however it is asked for (with its projector or
 // without); a projector other than the one attached is refused.
-func (e *Engine) textModel(ctx context.Context, path, projector string, gpuLayers ...*int) (*textModel, *lease, error) {
-	ref := modelRef{path: path, kind: kindText}
-	if len(gpuLayers) > 0 {
-		ref.gpuLayers = gpuLayers[0]
-	}
-	l, err := e.acquire(ctx, ref, func(p placement) (closer, error) {
+func (e *Engine) textModel(ctx context.Context, path, projector string, gpuLayers *int) (*textModel, *lease, error) {
+	l, err := e.acquire(ctx, modelRef{path: path, kind: kindText, gpuLayers: gpuLayers}, func(p placement) (closer, error) {
 		lo := llm.LoadOptions{NoMmap: e.opts.NoMmap}
 		if p.gpu != nil {
 			lo.GPULayers, lo.Device = p.layers, p.device()
@@ -649,7 +647,7 @@ func (e *Engine) Embed(ctx context.Context, req EmbedRequest) (EmbedResult, erro
 	if req.Dimensions < 0 {
 		return EmbedResult{}, fmt.Errorf("%w: dimensions %d must not be negative", ErrBadRequest, req.Dimensions)
 	}
-	m, l, err := e.textModel(ctx, req.Model, "")
+	m, l, err := e.textModel(ctx, req.Model, "", nil)
 	if err != nil {
 		return EmbedResult{}, err
 	}
@@ -742,7 +740,7 @@ func SystemFeatures() []string { return llm.SystemFeatures() }
 
 // Describe returns llama.cpp's one-line description of a loaded model.
 func (e *Engine) Describe(ctx context.Context, path string) (string, error) {
-	m, l, err := e.textModel(ctx, path, "")
+	m, l, err := e.textModel(ctx, path, "", nil)
 	if err != nil {
 		return "", err
 	}

@@ -121,6 +121,13 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func(placement)
 		fp  footprint
 		err error
 	)
+	want := e.opts.GPULayers // the GPU layers asked for
+	if ref.gpuLayers != nil {
+		want = *ref.gpuLayers
+	}
+	if want != 0 {
+		e.gpusOnce.Do(e.initGPUs)
+	}
 	estimated := false
 	var memWait <-chan time.Time // fires when MemoryWait is over
 	for {
@@ -129,7 +136,7 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func(placement)
 			e.mu.Unlock()
 			return nil, ErrClosed
 		}
-		if m, ok := e.loaded[key]; ok && ref.gpuLayers != nil && *ref.gpuLayers != m.wantGPU && m.refs == 0 {
+		if m, ok := e.loaded[key]; ok && ref.gpuLayers != nil && want != m.wantGPU && m.refs == 0 {
 			// Loaded with other GPU layers and idle: load it again, as
 			// ollama does for a request whose num_gpu differs.
 			e.detach(m)
@@ -159,10 +166,6 @@ func (e *Engine) acquire(ctx context.Context, ref modelRef, load func(placement)
 			}
 			estimated = true
 			continue
-		}
-		want := e.opts.GPULayers
-		if ref.gpuLayers != nil {
-			want = *ref.gpuLayers
 		}
 		p := e.place(fp, e.gpuUnits(ref.kind, want))
 		est := fp.ram(p)
@@ -555,7 +558,7 @@ func (e *Engine) Load(ctx context.Context, req LoadRequest) error {
 	if req.Speech {
 		_, l, err = e.speechModel(ctx, req.Model)
 	} else {
-		_, l, err = e.textModel(ctx, req.Model, req.Projector)
+		_, l, err = e.textModel(ctx, req.Model, req.Projector, nil)
 	}
 	if err != nil {
 		return err

@@ -20,7 +20,7 @@ type Metrics struct {
 	MemoryUsed   uint64          // estimated bytes of the loaded models in RAM
 	Loads        int64           // model loads started
 	Unloads      int64           // models unloaded (evicted, expired, failed or closed)
-	Devices      []DeviceMetrics // the GPUs models may go to, each with its own budget
+	Devices      []DeviceMetrics // the GPUs models may go to, each with its own budget (found when a model first asks for one)
 	Models       []ModelMetrics
 }
 

@@ -59,7 +59,7 @@ func tinyEngine(t *testing.T, o Options) (*Engine, string, *logitTrace) {
 // runner returns the runner of the loaded text model at path.
 func runnerOf(t *testing.T, e *Engine, path string) *textRunner {
 	t.Helper()
-	m, l, err := e.textModel(context.Background(), path, "")
+	m, l, err := e.textModel(context.Background(), path, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestPrefixReuse(t *testing.T) {
 // until it runs. wait returns its error.
 func hold(t *testing.T, e *Engine, path string) (r *textRunner, cancel func() int64, wait func() error) {
 	t.Helper()
-	m, l, err := e.textModel(context.Background(), path, "")
+	m, l, err := e.textModel(context.Background(), path, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

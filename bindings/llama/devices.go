@@ -84,8 +84,7 @@ func loadBackends() {
 	os.Setenv("OLLAMA_LIBRARY_PATH", "")
 	seen := map[string]bool{}
 	for _, dir := range LibraryPath() {
-		files, _ := filepath.Glob(filepath.Join(dir, "libggml-*.so"))
-		slices.Sort(files)
+		files, _ := filepath.Glob(filepath.Join(dir, "libggml-*.so")) // in name order
 		for _, f := range files {
 			name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "libggml-"), ".so")
 			if name == "base" || name == "cpu" || seen[name] {
