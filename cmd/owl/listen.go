@@ -154,11 +154,11 @@ func newDevicesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Println("audio inputs:")
 			if len(devs) == 0 {
 				fmt.Println("no audio input devices found")
 				return nil
 			}
+			fmt.Println("audio inputs:")
 			for _, d := range devs {
 				mark := " "
 				if d.Default {
