@@ -372,43 +372,48 @@ func TestCancelAndBusy(t *testing.T) {
 // Waiting requests are admitted by priority, then in order of arrival.
 func TestPriority(t *testing.T) {
 	e, path, _ := tinyEngine(t, Options{NumCtx: 4096, Parallel: 1})
-	r, cancel, wait := hold(t, e, path)
-	p := testPrompts(t, r, "The owl")[0]
-	// The order of admission is read from each request's arrival and
-	// queue time (the goroutines that report them may run in any order).
-	type admission struct {
-		name string
-		at   time.Time
+	// The order of admission is read where it happens: the runner steps
+	// one request at a time (Parallel 1), so the order in which requests
+	// see their first logits is the order they were admitted in. Each
+	// request's prompt is one token longer than the last, which names it.
+	m, l, err := e.textModel(context.Background(), path, "", nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var order []admission
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for i, c := range []struct {
+	defer l.release(nil)
+	p := testPrompts(t, m.runner, "The owl")[0]
+	cases := []struct {
 		name string
 		prio Priority
-	}{{"batch", PriorityBatch}, {"normal", PriorityNormal}, {"interactive", PriorityInteractive}, {"normal 2", PriorityNormal}} {
+	}{{"batch", PriorityBatch}, {"normal", PriorityNormal}, {"interactive", PriorityInteractive}, {"normal 2", PriorityNormal}}
+	var order []string
+	var mu sync.Mutex
+	m.runner.onLogits = func(prompt []llm.Token, step int, _ []float32) {
+		if i := len(prompt) - len(p) - 1; step == 0 && i >= 0 && i < len(cases) {
+			mu.Lock()
+			order = append(order, cases[i].name)
+			mu.Unlock()
+		}
+	}
+	r, cancel, wait := hold(t, e, path)
+	var wg sync.WaitGroup
+	for i, c := range cases {
+		prompt := slices.Clone(p)
+		for range i + 1 {
+			prompt = append(prompt, p[len(p)-1])
+		}
 		wg.Go(func() {
-			arrived := time.Now()
-			res, err := r.generate(context.Background(), ignoreEOS(p, 1), nil, c.prio, nil)
-			if err != nil {
+			if _, err := r.generate(context.Background(), ignoreEOS(prompt, 1), nil, c.prio, nil); err != nil {
 				t.Error(err)
 			}
-			mu.Lock()
-			order = append(order, admission{c.name, arrived.Add(res.QueueDuration)})
-			mu.Unlock()
 		})
 		waitFor(t, func() bool { return r.queueDepth() == i+1 })
 	}
 	cancel()
 	wait()
 	wg.Wait()
-	slices.SortFunc(order, func(a, b admission) int { return a.at.Compare(b.at) })
-	var names []string
-	for _, a := range order {
-		names = append(names, a.name)
-	}
-	if want := []string{"interactive", "normal", "normal 2", "batch"}; !slices.Equal(names, want) {
-		t.Fatalf("admitted in order %v, want %v", names, want)
+	if want := []string{"interactive", "normal", "normal 2", "batch"}; !slices.Equal(order, want) {
+		t.Fatalf("admitted in order %v, want %v", order, want)
 	}
 }
 
