@@ -401,6 +401,10 @@ type ChatRequest struct {
 	// tool's name (a call of that one).
 	Tools      []Tool
 	ToolChoice string
+	// Template, when set, is a chat template in ollama's form (a
+	// Modelfile's TEMPLATE; see llm.Template) that renders the prompt
+	// instead of the model's own.
+	Template string
 	GenerateOptions
 }
 
@@ -412,6 +416,12 @@ type (
 
 // TakesTools reports whether a chat template renders tool definitions.
 func TakesTools(template string) bool { return llm.TakesTools(template) }
+
+// Template is a chat template in ollama's form (see ChatRequest.Template).
+type Template = llm.Template
+
+// ParseTemplate compiles a chat template in ollama's form.
+func ParseTemplate(s string) (*Template, error) { return llm.ParseTemplate(s) }
 
 // FinishToolCalls is the finish reason of an answer that called tools.
 const FinishToolCalls = llm.FinishToolCalls
@@ -482,21 +492,31 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 			}
 		}
 	}
-	useTools := len(req.Tools) > 0 && req.ToolChoice != "none"
-	var prompt string
-	if useTools || hasToolTurns(msgs) {
-		var offered []Tool
-		if useTools {
-			offered = req.Tools
+	var custom *llm.Template
+	tmpl := m.model.ChatTemplate()
+	if req.Template != "" {
+		if custom, err = llm.ParseTemplate(req.Template); err != nil {
+			return Result{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 		}
+		tmpl = req.Template
+	}
+	useTools := len(req.Tools) > 0 && req.ToolChoice != "none"
+	var offered []Tool
+	if useTools {
+		offered = req.Tools
+	}
+	var prompt string
+	switch {
+	case custom != nil:
+		prompt, err = m.model.FormatTemplate(custom, msgs, offered, req.Think)
+	case useTools || hasToolTurns(msgs):
 		prompt, err = m.model.FormatChatTools(msgs, offered, true)
-	} else {
+	default:
 		prompt, err = m.model.FormatChat(msgs, true)
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %s: %v", ErrBadRequest, filepath.Base(req.Model), err)
 	}
-	tmpl := m.model.ChatTemplate()
 	if useTools && req.ToolChoice != "" && req.ToolChoice != "auto" {
 		only := req.ToolChoice
 		if only == "required" {
@@ -505,7 +525,7 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 		if req.Grammar != "" || req.JSONSchema != nil {
 			return Result{}, fmt.Errorf("%w: a required tool call and a response format cannot both hold the answer", ErrBadRequest)
 		}
-		if req.Grammar, err = m.model.ToolCallGrammar(req.Tools, only); err != nil {
+		if req.Grammar, err = m.model.ToolCallGrammar(req.Tools, only, custom); err != nil {
 			return Result{}, fmt.Errorf("%w: %s: %v", ErrBadRequest, filepath.Base(req.Model), err)
 		}
 	}
@@ -517,7 +537,8 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 	dropThinking := false
 	if thinks {
 		if req.Think != nil && !*req.Think {
-			if off, ok := thinkingOff(tmpl, open, close); ok {
+			// (a custom template reads .Think itself)
+			if off, ok := thinkingOff(tmpl, open, close); ok && custom == nil {
 				prompt += off
 			}
 			dropThinking = true
@@ -589,19 +610,22 @@ func newCallID() string {
 // runChat generates the answer to a rendered chat prompt.
 func (e *Engine) runChat(ctx context.Context, m *textModel, prompt string, images []*vision.Image, req ChatRequest, onChunk func(Chunk) error) (Result, error) {
 	proj, cache := m.vision()
-	// The template supplies any BOS it wants, so none is added here.
+	// The model's own template supplies any BOS it wants, so none is
+	// added here; a template in ollama's form leaves it to the tokenizer
+	// (the model's add_bos_token), as ollama does.
+	bos := req.Template != ""
 	if proj != nil {
 		var parts []llm.PromptPart
 		var err error
 		e.gate.Do(int(req.Priority), e.threads(), func() {
-			parts, err = proj.Prepare(ctx, prompt, images, cache, false, true)
+			parts, err = proj.Prepare(ctx, prompt, images, cache, bos, true)
 		})
 		if err != nil {
 			return Result{}, err
 		}
 		return m.run(ctx, nil, parts, req.GenerateOptions, onChunk)
 	}
-	toks, err := m.model.Tokenize(prompt, false, true)
+	toks, err := m.model.Tokenize(prompt, bos, true)
 	if err != nil {
 		return Result{}, err
 	}

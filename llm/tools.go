@@ -271,19 +271,25 @@ func (p *ToolParser) Flush() string {
 
 // ToolCallGrammar is a GBNF grammar that holds the answer to one call of
 // one of tools (only that one, when only is set), in the form the model's
-// template writes calls: found by rendering a call with sentinel names,
-// the arguments any JSON object.
-func (m *Model) ToolCallGrammar(ts []Tool, only string) (string, error) {
+// template writes calls (custom's, when not nil): found by rendering a
+// call with sentinel names, the arguments any JSON object.
+func (m *Model) ToolCallGrammar(ts []Tool, only string, custom *Template) (string, error) {
 	const name, arg, val = "OWLTOOLNAME", "OWLTOOLARG", "OWLTOOLVAL"
 	args := api.NewToolCallFunctionArguments()
 	args.Set(arg, val)
 	user := Message{Role: "user", Content: "x"}
 	call := Message{Role: "assistant", ToolCalls: []ToolCall{{ID: "call_0", Function: api.ToolCallFunction{Name: name, Arguments: args}}}}
-	head, err := m.FormatChatTools([]Message{user}, ts, true)
+	render := func(msgs []Message, addAssistant bool) (string, error) {
+		if custom != nil { // the template opens the reply after a user's turn
+			return m.FormatTemplate(custom, msgs, ts, nil)
+		}
+		return m.FormatChatTools(msgs, ts, addAssistant)
+	}
+	head, err := render([]Message{user}, true)
 	if err != nil {
 		return "", err
 	}
-	full, err := m.FormatChatTools([]Message{user, call}, ts, false)
+	full, err := render([]Message{user, call}, false)
 	if err != nil {
 		return "", err
 	}

@@ -34,7 +34,7 @@ func weatherTools(t *testing.T) []Tool {
 }
 
 // familyModel is the tiny model with a family's chat template.
-func familyModel(t *testing.T, file string) *Model {
+func familyModel(t testing.TB, file string) *Model {
 	t.Helper()
 	tpl, err := os.ReadFile(filepath.Join("testdata", "templates", file))
 	if err != nil {
@@ -165,14 +165,14 @@ func TestToolParsers(t *testing.T) {
 func TestToolCallGrammar(t *testing.T) {
 	for _, f := range toolFamilies {
 		m := familyModel(t, f.file)
-		g, err := m.ToolCallGrammar(weatherTools(t), "")
+		g, err := m.ToolCallGrammar(weatherTools(t), "", nil)
 		if err != nil {
 			t.Fatalf("%s: %v", f.name, err)
 		}
 		if !strings.Contains(g, `"get_weather"`) || !strings.Contains(g, `"get_time"`) || !strings.HasPrefix(g, "root ::= ") {
 			t.Fatalf("%s: %s", f.name, g)
 		}
-		only, err := m.ToolCallGrammar(weatherTools(t), "get_time")
+		only, err := m.ToolCallGrammar(weatherTools(t), "get_time", nil)
 		if err != nil || strings.Contains(only, "get_weather") {
 			t.Fatalf("%s: named: %v\n%s", f.name, err, only)
 		}

@@ -157,9 +157,9 @@ func (s *Server) handleOllamaPush(w http.ResponseWriter, r *http.Request) error 
 }
 
 // handleOllamaCreate makes a model from one the server holds, as ollama's
-// create (a Modelfile's FROM, SYSTEM, PARAMETER and MESSAGE): a store
-// entry for the same file with a default system prompt, default options
-// and opening messages. It answers ollama's status lines (streamed
+// create (a Modelfile's FROM, SYSTEM, TEMPLATE, PARAMETER and MESSAGE): a
+// store entry for the same file with a default system prompt, a chat
+// template, default options and opening messages. It answers ollama's status lines (streamed
 // unless stream is false).
 func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request) error {
 	if err := requireOllamaJSON(r); err != nil {
@@ -178,9 +178,6 @@ func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request) erro
 			Message: "owl creates a model from one file (a GGUF uploaded to /api/blobs); put a projector beside it in the models folder"}
 	case req.From == "" && len(req.Files) == 0:
 		return badRequest("from", "create needs from: the model to build on (a Modelfile's FROM)")
-	case req.Template != "":
-		return &apiError{Status: http.StatusNotImplemented, Type: typeInvalidRequest, Param: "template", Code: "template_unsupported",
-			Message: "owl renders each model's own chat template; a Modelfile TEMPLATE is not supported"}
 	case len(req.Adapters) > 0:
 		return &apiError{Status: http.StatusNotImplemented, Type: typeInvalidRequest, Param: "adapters", Code: "adapters_unsupported", Message: "owl does not apply LoRA adapters"}
 	case req.Quantize != "":
@@ -197,9 +194,15 @@ func (s *Server) handleOllamaCreate(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	cfg := store.ModelConfig{System: req.System, Parameters: req.Parameters, From: base.Name}
+	if req.Template != "" {
+		if _, err := engine.ParseTemplate(req.Template); err != nil {
+			return badRequest("template", "%v", err)
+		}
+	}
+	cfg := store.ModelConfig{System: req.System, Template: req.Template, Parameters: req.Parameters, From: base.Name}
 	if base.Config != nil { // created from a created model: its settings under the new ones
 		cfg.System = cmp.Or(cfg.System, base.Config.System)
+		cfg.Template = cmp.Or(cfg.Template, base.Config.Template)
 		cfg.Messages = base.Config.Messages
 		params := maps.Clone(base.Config.Parameters)
 		if params == nil {
@@ -339,6 +342,14 @@ func modelOptions(cfg *store.ModelConfig, req *ollamaOptions) (*ollamaOptions, e
 		return nil, err
 	}
 	return &out, nil
+}
+
+// modelTemplate is a created model's chat template ("" for the file's own).
+func modelTemplate(cfg *store.ModelConfig) string {
+	if cfg == nil {
+		return ""
+	}
+	return cfg.Template
 }
 
 // withModelMessages puts a created model's system prompt (unless the

@@ -247,7 +247,7 @@ func TestOllamaCreate(t *testing.T) {
 		code int
 		want string
 	}{
-		{ollama.CreateRequest{Model: "x", From: "tiny", Template: "{{ .Prompt }}"}, 501, "TEMPLATE is not supported"},
+		{ollama.CreateRequest{Model: "x", From: "tiny", Template: "{{ .Prompt "}, 400, "template"},
 		{ollama.CreateRequest{Model: "x", From: "tiny", Parameters: map[string]any{"top_k": -3}}, 400, "parameters.top_k"},
 		{ollama.CreateRequest{Model: "x", From: "tiny", Parameters: map[string]any{"no_such": 1}}, 400, "no_such"},
 		{ollama.CreateRequest{Model: "x", From: "nope"}, 404, "not found"},
@@ -283,5 +283,71 @@ func TestOllamaCreate(t *testing.T) {
 	}
 	if fromFile := chat("from-file", []ollama.Message{q}, nil); fromFile != want {
 		t.Fatalf("the model created from a file said %q, want %q", fromFile, want)
+	}
+}
+
+// A Modelfile's TEMPLATE (ollama's Go template form) renders the created
+// model's prompts: its chats equal raw generations of the prompt the
+// template makes by hand, /api/show and the Modelfile give it back, a
+// model created from it keeps it, and /api/generate takes one per request.
+func TestOllamaCreateTemplate(t *testing.T) {
+	dir := t.TempDir()
+	raw, err := os.ReadFile(filepath.Join(modelsDir, "tiny.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "tiny.gguf"), raw, 0o644)
+	e := engine.New(engine.Options{Threads: 2, NumCtx: 1024, Parallel: 1, CacheDir: filepath.Join(t.TempDir(), "cache")})
+	t.Cleanup(func() { e.Close() })
+	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
+	u, _ := url.Parse(ts.URL)
+	client := ollama.NewClient(u, http.DefaultClient)
+	ctx := t.Context()
+	const tmpl = "{{ range .Messages }}[{{ .Role }}] {{ .Content }}\n{{ end }}[assistant]"
+	params := map[string]any{"temperature": 0, "num_predict": 6, "top_k": 1}
+	if err := client.Create(ctx, &ollama.CreateRequest{Model: "plain", From: "tiny", Template: tmpl, System: "Be brief.", Parameters: params},
+		func(ollama.ProgressResponse) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	no := false
+	generate := func(req ollama.GenerateRequest) string {
+		req.Stream = &no
+		var out string
+		if err := client.Generate(ctx, &req, func(r ollama.GenerateResponse) error { out += r.Response; return nil }); err != nil {
+			t.Fatalf("generate %+v: %v", req, err)
+		}
+		return out
+	}
+	want := generate(ollama.GenerateRequest{Model: "tiny", Raw: true, Prompt: "[system] Be brief.\n[user] Where is the owl?\n[assistant]", Options: params})
+	stream := false
+	var got string
+	if err := client.Chat(ctx, &ollama.ChatRequest{Model: "plain", Stream: &stream, Messages: []ollama.Message{{Role: "user", Content: "Where is the owl?"}}},
+		func(r ollama.ChatResponse) error { got += r.Message.Content; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("chat with the template said %q, the raw prompt %q", got, want)
+	}
+	if g := generate(ollama.GenerateRequest{Model: "plain", Prompt: "Where is the owl?"}); g != want {
+		t.Fatalf("generate with the template said %q, want %q", g, want)
+	}
+	// The same template given with a request to the base model.
+	if g := generate(ollama.GenerateRequest{Model: "tiny", Prompt: "Where is the owl?", System: "Be brief.", Template: tmpl, Options: params}); g != want {
+		t.Fatalf("generate with a request's template said %q, want %q", g, want)
+	}
+	show, err := client.Show(ctx, &ollama.ShowRequest{Model: "plain"})
+	if err != nil || show.Template != tmpl || !strings.Contains(show.Modelfile, "TEMPLATE ") || slices.Contains(show.Capabilities, "tools") {
+		t.Fatalf("show: %v template %q modelfile %q capabilities %v", err, show.Template, show.Modelfile, show.Capabilities)
+	}
+	// Created from the created model: the template carries over.
+	if err := client.Create(ctx, &ollama.CreateRequest{Model: "plain2", From: "plain"}, func(ollama.ProgressResponse) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if show, err := client.Show(ctx, &ollama.ShowRequest{Model: "plain2"}); err != nil || show.Template != tmpl {
+		t.Fatalf("show plain2: %v %q", err, show.Template)
+	}
+	var se ollama.StatusError
+	if err := client.Generate(ctx, &ollama.GenerateRequest{Model: "tiny", Prompt: "x", Template: "{{ if }}", Stream: &no}, func(ollama.GenerateResponse) error { return nil }); !errors.As(err, &se) || se.StatusCode != 400 {
+		t.Fatalf("a broken template: %v", err)
 	}
 }

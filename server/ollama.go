@@ -336,7 +336,8 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: withModelMessages(m.Config, msgs), GenerateOptions: opts, Think: think, Tools: tools}
+	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: withModelMessages(m.Config, msgs), GenerateOptions: opts, Think: think, Tools: tools,
+		Template: modelTemplate(m.Config)}
 	stream := req.Stream == nil || *req.Stream
 	if !stream {
 		res, err := s.be.Chat(r.Context(), creq, nil)
@@ -382,8 +383,14 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 	if req.Suffix != "" {
 		return badRequest("suffix", "suffix (fill in the middle) is not supported")
 	}
+	tmpl := cmp.Or(req.Template, modelTemplate(m.Config))
 	if req.Template != "" {
-		return badRequest("template", "template is not supported: owl formats prompts with the model's own chat template (or use raw)")
+		if req.Raw {
+			return badRequest("template", "template goes with a formatted prompt, not with raw")
+		}
+		if _, err := engine.ParseTemplate(req.Template); err != nil {
+			return badRequest("template", "%v", err)
+		}
 	}
 	o, err := modelOptions(m.Config, req.Options)
 	if err != nil {
@@ -424,7 +431,7 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) er
 			msgs = append(msgs, engine.Message{Role: "system", Content: req.System})
 		}
 		msgs = withModelMessages(m.Config, append(msgs, engine.Message{Role: "user", Content: req.Prompt, Images: imgs}))
-		return s.be.Chat(r.Context(), engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think}, onChunk)
+		return s.be.Chat(r.Context(), engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: msgs, GenerateOptions: opts, Think: think, Template: tmpl}, onChunk)
 	}
 	stream := req.Stream == nil || *req.Stream
 	if !stream {
@@ -586,10 +593,16 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 			}
 			info["tokenizer.ggml.model"] = gi.Tokenizer
 			out.Template = gi.ChatTemplate
-			if engine.TakesTools(gi.ChatTemplate) {
+			takesTools := engine.TakesTools(gi.ChatTemplate)
+			if t := modelTemplate(m.Config); t != "" { // a created model's own
+				out.Template = t
+				ct, err := engine.ParseTemplate(t)
+				takesTools = err == nil && ct.TakesTools()
+			}
+			if takesTools {
 				out.Capabilities = append(out.Capabilities, "tools")
 			}
-			if _, _, ok := engine.Thinks(gi.ChatTemplate); ok {
+			if _, _, ok := engine.Thinks(out.Template); ok {
 				out.Capabilities = append(out.Capabilities, "thinking")
 			}
 			if embeddingArchitectures[gi.Architecture] {
@@ -615,6 +628,9 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 				params[i][1] = fmt.Sprint(v)
 			}
 			out.System = c.System
+			if c.Template != "" {
+				fmt.Fprintf(&mf, "TEMPLATE %q\n", c.Template)
+			}
 			if c.System != "" {
 				fmt.Fprintf(&mf, "SYSTEM %q\n", c.System)
 			}

@@ -167,7 +167,8 @@ func TestOllamaCLI(t *testing.T) {
 	}
 	run("cp", "tiny-F16", "tiny-copy") // a store entry (a folder file is copied as a file)
 	modelfile := filepath.Join(dir, "Modelfile")
-	if err := os.WriteFile(modelfile, []byte("FROM tiny-F16\nSYSTEM You are an owl.\nPARAMETER temperature 0\n"), 0o644); err != nil {
+	if err := os.WriteFile(modelfile, []byte("FROM tiny-F16\nSYSTEM You are an owl.\nPARAMETER temperature 0\n"+
+		`TEMPLATE """{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"""`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out := run("create", "owlish", "-f", modelfile); !strings.Contains(out, "success") {
@@ -175,6 +176,12 @@ func TestOllamaCLI(t *testing.T) {
 	}
 	if out := run("show", "owlish", "--system"); !strings.Contains(out, "You are an owl.") {
 		t.Fatalf("ollama show --system of the created model:\n%s", out)
+	}
+	if out := run("show", "owlish", "--template"); !strings.Contains(out, "{{ range .Messages }}<|im_start|>") {
+		t.Fatalf("ollama show --template of the created model:\n%s", out)
+	}
+	if out := run("run", "owlish", "Who are you?"); strings.Contains(out, "rror") {
+		t.Fatalf("ollama run of the created model:\n%s", out)
 	}
 	list = rows(run("list"))
 	for _, name := range []string{"tiny-F16", "tiny-copy", "owlish"} {

@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -10,13 +13,33 @@ import (
 
 	"github.com/creack/pty"
 	ollamacmd "github.com/ollama/ollama/cmd"
+
+	"github.com/owlengine/owl/engine"
 )
 
-// TestOllamaCLIInteractive: `ollama run tiny` on a terminal (a
-// pseudo-terminal) shows its prompt, answers a line and leaves on /bye.
+// TestOllamaCLIInteractive: `ollama run seer` (a vision model) on a
+// terminal (a pseudo-terminal) shows its prompt, answers a line, takes an
+// image named in a line (its tokens counted in the prompt, as the
+// verbose statistics show) and leaves on /bye.
 func TestOllamaCLIInteractive(t *testing.T) {
 	skipRacyCLI(t)
-	ts := testServer(t, Config{})
+	dir := t.TempDir()
+	for _, name := range []string{"seer.gguf", "mmproj-seer.gguf"} {
+		b, err := os.ReadFile(filepath.Join(modelsDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := filepath.Join(dir, "picture.png")
+	if err := os.WriteFile(img, pngImage(t, 24, 16), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := engine.New(engine.Options{Threads: 2, NumCtx: 512, Parallel: 1, CacheDir: filepath.Join(dir, "cache")})
+	defer e.Close()
+	ts := testServer(t, Config{Engine: e, ModelsDir: dir})
 	ptmx, tty, err := pty.Open()
 	if err != nil {
 		t.Skipf("no pseudo-terminal: %v", err)
@@ -70,7 +93,7 @@ func TestOllamaCLIInteractive(t *testing.T) {
 	defer cancel()
 	go func() {
 		cli := ollamacmd.NewCLI()
-		cli.SetArgs([]string{"run", "tiny"})
+		cli.SetArgs([]string{"run", "seer"})
 		done <- cli.ExecuteContext(ctx)
 	}()
 	// The empty prompt shows a placeholder: at the start, and after each answer.
@@ -86,6 +109,36 @@ func TestOllamaCLIInteractive(t *testing.T) {
 	if strings.TrimSpace(stripEscapes(answer)) == "" {
 		t.Fatalf("no answer on the terminal:\n%q", shown)
 	}
+	// The prompt's token count of a line, and of the same line naming an
+	// image: the image's tokens are in the second.
+	prompts := 3
+	evalCount := func(line string, k int) int {
+		t.Helper()
+		ptmx.WriteString("/clear\r")
+		waitFor("Cleared session context", k)
+		prompts++
+		waitFor("Send a message", prompts)
+		ptmx.WriteString(line + "\r")
+		waitFor("prompt eval count:", k)
+		prompts++
+		waitFor("Send a message", prompts)
+		mu.Lock()
+		defer mu.Unlock()
+		m := regexp.MustCompile(`prompt eval count:\s+(\d+)`).FindAllStringSubmatch(screen.String(), -1)
+		c, _ := strconv.Atoi(m[len(m)-1][1])
+		return c
+	}
+	ptmx.WriteString("/set verbose\r")
+	waitFor("Send a message", 3)
+	text := evalCount("What is in it ?", 1)
+	withImage := evalCount("What is in it "+img+" ?", 2)
+	mu.Lock()
+	added := strings.Contains(screen.String(), "Added image")
+	mu.Unlock()
+	if !added || withImage < text+4 {
+		t.Fatalf("an image in a line: added %v, prompt tokens %d with it, %d without", added, withImage, text)
+	}
+	t.Logf("prompt tokens: %d with the image, %d without", withImage, text)
 	ptmx.WriteString("/bye\r")
 	select {
 	case err := <-done:

@@ -361,7 +361,8 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: withModelMessages(m.Config, msgs), GenerateOptions: opts, Think: think, Tools: tools, ToolChoice: choice}
+	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: withModelMessages(m.Config, msgs), GenerateOptions: opts, Think: think, Tools: tools, ToolChoice: choice,
+		Template: modelTemplate(m.Config)}
 	id, created := newID("chatcmpl-"), time.Now().Unix()
 	if !req.Stream {
 		res, err := s.be.Chat(r.Context(), creq, nil)

@@ -118,15 +118,17 @@ type Manifest struct {
 	// image input needs; "" for none.
 	Projector string `json:"projector,omitempty"`
 	// Config is what a model created from another adds (ollama's
-	// Modelfile SYSTEM, PARAMETER and MESSAGE); nil for none.
+	// Modelfile SYSTEM, TEMPLATE, PARAMETER and MESSAGE); nil for none.
 	Config *ModelConfig `json:"config,omitempty"`
 }
 
 // ModelConfig is what a created model says on top of its file: a default
-// system prompt, default options (ollama's names: temperature, top_k,
-// num_ctx, stop, …) and messages that open every conversation.
+// system prompt, a chat template in ollama's form that replaces the
+// file's, default options (ollama's names: temperature, top_k, num_ctx,
+// stop, …) and messages that open every conversation.
 type ModelConfig struct {
 	System     string          `json:"system,omitempty"`
+	Template   string          `json:"template,omitempty"`
 	Parameters map[string]any  `json:"parameters,omitempty"`
 	Messages   []ConfigMessage `json:"messages,omitempty"`
 	From       string          `json:"from,omitempty"` // the model it was created from
