@@ -360,6 +360,9 @@ func (e *Engine) Generate(ctx context.Context, req GenerateRequest, onChunk func
 		return Result{}, err
 	}
 	defer l.release(req.KeepAlive)
+	if m.model.EmbeddingOnly() {
+		return Result{}, fmt.Errorf("%w: %s is an embedding model: it embeds texts and does not generate them", ErrBadRequest, filepath.Base(req.Model))
+	}
 	if proj, cache := m.vision(); proj != nil {
 		text, err := llm.PlaceImages(req.Prompt, len(images), proj.Marker())
 		if err != nil {
@@ -483,6 +486,9 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 		return Result{}, err
 	}
 	defer l.release(req.KeepAlive)
+	if m.model.EmbeddingOnly() {
+		return Result{}, fmt.Errorf("%w: %s is an embedding model: it embeds texts and does not generate them", ErrBadRequest, filepath.Base(req.Model))
+	}
 	msgs := req.Messages
 	if proj, _ := m.vision(); proj != nil {
 		msgs = slices.Clone(msgs)

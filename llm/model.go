@@ -138,6 +138,10 @@ func (m *Model) ChatTemplate() string { return m.tmpl }
 // IsEOG reports whether t ends generation.
 func (m *Model) IsEOG(t Token) bool { return m.m.IsEOG(t) }
 
+// EmbeddingOnly reports whether the model is an embedding model, which
+// pools embeddings and does not generate text (see models.GGUF).
+func (m *Model) EmbeddingOnly() bool { return m.file.EmbeddingOnly() }
+
 // Tokenize converts text to tokens. With addSpecial the model's BOS is
 // prepended where it wants one; with parseSpecial, special-token text (such
 // as a chat template's "<|im_start|>") becomes the special token.

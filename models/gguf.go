@@ -549,6 +549,24 @@ type GGUFSummary struct {
 	Tokenizer     string
 	VocabSize     int
 	ChatTemplate  string // the Jinja text of tokenizer.chat_template, "" for none
+	Embedding     bool   // an embedding model (see GGUF.EmbeddingOnly)
+}
+
+// embeddingArchitectures are the GGUF architectures of encoders: models
+// that pool embeddings and do not generate text.
+var embeddingArchitectures = map[string]bool{"bert": true, "nomic-bert": true, "nomic-bert-moe": true, "jina-bert-v2": true,
+	"jina-bert-v3": true, "modern-bert": true, "neo-bert": true, "gemma-embedding": true, "t5encoder": true}
+
+// EmbeddingOnly reports whether g is an embedding model: of an encoder
+// architecture, or of a generative one converted to pool embeddings (its
+// pooling_type set, as Qwen3-Embedding's "last").
+func (g *GGUF) EmbeddingOnly() bool {
+	arch := g.Architecture()
+	if embeddingArchitectures[arch] {
+		return true
+	}
+	p, ok := g.Uint(arch + ".pooling_type")
+	return ok && p != 0
 }
 
 // Summary collects the facts of g that describe the model.
@@ -559,6 +577,7 @@ func (g *GGUF) Summary() GGUFSummary {
 	s.Tokenizer, _ = g.String("tokenizer.ggml.model")
 	s.VocabSize, _ = g.ArrayLen("tokenizer.ggml.tokens")
 	s.ChatTemplate, _ = g.String("tokenizer.chat_template")
+	s.Embedding = g.EmbeddingOnly()
 	byType := map[GGMLType]*TypeBytes{}
 	for _, t := range g.Tensors {
 		tb := byType[t.Type]

@@ -10,9 +10,11 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	ollama "github.com/ollama/ollama/api"
+	ollamamodel "github.com/ollama/ollama/types/model"
 	openai "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
@@ -147,12 +149,19 @@ func TestEmbeddingsOverBothAPIs(t *testing.T) {
 	}
 }
 
-// A BERT-family embedding model (generated: WordPiece vocabulary, mean
-// pooling) through both APIs: unit vectors of its width, batched equal to
-// alone, the same over both; show says it embeds.
+// Embedding models of three families (generated: BERT and nomic-bert
+// with a WordPiece vocabulary, gemma-embedding with a BPE one; mean
+// pooling) through both APIs: unit vectors of their width, batched equal
+// to alone, the same over both; show says they embed (and not complete).
 func TestEmbeddingsBertModel(t *testing.T) {
 	dir := t.TempDir()
 	if err := testmodel.WriteBertFile(filepath.Join(dir, "bert.gguf"), testmodel.TinyBert()); err != nil {
+		t.Fatal(err)
+	}
+	if err := testmodel.WriteBertFile(filepath.Join(dir, "nomic.gguf"), testmodel.TinyNomicBert()); err != nil {
+		t.Fatal(err)
+	}
+	if err := testmodel.WriteLlamaFile(filepath.Join(dir, "gemma-embedding.gguf"), testmodel.TinyGemmaEmbedding()); err != nil {
 		t.Fatal(err)
 	}
 	e := engine.New(engine.Options{Threads: 1, NumCtx: 256, Parallel: 1, CacheDir: filepath.Join(t.TempDir(), "cache")})
@@ -160,38 +169,47 @@ func TestEmbeddingsBertModel(t *testing.T) {
 	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
 	ctx := t.Context()
 	c := openai.NewClient(option.WithBaseURL(ts.URL+"/v1/"), option.WithAPIKey("x"), option.WithMaxRetries(0))
-	texts := []string{"hello owl world", "the owl hunts at night.", "x"}
-	batch, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "bert", Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: texts}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, d := range batch.Data {
-		if len(d.Embedding) != 32 || math.Abs(norm(d.Embedding)-1) > 1e-4 {
-			t.Fatalf("embedding %d: width %d, norm %v", i, len(d.Embedding), norm(d.Embedding))
-		}
-		alone, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "bert", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String(texts[i])}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for j := range d.Embedding {
-			if math.Abs(d.Embedding[j]-alone.Data[0].Embedding[j]) > 1e-5 {
-				t.Fatalf("%q: batched and alone differ at %d", texts[i], j)
-			}
-		}
-	}
 	u, _ := url.Parse(ts.URL)
 	oc := ollama.NewClient(u, http.DefaultClient)
-	res, err := oc.Embed(ctx, &ollama.EmbedRequest{Model: "bert", Input: texts[0]})
-	if err != nil || len(res.Embeddings) != 1 || len(res.Embeddings[0]) != 32 {
-		t.Fatalf("ollama embed: %+v %v", res, err)
-	}
-	for j, v := range res.Embeddings[0] {
-		if math.Abs(float64(v)-batch.Data[0].Embedding[j]) > 1e-5 {
-			t.Fatalf("ollama's and OpenAI's embeddings differ at %d", j)
+	texts := []string{"hello owl world", "the owl hunts at night.", "x"}
+	for _, model := range []string{"bert", "nomic", "gemma-embedding"} {
+		batch, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: model, Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: texts}})
+		if err != nil {
+			t.Fatalf("%s: %v", model, err)
 		}
-	}
-	show, err := oc.Show(ctx, &ollama.ShowRequest{Model: "bert"})
-	if err != nil || !slices.Contains(show.Capabilities, "embedding") {
-		t.Fatalf("show: %v %+v", err, show.Capabilities)
+		for i, d := range batch.Data {
+			if len(d.Embedding) != 32 || math.Abs(norm(d.Embedding)-1) > 1e-4 {
+				t.Fatalf("%s: embedding %d: width %d, norm %v", model, i, len(d.Embedding), norm(d.Embedding))
+			}
+			alone, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: model, Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String(texts[i])}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j := range d.Embedding {
+				if math.Abs(d.Embedding[j]-alone.Data[0].Embedding[j]) > 1e-5 {
+					t.Fatalf("%s: %q: batched and alone differ at %d", model, texts[i], j)
+				}
+			}
+		}
+		res, err := oc.Embed(ctx, &ollama.EmbedRequest{Model: model, Input: texts[0]})
+		if err != nil || len(res.Embeddings) != 1 || len(res.Embeddings[0]) != 32 {
+			t.Fatalf("%s: ollama embed: %+v %v", model, res, err)
+		}
+		for j, v := range res.Embeddings[0] {
+			if math.Abs(float64(v)-batch.Data[0].Embedding[j]) > 1e-5 {
+				t.Fatalf("%s: ollama's and OpenAI's embeddings differ at %d", model, j)
+			}
+		}
+		show, err := oc.Show(ctx, &ollama.ShowRequest{Model: model})
+		if err != nil || !slices.Equal(show.Capabilities, []ollamamodel.Capability{"embedding"}) {
+			t.Fatalf("%s: show: %v %+v", model, err, show.Capabilities)
+		}
+		// It does not chat: a clear 400, not a stream of nonsense.
+		no := false
+		var se ollama.StatusError
+		err = oc.Chat(ctx, &ollama.ChatRequest{Model: model, Stream: &no, Messages: []ollama.Message{{Role: "user", Content: "hi"}}}, func(ollama.ChatResponse) error { return nil })
+		if !errors.As(err, &se) || se.StatusCode != http.StatusBadRequest || !strings.Contains(se.ErrorMessage, "embedding model") {
+			t.Fatalf("%s: chat: %v", model, err)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	ollama "github.com/ollama/ollama/api"
+	ollamamodel "github.com/ollama/ollama/types/model"
 
 	"github.com/owlengine/owl/engine"
 	"github.com/owlengine/owl/models/store"
@@ -578,10 +579,8 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 	info := out.ModelInfo
 	switch m.Kind {
 	case store.KindLLM:
-		out.Capabilities = append(out.Capabilities, "completion")
-		if m.Projector != "" {
-			out.Capabilities = append(out.Capabilities, "vision")
-		}
+		// An embedding model only embeds, as ollama shows it.
+		completes := true
 		if in, err := s.models.info(m); err == nil && in.GGUF != nil {
 			gi := in.GGUF
 			info["general.architecture"] = gi.Architecture
@@ -605,9 +604,16 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 			if _, _, ok := engine.Thinks(out.Template); ok {
 				out.Capabilities = append(out.Capabilities, "thinking")
 			}
-			if embeddingArchitectures[gi.Architecture] {
-				out.Capabilities = append(out.Capabilities, "embedding")
+			if gi.Embedding {
+				out.Capabilities, completes = append(out.Capabilities, "embedding"), false
 			}
+		}
+		if completes {
+			lead := []ollamamodel.Capability{"completion"}
+			if m.Projector != "" {
+				lead = append(lead, "vision")
+			}
+			out.Capabilities = append(lead, out.Capabilities...)
 		}
 		// The sampling a request gets without options, as ollama lists a
 		// model's parameters.
@@ -669,10 +675,6 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
-
-// embeddingArchitectures are the GGUF architectures of embedding models.
-var embeddingArchitectures = map[string]bool{"bert": true, "nomic-bert": true, "nomic-bert-moe": true, "jina-bert-v2": true,
-	"modern-bert": true, "neo-bert": true, "gemma-embedding": true, "t5encoder": true}
 
 // jsonScalar gives a GGUF value read as text its JSON type: a number when
 // it is one (ollama's clients read model_info numbers as numbers), true or

@@ -8,18 +8,29 @@ import (
 	"github.com/owlengine/owl/models"
 )
 
-// BertConfig describes a generated BERT-family embedding model: llama.cpp's
-// "bert" architecture (learned positions, post-norm layers, GELU) with a
-// WordPiece vocabulary, pooled as Pooling says.
+// BertConfig describes a generated BERT-family embedding model with a
+// WordPiece vocabulary, pooled as Pooling says: llama.cpp's "bert"
+// architecture (learned positions, separate biased Q, K, V, post-norm
+// layers, GELU) or, with Arch "nomic-bert", nomic-embed's (rotary
+// positions, one fused QKV projection, SwiGLU, no biases but the norms').
 type BertConfig struct {
-	Name    string
-	Embd    int
-	Layers  int
-	Heads   int
-	FF      int
-	Context int    // trained context: rows of the position embeddings
-	Pooling uint32 // bert.pooling_type: 1 mean, 2 CLS
-	Seed    uint64
+	Name     string
+	Arch     string // "bert" (the default) or "nomic-bert"
+	Embd     int
+	Layers   int
+	Heads    int
+	FF       int
+	Context  int     // trained context: rows of the position embeddings
+	Pooling  uint32  // pooling_type: 1 mean, 2 CLS
+	RopeBase float32 // nomic-bert's rope.freq_base (nomic-embed: 1000)
+	Seed     uint64
+}
+
+// TinyNomicBert is TinyBert with nomic-embed's architecture.
+func TinyNomicBert() BertConfig {
+	c := TinyBert()
+	c.Name, c.Arch, c.RopeBase, c.Seed = "owl-test-nomic", "nomic-bert", 1000, 4
+	return c
 }
 
 // TinyBert is the embedding model tests use: two layers, n_embd 32, mean
@@ -54,6 +65,15 @@ func WriteBert(w io.Writer, c BertConfig) error {
 	if c.Embd <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.FF <= 0 || c.Context <= 0 || c.Embd%c.Heads != 0 {
 		return fmt.Errorf("bert config %+v: sizes must be positive, n_embd a multiple of heads", c)
 	}
+	arch := c.Arch
+	switch arch {
+	case "":
+		arch = "bert"
+	case "bert", "nomic-bert":
+	default:
+		return fmt.Errorf("bert config: architecture %q (want bert or nomic-bert)", arch)
+	}
+	nomic := arch == "nomic-bert"
 	vocab := BertVocab()
 	types := make([]int32, len(vocab))
 	for i := range types {
@@ -64,17 +84,17 @@ func WriteBert(w io.Writer, c BertConfig) error {
 		types[i] = 3 // control
 	}
 	kvs := []models.GGUFKV{
-		{Key: "general.architecture", Value: "bert"},
+		{Key: "general.architecture", Value: arch},
 		{Key: "general.name", Value: c.Name},
 		{Key: "general.file_type", Value: uint32(0)},
-		{Key: "bert.context_length", Value: uint32(c.Context)},
-		{Key: "bert.embedding_length", Value: uint32(c.Embd)},
-		{Key: "bert.feed_forward_length", Value: uint32(c.FF)},
-		{Key: "bert.block_count", Value: uint32(c.Layers)},
-		{Key: "bert.attention.head_count", Value: uint32(c.Heads)},
-		{Key: "bert.attention.layer_norm_epsilon", Value: float32(1e-12)},
-		{Key: "bert.attention.causal", Value: false},
-		{Key: "bert.pooling_type", Value: c.Pooling},
+		{Key: arch + ".context_length", Value: uint32(c.Context)},
+		{Key: arch + ".embedding_length", Value: uint32(c.Embd)},
+		{Key: arch + ".feed_forward_length", Value: uint32(c.FF)},
+		{Key: arch + ".block_count", Value: uint32(c.Layers)},
+		{Key: arch + ".attention.head_count", Value: uint32(c.Heads)},
+		{Key: arch + ".attention.layer_norm_epsilon", Value: float32(1e-12)},
+		{Key: arch + ".attention.causal", Value: false},
+		{Key: arch + ".pooling_type", Value: c.Pooling},
 		{Key: "tokenizer.ggml.model", Value: "bert"},
 		{Key: "tokenizer.ggml.tokens", Value: vocab},
 		{Key: "tokenizer.ggml.token_type", Value: types},
@@ -87,6 +107,9 @@ func WriteBert(w io.Writer, c BertConfig) error {
 		{Key: "tokenizer.ggml.mask_token_id", Value: uint32(4)},
 		{Key: "tokenizer.ggml.add_bos_token", Value: true},
 		{Key: "tokenizer.ggml.add_eos_token", Value: true},
+	}
+	if nomic {
+		kvs = append(kvs, models.GGUFKV{Key: arch + ".rope.freq_base", Value: c.RopeBase})
 	}
 	var tensors []models.TensorSpec
 	add := func(name string, dims []int, gen func(r *rng) float32) {
@@ -107,21 +130,33 @@ func WriteBert(w io.Writer, c BertConfig) error {
 	weight := func(name string, in, out int) { add(name, []int{in, out}, uniform(1/math.Sqrt(float64(in)))) }
 	add("token_embd.weight", []int{c.Embd, len(vocab)}, uniform(1))
 	add("token_types.weight", []int{c.Embd, 2}, uniform(0.1))
-	add("position_embd.weight", []int{c.Embd, c.Context}, uniform(0.1))
+	if !nomic {
+		add("position_embd.weight", []int{c.Embd, c.Context}, uniform(0.1))
+	}
 	add("token_embd_norm.weight", []int{c.Embd}, near1)
 	add("token_embd_norm.bias", []int{c.Embd}, uniform(0.1))
 	for l := range c.Layers {
 		p := fmt.Sprintf("blk.%d.", l)
-		for _, qkv := range []string{"attn_q", "attn_k", "attn_v", "attn_output"} {
-			weight(p+qkv+".weight", c.Embd, c.Embd)
-			add(p+qkv+".bias", []int{c.Embd}, uniform(0.1))
+		if nomic {
+			weight(p+"attn_qkv.weight", c.Embd, 3*c.Embd)
+			weight(p+"attn_output.weight", c.Embd, c.Embd)
+		} else {
+			for _, qkv := range []string{"attn_q", "attn_k", "attn_v", "attn_output"} {
+				weight(p+qkv+".weight", c.Embd, c.Embd)
+				add(p+qkv+".bias", []int{c.Embd}, uniform(0.1))
+			}
 		}
 		add(p+"attn_output_norm.weight", []int{c.Embd}, near1)
 		add(p+"attn_output_norm.bias", []int{c.Embd}, uniform(0.1))
+		if nomic {
+			weight(p+"ffn_gate.weight", c.Embd, c.FF)
+		}
 		weight(p+"ffn_up.weight", c.Embd, c.FF)
-		add(p+"ffn_up.bias", []int{c.FF}, uniform(0.1))
 		weight(p+"ffn_down.weight", c.FF, c.Embd)
-		add(p+"ffn_down.bias", []int{c.Embd}, uniform(0.1))
+		if !nomic {
+			add(p+"ffn_up.bias", []int{c.FF}, uniform(0.1))
+			add(p+"ffn_down.bias", []int{c.Embd}, uniform(0.1))
+		}
 		add(p+"layer_output_norm.weight", []int{c.Embd}, near1)
 		add(p+"layer_output_norm.bias", []int{c.Embd}, uniform(0.1))
 	}

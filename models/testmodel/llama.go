@@ -38,6 +38,22 @@ type LlamaConfig struct {
 	// ExtraSpecial are control tokens added before the ChatML ones, such as
 	// a vision model's image delimiters.
 	ExtraSpecial []string
+
+	// Pooling and SlidingWindow are written for the embedding
+	// architecture "gemma-embedding" (EmbeddingGemma: bidirectional
+	// attention in a symmetric window on five of every six layers, RMS
+	// norms before and after attention and the feed-forward, per-head
+	// query and key norms, GELU-gated feed-forward, tied embeddings).
+	Pooling       uint32
+	SlidingWindow int
+}
+
+// TinyGemmaEmbedding is a gemma-embedding model: six layers (the sixth
+// attends globally), a window of 4 (two tokens each side), f32 weights,
+// mean pooling.
+func TinyGemmaEmbedding() LlamaConfig {
+	return LlamaConfig{Name: "owl-test-gemma-embedding", Arch: "gemma-embedding", Embd: 32, Layers: 6, Heads: 4, HeadsKV: 2, FF: 64, Vocab: 512,
+		Context: 2048, RopeBase: 1000000, Type: models.TypeF32, Seed: 5, Tied: true, NoChatTpl: true, Pooling: 1, SlidingWindow: 4}
 }
 
 // TinyLlama is the model tests use: two layers, n_embd 64, grouped-query
@@ -129,6 +145,13 @@ func WriteLlama(w io.Writer, c LlamaConfig) error {
 		}
 		kvs = append(kvs, models.GGUFKV{Key: "tokenizer.chat_template", Value: tpl})
 	}
+	gemma := arch == "gemma-embedding"
+	if gemma {
+		kvs = append(kvs, models.GGUFKV{Key: arch + ".pooling_type", Value: c.Pooling},
+			models.GGUFKV{Key: arch + ".attention.sliding_window", Value: uint32(c.SlidingWindow)},
+			models.GGUFKV{Key: arch + ".attention.key_length", Value: uint32(headDim)},
+			models.GGUFKV{Key: arch + ".attention.value_length", Value: uint32(headDim)})
+	}
 	if c.RopeSections != [4]int32{} {
 		kvs = append(kvs, models.GGUFKV{Key: arch + ".rope.dimension_sections", Value: c.RopeSections[:]})
 	}
@@ -167,7 +190,7 @@ func WriteLlama(w io.Writer, c LlamaConfig) error {
 			return encodeRows(w, embType, c.Embd*c.Vocab, c.Embd, func() float32 { return r.uniform(1) })
 		}})
 	norm("output_norm.weight", c.Embd)
-	if !c.Tied {
+	if !c.Tied && !gemma {
 		weight("output.weight", c.Embd, c.Vocab, c.Type)
 	}
 	for l := range c.Layers {
@@ -182,6 +205,12 @@ func WriteLlama(w io.Writer, c LlamaConfig) error {
 			bias(p+"attn_v.bias", kvDim)
 		}
 		weight(p+"attn_output.weight", c.Embd, c.Embd, c.Type)
+		if gemma {
+			norm(p+"attn_q_norm.weight", headDim)
+			norm(p+"attn_k_norm.weight", headDim)
+			norm(p+"post_attention_norm.weight", c.Embd)
+			norm(p+"post_ffw_norm.weight", c.Embd)
+		}
 		norm(p+"ffn_norm.weight", c.Embd)
 		weight(p+"ffn_gate.weight", c.Embd, c.FF, c.Type)
 		weight(p+"ffn_up.weight", c.Embd, c.FF, c.Type)

@@ -8,6 +8,7 @@
 //	go run ./models/testmodel/gen -kind llm -family qwen2vl -o tiny-qwen2vl.gguf
 //	go run ./models/testmodel/gen -kind mmproj -family qwen2vl -o tiny-qwen2vl-mmproj.gguf
 //	go run ./models/testmodel/gen -kind piper -size medium -o piper-medium.onnx              # and piper-medium.onnx.json
+//	go run ./models/testmodel/gen -kind nomic-bert -o nomic.gguf                             # also bert, gemma-embedding
 package main
 
 import (
@@ -22,7 +23,7 @@ import (
 )
 
 func main() {
-	kind := flag.String("kind", "llm", "model kind: llm, mmproj (a vision projector), bert (an embedding model), whisper or piper (a voice)")
+	kind := flag.String("kind", "llm", "model kind: llm, mmproj (a vision projector), bert, nomic-bert or gemma-embedding (embedding models), whisper or piper (a voice)")
 	size := flag.String("size", "tiny", "size: tiny or realistic (llm, mmproj); micro, tiny or base (whisper)")
 	family := flag.String("family", "llava", "vision family of llm and mmproj: llava (llama text model, CLIP ViT + MLP) or qwen2vl (M-RoPE; tiny only)")
 	typ := flag.String("type", "", "weight type: f32, f16 or q8_0 (default f16)")
@@ -80,6 +81,16 @@ func run(kind, size, family, typ, vocab, out string) error {
 			return fmt.Errorf("-kind bert is generated at -size tiny only")
 		}
 		return testmodel.WriteBertFile(out, testmodel.TinyBert())
+	case "nomic-bert":
+		if size != "tiny" {
+			return fmt.Errorf("-kind nomic-bert is generated at -size tiny only")
+		}
+		return testmodel.WriteBertFile(out, testmodel.TinyNomicBert())
+	case "gemma-embedding":
+		if size != "tiny" {
+			return fmt.Errorf("-kind gemma-embedding is generated at -size tiny only")
+		}
+		return testmodel.WriteLlamaFile(out, testmodel.TinyGemmaEmbedding())
 	case "mmproj":
 		var c testmodel.ProjectorConfig
 		switch {
@@ -139,5 +150,5 @@ func run(kind, size, family, typ, vocab, out string) error {
 		}
 		return testmodel.WriteWhisperFile(out, c)
 	}
-	return fmt.Errorf("unknown -kind %q (want llm or whisper)", kind)
+	return fmt.Errorf("unknown -kind %q (want llm, mmproj, bert, nomic-bert, gemma-embedding, whisper or piper)", kind)
 }
