@@ -404,6 +404,9 @@ type ChatRequest struct {
 	// tool's name (a call of that one).
 	Tools      []Tool
 	ToolChoice string
+	// SingleToolCall keeps an answer to at most one call (OpenAI's
+	// parallel_tool_calls false): calls after the first are dropped.
+	SingleToolCall bool
 	// Template, when set, is a chat template in ollama's form (a
 	// Modelfile's TEMPLATE; see llm.Template) that renders the prompt
 	// instead of the model's own.
@@ -585,6 +588,9 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 		}
 		if calls != nil {
 			cs, content := calls.Add(ch.Text)
+			if req.SingleToolCall && len(made)+len(cs) > 1 {
+				cs = cs[:max(0, 1-len(made))]
+			}
 			for i := range cs {
 				cs[i].ID = newCallID()
 				cs[i].Function.Index = len(made) + i

@@ -65,6 +65,30 @@ func TestChatTools(t *testing.T) {
 			if err != nil || after.PromptTokens <= named.PromptTokens {
 				t.Fatalf("with the result: %v, prompt %d tokens (before %d)", err, after.PromptTokens, named.PromptTokens)
 			}
+			// An answer of two calls (a grammar makes the random model
+			// write them) gives both, or the first alone when parallel
+			// calls are off.
+			if family == "qwen3.jinja" {
+				two := `root ::= "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>"`
+				for _, single := range []bool{false, true} {
+					o := opts
+					o.Grammar = two
+					var streamed []ToolCall
+					res, err := e.Chat(context.Background(), ChatRequest{Model: path, Messages: msgs, Tools: tools, SingleToolCall: single, GenerateOptions: o},
+						func(ch Chunk) error { streamed = append(streamed, ch.ToolCalls...); return nil })
+					want := []string{"get_time", "get_weather"}
+					if single {
+						want = want[:1]
+					}
+					var names []string
+					for _, c := range res.ToolCalls {
+						names = append(names, c.Function.Name)
+					}
+					if err != nil || !slices.Equal(names, want) || len(streamed) != len(want) {
+						t.Fatalf("single %v: %v %v (streamed %d), text %q", single, err, names, len(streamed), res.Text)
+					}
+				}
+			}
 			none, err := e.Chat(context.Background(), ChatRequest{Model: path, Messages: msgs, Tools: tools, ToolChoice: "none", GenerateOptions: GenerateOptions{MaxTokens: 4}}, nil)
 			if err != nil || len(none.ToolCalls) != 0 || none.PromptTokens >= res.PromptTokens {
 				t.Fatalf("none: %+v %v, prompt %d tokens (with tools %d)", none.ToolCalls, err, none.PromptTokens, res.PromptTokens)

@@ -32,7 +32,7 @@ type chatCompletionRequest struct {
 	ResponseFormat      *responseFormat `json:"response_format"`
 	Tools               json.RawMessage `json:"tools"`
 	ToolChoice          json.RawMessage `json:"tool_choice"`
-	ParallelToolCalls   *bool           `json:"parallel_tool_calls"` // accepted: an answer may call several tools
+	ParallelToolCalls   *bool           `json:"parallel_tool_calls"` // false: at most one call an answer
 	// ReasoningEffort turns a thinking model's reasoning off ("none",
 	// "minimal") or on ("low", "medium", "high"); the reasoning comes back
 	// as reasoning_content.
@@ -362,7 +362,7 @@ func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) e
 		return err
 	}
 	creq := engine.ChatRequest{Model: m.Path, Projector: m.ProjectorPath, Messages: withModelMessages(m.Config, msgs), GenerateOptions: opts, Think: think, Tools: tools, ToolChoice: choice,
-		Template: modelTemplate(m.Config)}
+		SingleToolCall: req.ParallelToolCalls != nil && !*req.ParallelToolCalls, Template: modelTemplate(m.Config)}
 	id, created := newID("chatcmpl-"), time.Now().Unix()
 	if !req.Stream {
 		res, err := s.be.Chat(r.Context(), creq, nil)
