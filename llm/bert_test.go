@@ -74,9 +74,6 @@ func bertOracle(c testmodel.BertConfig, w map[string][]float64, tokens []Token, 
 		}
 		return y
 	}
-	gelu := func(x float64) float64 {
-		return 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))
-	}
 	nomic := c.Arch == "nomic-bert"
 	xs := make([][]float64, n)
 	for t, tok := range tokens {
@@ -89,7 +86,7 @@ func bertOracle(c testmodel.BertConfig, w map[string][]float64, tokens []Token, 
 		}
 		xs[t] = norm(x, w["token_embd_norm.weight"], w["token_embd_norm.bias"])
 	}
-	heads, dh := c.Heads, d/c.Heads
+	heads := c.Heads
 	for l := range c.Layers {
 		p := "blk." + string(rune('0'+l)) + "."
 		q, k, v := make([][]float64, n), make([][]float64, n), make([][]float64, n)
@@ -101,32 +98,10 @@ func bertOracle(c testmodel.BertConfig, w map[string][]float64, tokens []Token, 
 			}
 			q[t], k[t], v[t] = lin(p+"attn_q", xs[t], d), lin(p+"attn_k", xs[t], d), lin(p+"attn_v", xs[t], d)
 		}
+		atts := attend(q, k, v, heads, heads, nil)
 		next := make([][]float64, n)
 		for t := range n {
-			att := make([]float64, d)
-			for h := range heads {
-				scores := make([]float64, n)
-				top := math.Inf(-1)
-				for s := range n {
-					dot := 0.0
-					for i := range dh {
-						dot += q[t][h*dh+i] * k[s][h*dh+i]
-					}
-					scores[s] = dot / math.Sqrt(float64(dh))
-					top = math.Max(top, scores[s])
-				}
-				sum := 0.0
-				for s := range n {
-					scores[s] = math.Exp(scores[s] - top)
-					sum += scores[s]
-				}
-				for s := range n {
-					for i := range dh {
-						att[h*dh+i] += scores[s] / sum * v[s][h*dh+i]
-					}
-				}
-			}
-			o := lin(p+"attn_output", att, d)
+			o := lin(p+"attn_output", atts[t], d)
 			for i := range o {
 				o[i] += xs[t][i]
 			}
@@ -162,10 +137,70 @@ func bertOracle(c testmodel.BertConfig, w map[string][]float64, tokens []Token, 
 	return out
 }
 
+// loadEmbedder loads the model at path and an embedder of it.
+func loadEmbedder(t *testing.T, path string) (*Model, *Embedder) {
+	t.Helper()
+	m, err := Load(path, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	emb, err := m.NewEmbedder(1, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emb.Close() })
+	return m, emb
+}
+
+// matchOracle checks the embeddings of texts, batched and each alone,
+// against oracle over the tokens llama.cpp gives them (check, when set,
+// sees those tokens first). f32 arithmetic against float64 over layers of
+// unit-scale activations: a few 1e-5 apart, so the cosine must be at
+// least 0.99999 and no component more than 1e-3 off; alone and batched
+// within 1e-5.
+func matchOracle(t *testing.T, name string, m *Model, emb *Embedder, texts []string, oracle func([]Token) []float64, check func(i int, toks []Token)) {
+	t.Helper()
+	got, _, err := emb.Embed(context.Background(), texts, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, text := range texts {
+		toks, err := m.Tokenize(text, true, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if check != nil {
+			check(i, toks)
+		}
+		var dot, ng, nw, worst float64
+		for j, v := range oracle(toks) {
+			g := float64(got[i][j])
+			dot, ng, nw = dot+g*v, ng+g*g, nw+v*v
+			worst = math.Max(worst, math.Abs(g-v))
+		}
+		cos := dot / math.Sqrt(ng*nw)
+		if cos < 0.99999 || worst > 1e-3 {
+			t.Fatalf("%s, %q (%d tokens): cosine %v, largest difference %v", name, text, len(toks), cos, worst)
+		}
+		alone, _, err := emb.Embed(context.Background(), []string{text}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range alone[0] {
+			if d := math.Abs(float64(alone[0][j] - got[i][j])); d > 1e-5 {
+				t.Fatalf("%s, %q: alone and batched differ by %v", name, text, d)
+			}
+		}
+		t.Logf("%s, %q: %d tokens, cosine %.8f, largest difference %.2g", name, text, len(toks), cos, worst)
+	}
+}
+
 // A generated BERT-family embedding model (WordPiece vocabulary, learned
-// positions, post-norm layers): its embeddings, mean- and CLS-pooled as
-// the GGUF says, equal the float64 forward pass of its weights over the
-// tokens llama.cpp gives (CLS … SEP), texts batched or alone.
+// positions, post-norm layers; and nomic-bert's rotary, SwiGLU form): its
+// embeddings, mean- and CLS-pooled as the GGUF says, equal the float64
+// forward pass of its weights over the tokens llama.cpp gives (CLS …
+// SEP), texts batched or alone.
 func TestBertEmbeddingsMatchOracle(t *testing.T) {
 	for _, run := range []struct {
 		c       testmodel.BertConfig
@@ -177,59 +212,65 @@ func TestBertEmbeddingsMatchOracle(t *testing.T) {
 		if err := testmodel.WriteBertFile(path, c); err != nil {
 			t.Fatal(err)
 		}
-		m, err := Load(path, LoadOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Close()
-		emb, err := m.NewEmbedder(1, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer emb.Close()
+		m, emb := loadEmbedder(t, path)
 		w := bertWeights(t, path)
 		texts := []string{"hello owl world", "The cat sat, quietly!", "x"}
-		got, _, err := emb.Embed(context.Background(), texts, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, text := range texts {
-			toks, err := m.Tokenize(text, true, false)
-			if err != nil {
-				t.Fatal(err)
+		matchOracle(t, fmt.Sprintf("%s, pooling %d", c.Name, pooling), m, emb, texts,
+			func(toks []Token) []float64 { return bertOracle(c, w, toks, pooling) },
+			func(i int, toks []Token) {
+				if toks[0] != 2 || toks[len(toks)-1] != 3 {
+					t.Fatalf("%q: tokens %v, want CLS … SEP", texts[i], toks)
+				}
+				// WordPiece: whole words, else a word start and continuations.
+				if i == 0 && !slices.Equal(toks, []Token{2, 5, 7, 6, 3}) {
+					t.Fatalf("%q: tokens %v, want [CLS ▁hello ▁owl ▁world SEP]", texts[i], toks)
+				}
+			})
+	}
+}
+
+// gelu is GELU in its tanh form, as ggml computes it.
+func gelu(x float64) float64 {
+	return 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))
+}
+
+// attend is softmax attention of each token's query over the keys and
+// values of the tokens visible to it (all when visible is nil), scaled by
+// 1/sqrt(head width), query head h reading key-value head h/(heads/kvHeads).
+func attend(q, k, v [][]float64, heads, kvHeads int, visible func(t, s int) bool) [][]float64 {
+	n, dh := len(q), len(q[0])/heads
+	out := make([][]float64, n)
+	for t := range n {
+		out[t] = make([]float64, len(q[0]))
+		for h := range heads {
+			kh := h / (heads / kvHeads)
+			scores := make([]float64, n)
+			top := math.Inf(-1)
+			for s := range n {
+				scores[s] = math.Inf(-1)
+				if visible != nil && !visible(t, s) {
+					continue
+				}
+				dot := 0.0
+				for i := range dh {
+					dot += q[t][h*dh+i] * k[s][kh*dh+i]
+				}
+				scores[s] = dot / math.Sqrt(float64(dh))
+				top = math.Max(top, scores[s])
 			}
-			if toks[0] != 2 || toks[len(toks)-1] != 3 {
-				t.Fatalf("%q: tokens %v, want CLS … SEP", text, toks)
+			sum := 0.0
+			for s := range n {
+				scores[s] = math.Exp(scores[s] - top)
+				sum += scores[s]
 			}
-			// WordPiece: whole words, else a word start and continuations.
-			if i == 0 && !slices.Equal(toks, []Token{2, 5, 7, 6, 3}) {
-				t.Fatalf("%q: tokens %v, want [CLS ▁hello ▁owl ▁world SEP]", text, toks)
-			}
-			want := bertOracle(c, w, toks, pooling)
-			var dot, ng, nw, worst float64
-			for j, v := range want {
-				g := float64(got[i][j])
-				dot, ng, nw = dot+g*v, ng+g*g, nw+v*v
-				worst = math.Max(worst, math.Abs(g-v))
-			}
-			cos := dot / math.Sqrt(ng*nw)
-			// f32 arithmetic against float64 over two layers of unit-scale
-			// activations: a few 1e-5 apart.
-			if cos < 0.99999 || worst > 1e-3 {
-				t.Fatalf("%s, pooling %d, %q (%d tokens): cosine %v, largest difference %v", c.Name, pooling, text, len(toks), cos, worst)
-			}
-			alone, _, err := emb.Embed(context.Background(), []string{text}, false)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for j := range alone[0] {
-				if d := math.Abs(float64(alone[0][j] - got[i][j])); d > 1e-5 {
-					t.Fatalf("pooling %d, %q: alone and batched differ by %v", pooling, text, d)
+			for s := range n {
+				for i := range dh {
+					out[t][h*dh+i] += scores[s] / sum * v[s][kh*dh+i]
 				}
 			}
-			t.Logf("%s, pooling %d, %q: %d tokens, cosine %.8f, largest difference %.2g", c.Name, pooling, text, len(toks), cos, worst)
 		}
 	}
+	return out
 }
 
 // ropeNeox rotates each head of x (heads of equal width) by position pos
@@ -287,9 +328,6 @@ func gemmaEmbeddingOracle(c testmodel.LlamaConfig, w map[string][]float64, token
 		}
 		return out
 	}
-	gelu := func(x float64) float64 {
-		return 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))
-	}
 	add := func(a, b []float64) []float64 {
 		out := slices.Clone(a)
 		for i := range out {
@@ -318,36 +356,11 @@ func gemmaEmbeddingOracle(c testmodel.LlamaConfig, w map[string][]float64, token
 			k[t] = ropeNeox(perHead(lin(p+"attn_k", h, kvDim), w[p+"attn_k_norm.weight"]), c.HeadsKV, t, base)
 			v[t] = lin(p+"attn_v", h, kvDim)
 		}
+		visible := func(t, s int) bool { return !windowed || (s-t <= c.SlidingWindow/2 && t-s <= c.SlidingWindow/2) }
+		atts := attend(q, k, v, c.Heads, c.HeadsKV, visible)
 		next := make([][]float64, n)
 		for t := range n {
-			att := make([]float64, d)
-			for h := range c.Heads {
-				kh := h / (c.Heads / c.HeadsKV)
-				scores := make([]float64, n)
-				top := math.Inf(-1)
-				for s := range n {
-					scores[s] = math.Inf(-1)
-					if windowed && (s-t > c.SlidingWindow/2 || t-s > c.SlidingWindow/2) {
-						continue
-					}
-					dot := 0.0
-					for i := range dh {
-						dot += q[t][h*dh+i] * k[s][kh*dh+i]
-					}
-					scores[s] = dot / math.Sqrt(float64(dh))
-					top = math.Max(top, scores[s])
-				}
-				sum := 0.0
-				for s := range n {
-					scores[s] = math.Exp(scores[s] - top)
-					sum += scores[s]
-				}
-				for s := range n {
-					for i := range dh {
-						att[h*dh+i] += scores[s] / sum * v[s][kh*dh+i]
-					}
-				}
-			}
+			att := atts[t]
 			sa := add(rms(lin(p+"attn_output", att, d), w[p+"post_attention_norm.weight"]), xs[t])
 			f := rms(sa, w[p+"ffn_norm.weight"])
 			gate, up := lin(p+"ffn_gate", f, c.FF), lin(p+"ffn_up", f, c.FF)
@@ -378,47 +391,8 @@ func TestGemmaEmbeddingMatchesOracle(t *testing.T) {
 	if err := testmodel.WriteLlamaFile(path, c); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Load(path, LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	emb, err := m.NewEmbedder(1, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Close()
+	m, emb := loadEmbedder(t, path)
 	w := bertWeights(t, path)
 	texts := []string{"hello owl", "The quick brown fox jumps over the lazy dog, twice.", "x"}
-	got, _, err := emb.Embed(context.Background(), texts, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, text := range texts {
-		toks, err := m.Tokenize(text, true, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := gemmaEmbeddingOracle(c, w, toks)
-		var dot, ng, nw, worst float64
-		for j, v := range want {
-			g := float64(got[i][j])
-			dot, ng, nw = dot+g*v, ng+g*g, nw+v*v
-			worst = math.Max(worst, math.Abs(g-v))
-		}
-		cos := dot / math.Sqrt(ng*nw)
-		if cos < 0.99999 || worst > 1e-3 {
-			t.Fatalf("%q (%d tokens): cosine %v, largest difference %v", text, len(toks), cos, worst)
-		}
-		alone, _, err := emb.Embed(context.Background(), []string{text}, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for j := range alone[0] {
-			if d := math.Abs(float64(alone[0][j] - got[i][j])); d > 1e-5 {
-				t.Fatalf("%q: alone and batched differ by %v", text, d)
-			}
-		}
-		t.Logf("%q: %d tokens, cosine %.8f, largest difference %.2g", text, len(toks), cos, worst)
-	}
+	matchOracle(t, c.Name, m, emb, texts, func(toks []Token) []float64 { return gemmaEmbeddingOracle(c, w, toks) }, nil)
 }

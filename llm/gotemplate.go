@@ -153,10 +153,8 @@ func (m *Model) FormatTemplate(t *Template, msgs []Message, tools []Tool, think 
 	}
 	am := make([]api.Message, len(msgs))
 	for i, msg := range msgs {
-		switch msg.Role {
-		case "system", "user", "assistant", "tool":
-		default:
-			return "", fmt.Errorf("chat message %d: unknown role %q (want system, user, assistant or tool)", i, msg.Role)
+		if err := checkRole(i, msg.Role); err != nil {
+			return "", err
 		}
 		am[i] = api.Message{Role: msg.Role, Content: m.Defuse(strings.ReplaceAll(msg.Content, "\x00", "")),
 			ToolCalls: msg.ToolCalls, ToolName: msg.ToolName, ToolCallID: msg.ToolCallID}

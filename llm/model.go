@@ -169,6 +169,15 @@ type Message struct {
 	ToolName   string
 }
 
+// checkRole refuses a chat message of a role no template renders.
+func checkRole(i int, role string) error {
+	switch role {
+	case "system", "user", "assistant", "tool":
+		return nil
+	}
+	return fmt.Errorf("chat message %d: unknown role %q (want system, user, assistant or tool)", i, role)
+}
+
 // FormatChat renders msgs with the model's chat template; addAssistant ends
 // the prompt with the opening of the assistant's reply. Models without a
 // template get ChatML. NUL bytes in contents are dropped, and control
@@ -181,10 +190,8 @@ func (m *Model) FormatChat(msgs []Message, addAssistant bool) (string, error) {
 	}
 	lm := make([]llama.ChatMessage, len(msgs))
 	for i, msg := range msgs {
-		switch msg.Role {
-		case "system", "user", "assistant", "tool":
-		default:
-			return "", fmt.Errorf("chat message %d: unknown role %q (want system, user or assistant)", i, msg.Role)
+		if err := checkRole(i, msg.Role); err != nil {
+			return "", err
 		}
 		// llama.cpp takes C strings; a NUL byte (which a random or broken
 		// model can emit) would cut the message short, so it is dropped.

@@ -98,10 +98,8 @@ func (m *Model) FormatChatTools(msgs []Message, tools []Tool, addAssistant bool)
 	}
 	list := make([]jinja.Value, 0, len(msgs))
 	for i, msg := range msgs {
-		switch msg.Role {
-		case "system", "user", "assistant", "tool":
-		default:
-			return "", fmt.Errorf("chat message %d: unknown role %q (want system, user, assistant or tool)", i, msg.Role)
+		if err := checkRole(i, msg.Role); err != nil {
+			return "", err
 		}
 		d := jinja.NewDict()
 		dict := d.AsDict()

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -175,27 +176,35 @@ func TestOllamaShowOptionsAndArchitecture(t *testing.T) {
 	}
 }
 
+// tinyFolderServer serves a folder holding tiny.gguf (its bytes returned)
+// with an engine of its own: the models it loads are not the shared ones.
+func tinyFolderServer(t *testing.T) (*httptest.Server, *ollama.Client, []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	raw, err := os.ReadFile(filepath.Join(modelsDir, "tiny.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tiny.gguf"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := engine.New(engine.Options{Threads: 2, NumCtx: 1024, Parallel: 1, CacheDir: filepath.Join(t.TempDir(), "cache")})
+	t.Cleanup(func() { e.Close() })
+	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
+	u, _ := url.Parse(ts.URL)
+	return ts, ollama.NewClient(u, http.DefaultClient), raw
+}
+
 // ollama's client creates a model from one the server holds, with a
 // system prompt, parameters and opening messages: it is listed and shown
 // with them, and its chats (ollama's and OpenAI's) equal the base model's
 // with the system prompt, the messages and the options given by hand.
 // What owl cannot create is refused in words.
 func TestOllamaCreate(t *testing.T) {
-	dir := t.TempDir()
-	raw, err := os.ReadFile(filepath.Join(modelsDir, "tiny.gguf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "tiny.gguf"), raw, 0o644)
-	// An engine of its own: the models it loads are not the shared ones.
-	e := engine.New(engine.Options{Threads: 2, NumCtx: 1024, Parallel: 1, CacheDir: filepath.Join(t.TempDir(), "cache")})
-	t.Cleanup(func() { e.Close() })
-	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
-	u, _ := url.Parse(ts.URL)
-	client := ollama.NewClient(u, http.DefaultClient)
+	ts, client, raw := tinyFolderServer(t)
 	ctx := t.Context()
 	var status []string
-	err = client.Create(ctx, &ollama.CreateRequest{Model: "pirate", From: "tiny", System: "You are a pirate.",
+	err := client.Create(ctx, &ollama.CreateRequest{Model: "pirate", From: "tiny", System: "You are a pirate.",
 		Parameters: map[string]any{"temperature": 0, "num_predict": 5, "top_k": 1},
 		Messages:   []ollama.Message{{Role: "user", Content: "Ahoy?"}, {Role: "assistant", Content: "Arr."}}},
 		func(p ollama.ProgressResponse) error { status = append(status, p.Status); return nil })
@@ -291,17 +300,7 @@ func TestOllamaCreate(t *testing.T) {
 // template makes by hand, /api/show and the Modelfile give it back, a
 // model created from it keeps it, and /api/generate takes one per request.
 func TestOllamaCreateTemplate(t *testing.T) {
-	dir := t.TempDir()
-	raw, err := os.ReadFile(filepath.Join(modelsDir, "tiny.gguf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "tiny.gguf"), raw, 0o644)
-	e := engine.New(engine.Options{Threads: 2, NumCtx: 1024, Parallel: 1, CacheDir: filepath.Join(t.TempDir(), "cache")})
-	t.Cleanup(func() { e.Close() })
-	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
-	u, _ := url.Parse(ts.URL)
-	client := ollama.NewClient(u, http.DefaultClient)
+	_, client, _ := tinyFolderServer(t)
 	ctx := t.Context()
 	const tmpl = "{{ range .Messages }}[{{ .Role }}] {{ .Content }}\n{{ end }}[assistant]"
 	params := map[string]any{"temperature": 0, "num_predict": 6, "top_k": 1}
