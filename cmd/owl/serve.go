@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/owlengine/owl/engine"
@@ -31,20 +32,15 @@ import (
 const DefaultServeAddr = "127.0.0.1:11435"
 
 type serveFlags struct {
-	gpu             gpuFlags
+	hostFlags
 	host            string
-	modelsDir       string
 	apiKey          string
 	insecure        bool
-	maxMemory       string
-	parallel        int
 	maxQueue        int
 	keepAlive       string
 	memoryWait      time.Duration
 	queueWait       time.Duration
 	allowedMediaDir string
-	threads         int
-	ctxSize         int
 	maxBody         string
 	maxAudio        time.Duration
 	shutdownGrace   time.Duration
@@ -80,19 +76,14 @@ rest and exits 0.`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&f.host, "host", envOr("OWL_HOST", DefaultServeAddr), "address to listen on, HOST[:PORT] (OWL_HOST)")
-	fs.StringVar(&f.modelsDir, "models-dir", "", "model store folder (default $OWL_MODELS or ~/.owl/models)")
 	fs.StringVar(&f.apiKey, "api-key", "", "require this key as Authorization: Bearer KEY (default $OWL_API_KEY)")
 	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback address without an API key")
-	fs.StringVar(&f.maxMemory, "max-memory", os.Getenv("OWL_MAX_MEMORY"), "memory budget for loaded models, e.g. 8GiB or 75% (default 75% of RAM)")
-	f.gpu.register(fs, "device")
-	fs.IntVar(&f.parallel, "parallel", 4, "requests one model runs at once (a text model's KV-cache slots, a speech model's transcriptions)")
+	f.hostFlags.register(fs, "requests one model runs at once (a text model's KV-cache slots, a speech model's transcriptions)")
 	fs.IntVar(&f.maxQueue, "max-queue", 64, "requests that may wait per model before 503")
 	fs.DurationVar(&f.queueWait, "queue-wait", 30*time.Second, "how long a request waits in its model's queue before 503 (0: until the client leaves)")
 	fs.StringVar(&f.keepAlive, "keep-alive", "5m", "how long an idle model stays loaded (0: unload at once; -1: forever)")
 	fs.DurationVar(&f.memoryWait, "memory-wait", 30*time.Second, "how long a request waits for memory to load its model before 503")
 	fs.StringVar(&f.allowedMediaDir, "allowed-media-dir", "", "folder file:// image URLs may be read from (default: none)")
-	fs.IntVarP(&f.threads, "threads", "t", 0, "CPU threads per model (default: all CPUs)")
-	fs.IntVarP(&f.ctxSize, "ctx-size", "c", 0, "context tokens per request (default: min(4096, trained))")
 	fs.StringVar(&f.maxBody, "max-body", "25MiB", "largest request body")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "the certificate's private key (PEM)")
@@ -103,6 +94,58 @@ rest and exits 0.`,
 	f.nats.add(fs, "run batches on the workers of this NATS JetStream fleet instead of here")
 	fs.SetNormalizeFunc(normalizeFlag)
 	return cmd
+}
+
+// hostFlags are the flags owl serve and owl worker share: the models
+// folder and how its models run.
+type hostFlags struct {
+	gpu       gpuFlags
+	modelsDir string
+	maxMemory string
+	parallel  int
+	threads   int
+	ctxSize   int
+}
+
+func (f *hostFlags) register(fs *pflag.FlagSet, parallel string) {
+	fs.StringVar(&f.modelsDir, "models-dir", "", "model store folder (default $OWL_MODELS or ~/.owl/models)")
+	fs.StringVar(&f.maxMemory, "max-memory", os.Getenv("OWL_MAX_MEMORY"), "memory budget for loaded models, e.g. 8GiB or 75% (default 75% of RAM)")
+	fs.IntVar(&f.parallel, "parallel", 4, parallel)
+	fs.IntVarP(&f.threads, "threads", "t", 0, "CPU threads per model (default: all CPUs)")
+	fs.IntVarP(&f.ctxSize, "ctx-size", "c", 0, "context tokens per request (default: min(4096, trained))")
+	f.gpu.register(fs, "device")
+}
+
+// options checks the flags, finds the models folder (the store's default
+// unless named) and returns the engine options they make.
+func (f *hostFlags) options() (engine.Options, error) {
+	switch {
+	case f.parallel <= 0:
+		return engine.Options{}, usageError{fmt.Errorf("--parallel %d must be positive", f.parallel)}
+	case f.threads < 0:
+		return engine.Options{}, usageError{fmt.Errorf("--threads %d must not be negative", f.threads)}
+	case f.ctxSize < 0:
+		return engine.Options{}, usageError{fmt.Errorf("--ctx-size %d must not be negative", f.ctxSize)}
+	}
+	eo := engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel}
+	var err error
+	if f.maxMemory != "" {
+		if eo.MaxMemory, err = engine.ParseBytes(f.maxMemory); err != nil {
+			return engine.Options{}, usageError{fmt.Errorf("--max-memory: %w", err)}
+		}
+	}
+	if err := f.gpu.apply(&eo); err != nil {
+		return engine.Options{}, err
+	}
+	if f.modelsDir == "" {
+		if f.modelsDir, err = store.DefaultDir(); err != nil {
+			return engine.Options{}, err
+		}
+	}
+	if st, err := os.Stat(f.modelsDir); err != nil || !st.IsDir() {
+		return engine.Options{}, fmt.Errorf("--models-dir %s: no such folder (owl pull fills the default one)", f.modelsDir)
+	}
+	return eo, nil
 }
 
 func envOr(name, def string) string {
@@ -187,22 +230,14 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 		return usageError{fmt.Errorf("refusing to serve on %s, reachable from other machines, without an API key: pass --api-key (or OWL_API_KEY), or --insecure to serve without one", addr)}
 	}
 	switch {
-	case f.parallel <= 0:
-		return usageError{fmt.Errorf("--parallel %d must be positive", f.parallel)}
 	case f.maxQueue <= 0:
 		return usageError{fmt.Errorf("--max-queue %d must be positive", f.maxQueue)}
-	case f.threads < 0:
-		return usageError{fmt.Errorf("--threads %d must not be negative", f.threads)}
-	case f.ctxSize < 0:
-		return usageError{fmt.Errorf("--ctx-size %d must not be negative", f.ctxSize)}
 	case f.memoryWait < 0 || f.queueWait < 0 || f.maxAudio <= 0 || f.shutdownGrace < 0:
 		return usageError{errors.New("--memory-wait, --queue-wait, --max-audio and --shutdown-grace must not be negative")}
 	}
-	var budget uint64
-	if f.maxMemory != "" {
-		if budget, err = engine.ParseBytes(f.maxMemory); err != nil {
-			return usageError{fmt.Errorf("--max-memory: %w", err)}
-		}
+	eo, err := f.hostFlags.options()
+	if err != nil {
+		return err
 	}
 	maxBody, err := engine.ParseBytes(f.maxBody)
 	if err != nil {
@@ -211,14 +246,6 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 	keep, noKeep, err := keepAliveOption(f.keepAlive)
 	if err != nil {
 		return usageError{err}
-	}
-	if f.modelsDir == "" {
-		if f.modelsDir, err = store.DefaultDir(); err != nil {
-			return err
-		}
-	}
-	if st, err := os.Stat(f.modelsDir); err != nil || !st.IsDir() {
-		return fmt.Errorf("--models-dir %s: no such folder (owl pull fills the default one)", f.modelsDir)
 	}
 	if f.allowedMediaDir != "" {
 		if st, err := os.Stat(f.allowedMediaDir); err != nil || !st.IsDir() {
@@ -241,11 +268,7 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 		defer fl.Close()
 		fmt.Fprintf(stderr, "owl: batches run on the fleet at %s\n", fl.Conn().ConnectedUrlRedacted())
 	}
-	eo := engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel, MaxQueue: f.maxQueue,
-		MaxMemory: budget, KeepAlive: keep, NoKeepAlive: noKeep, MemoryWait: f.memoryWait, QueueWait: f.queueWait}
-	if err := f.gpu.apply(&eo); err != nil {
-		return err
-	}
+	eo.MaxQueue, eo.KeepAlive, eo.NoKeepAlive, eo.MemoryWait, eo.QueueWait = f.maxQueue, keep, noKeep, f.memoryWait, f.queueWait
 	e := engine.New(eo)
 	var pulls *hub.Client // /api/pull downloads as owl pull does, unless offline
 	if !envTrue("OWL_OFFLINE") && !envTrue("HF_HUB_OFFLINE") {

@@ -23,7 +23,6 @@ import (
 
 	"github.com/owlengine/owl/engine"
 	"github.com/owlengine/owl/fleet"
-	"github.com/owlengine/owl/models/store"
 	"github.com/owlengine/owl/server"
 )
 
@@ -75,16 +74,11 @@ func (n *natsFlags) connect(ctx context.Context, name string) (*fleet.Cluster, e
 }
 
 type workerFlags struct {
-	gpu          gpuFlags
+	hostFlags
 	nats         natsFlags
-	modelsDir    string
 	kinds        string
 	id           string
 	metrics      string
-	maxMemory    string
-	parallel     int
-	threads      int
-	ctxSize      int
 	lineTimeout  time.Duration
 	drainTimeout time.Duration
 }
@@ -114,15 +108,10 @@ describes clusters, leaf nodes and operations.`,
 	}
 	fs := cmd.Flags()
 	f.nats.add(fs, "the fleet's NATS servers")
-	fs.StringVar(&f.modelsDir, "models-dir", "", "model store folder (default $OWL_MODELS or ~/.owl/models)")
+	f.hostFlags.register(fs, "lines run at once (the engine batches them)")
 	fs.StringVar(&f.kinds, "kinds", "", "kinds of work to take: some of "+strings.Join(fleet.Kinds, ",")+" (default: all its models can do)")
 	fs.StringVar(&f.id, "id", os.Getenv("OWL_WORKER_ID"), "the worker's name in the fleet (default HOST-PID-RANDOM; OWL_WORKER_ID)")
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus /metrics and /health on this address (default: none)")
-	fs.StringVar(&f.maxMemory, "max-memory", os.Getenv("OWL_MAX_MEMORY"), "memory budget for loaded models, e.g. 8GiB or 75% (default 75% of RAM)")
-	fs.IntVar(&f.parallel, "parallel", 4, "lines run at once (the engine batches them)")
-	f.gpu.register(fs, "device")
-	fs.IntVarP(&f.threads, "threads", "t", 0, "CPU threads per model (default: all CPUs)")
-	fs.IntVarP(&f.ctxSize, "ctx-size", "c", 0, "context tokens per request (default: min(4096, trained))")
 	fs.DurationVar(&f.lineTimeout, "line-timeout", 0, "longest run of one line before it is handed back (default: none)")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "how long lines under way may finish at shutdown before they are handed back")
 	fs.SetNormalizeFunc(normalizeFlag)
@@ -133,33 +122,15 @@ func (f *workerFlags) run(ctx context.Context, stderr io.Writer) error {
 	if f.nats.url == "" {
 		return usageError{errors.New("owl worker needs --nats URL (or OWL_NATS): the fleet it takes lines from")}
 	}
-	switch {
-	case f.parallel <= 0:
-		return usageError{fmt.Errorf("--parallel %d must be positive", f.parallel)}
-	case f.threads < 0 || f.ctxSize < 0 || f.lineTimeout < 0 || f.drainTimeout < 0:
-		return usageError{errors.New("--threads, --ctx-size, --line-timeout and --drain-timeout must not be negative")}
+	if f.lineTimeout < 0 || f.drainTimeout < 0 {
+		return usageError{errors.New("--line-timeout and --drain-timeout must not be negative")}
 	}
 	var kinds []string
 	if f.kinds != "" {
 		kinds = strings.Split(f.kinds, ",")
 	}
-	var budget uint64
-	var err error
-	if f.maxMemory != "" {
-		if budget, err = engine.ParseBytes(f.maxMemory); err != nil {
-			return usageError{fmt.Errorf("--max-memory: %w", err)}
-		}
-	}
-	if f.modelsDir == "" {
-		if f.modelsDir, err = store.DefaultDir(); err != nil {
-			return err
-		}
-	}
-	if st, err := os.Stat(f.modelsDir); err != nil || !st.IsDir() {
-		return fmt.Errorf("--models-dir %s: no such folder (owl pull fills the default one)", f.modelsDir)
-	}
-	eo := engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel, MaxMemory: budget}
-	if err := f.gpu.apply(&eo); err != nil {
+	eo, err := f.hostFlags.options()
+	if err != nil {
 		return err
 	}
 	e := engine.New(eo)
