@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/owlengine/owl/models/hub"
 )
 
@@ -315,10 +317,34 @@ type fileFacts struct {
 	info   *Info // Inspect's, once asked
 }
 
-// fileCache holds the facts of the files a store has read.
+// fileCache holds the facts of the files a store has read. Each fact of a
+// file is read by one caller at a time: the others that ask meanwhile
+// wait for that read (many requests naming models at once, as a server
+// starts, would otherwise each parse every GGUF of the folder, tokenizer
+// arrays and all, or hash the same file side by side).
 type fileCache struct {
 	mu    sync.Mutex // guards files
 	files map[string]fileFacts
+	reads singleflight.Group
+}
+
+// once runs read unless another caller is reading the same fact of path;
+// then it waits for that read.
+func (c *fileCache) once(fact, path string, read func()) {
+	c.reads.Do(fact+"\x00"+path, func() (any, error) {
+		read()
+		return nil, nil
+	})
+}
+
+// set changes the facts of path while they are those of st's version.
+func (c *fileCache) set(path string, st fs.FileInfo, change func(*fileFacts)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.files[path]; ok && f.size == st.Size() && f.mod.Equal(st.ModTime()) {
+		change(&f)
+		c.files[path] = f
+	}
 }
 
 func (c *fileCache) get(path string, st fs.FileInfo) (fileFacts, bool) {
@@ -339,15 +365,25 @@ func (c *fileCache) update(path string, f fileFacts) {
 	c.files[path] = f
 }
 
+// detect is DetectKind (a test counts its calls).
+var detect = DetectKind
+
 // facts reads (or recalls) the kind of the file at path.
 func (s *Store) facts(path string, st fs.FileInfo) fileFacts {
+	read := func() fileFacts {
+		if f, ok := s.cache.get(path, st); ok {
+			return f
+		}
+		f := fileFacts{size: st.Size(), mod: st.ModTime()}
+		f.kind, f.err = detect(path)
+		s.cache.update(path, f)
+		return f
+	}
 	if f, ok := s.cache.get(path, st); ok {
 		return f
 	}
-	f := fileFacts{size: st.Size(), mod: st.ModTime()}
-	f.kind, f.err = DetectKind(path)
-	s.cache.update(path, f)
-	return f
+	s.cache.once("kind", path, func() { read() })
+	return read() // (read again only when the file changed meanwhile)
 }
 
 // Digest is m's "sha256:HEX": a store entry's, or a plain file's hash,
@@ -360,17 +396,18 @@ func (s *Store) Digest(m Model) string {
 	if err != nil {
 		return ""
 	}
-	f, ok := s.cache.get(m.Path, st)
-	if !ok {
-		f = s.facts(m.Path, st)
+	if f := s.facts(m.Path, st); f.digest != "" {
+		return f.digest
 	}
-	if f.digest == "" {
-		if f.digest, err = fileDigest(m.Path); err != nil {
-			return ""
+	s.cache.once("digest", m.Path, func() {
+		if s.facts(m.Path, st).digest != "" {
+			return
 		}
-		s.cache.update(m.Path, f)
-	}
-	return f.digest
+		if d, err := fileDigest(m.Path); err == nil {
+			s.cache.set(m.Path, st, func(f *fileFacts) { f.digest = d })
+		}
+	})
+	return s.facts(m.Path, st).digest
 }
 
 // Info is Inspect's account of m's file (the memory estimate for the
@@ -380,19 +417,32 @@ func (s *Store) Info(m Model) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	f, ok := s.cache.get(m.Path, st)
-	if !ok {
-		f = s.facts(m.Path, st)
+	if f := s.facts(m.Path, st); f.info != nil {
+		return *f.info, nil
 	}
-	if f.info == nil {
+	var readErr error
+	s.cache.once("info", m.Path, func() {
+		if s.facts(m.Path, st).info != nil {
+			return
+		}
 		in, err := Inspect(m.Path, 0)
 		if err != nil {
-			return Info{}, err
+			readErr = err
+			return
 		}
-		f.info = &in
-		s.cache.update(m.Path, f)
+		s.cache.set(m.Path, st, func(f *fileFacts) { f.info = &in })
+	})
+	if f := s.facts(m.Path, st); f.info != nil {
+		return *f.info, nil
 	}
-	return *f.info, nil
+	if readErr != nil {
+		return Info{}, readErr
+	}
+	in, err := Inspect(m.Path, 0) // it failed for another caller, or the file changed
+	if err != nil {
+		return Info{}, err
+	}
+	return in, nil
 }
 
 func fileDigest(path string) (string, error) {

@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 )
 
 // One resolver for every entry point: store names and hub references of
@@ -108,4 +110,55 @@ func TestUnusable(t *testing.T) {
 		t.Fatalf("unusable: %+v", u)
 	}
 	t.Logf("%+v", u)
+}
+
+// Many callers resolving names at once (a server's first requests) read
+// each file of the folder once, not once each; its digest and its
+// estimate too.
+func TestResolveReadsOnce(t *testing.T) {
+	e := newEnv(t)
+	if err := os.MkdirAll(e.local, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a.gguf", "b.gguf", "c.gguf"} {
+		if err := os.WriteFile(filepath.Join(e.local, name), llmF16, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	reads := map[string]int{}
+	detect = func(path string) (Kind, error) {
+		mu.Lock()
+		reads[filepath.Base(path)]++
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond) // a large file's parse
+		return DetectKind(path)
+	}
+	t.Cleanup(func() { detect = DetectKind })
+	var wg sync.WaitGroup
+	digests := make([]string, 32)
+	for i := range digests {
+		wg.Go(func() {
+			m, err := e.s.Resolve("b", ResolveOptions{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			digests[i] = e.s.Digest(m)
+			if _, err := e.s.Info(m); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, name := range []string{"a.gguf", "b.gguf", "c.gguf"} {
+		if reads[name] != 1 {
+			t.Errorf("%s read %d times", name, reads[name])
+		}
+	}
+	for _, d := range digests {
+		if d == "" || d != digests[0] {
+			t.Fatalf("digests %v", digests)
+		}
+	}
 }
