@@ -517,7 +517,7 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 	var prompt string
 	switch {
 	case custom != nil:
-		prompt, err = m.model.FormatTemplate(custom, msgs, offered, req.Think)
+		prompt, err = m.model.FormatTemplate(ctx, custom, msgs, offered, req.Think)
 	case useTools || hasToolTurns(msgs):
 		prompt, err = m.model.FormatChatTools(msgs, offered, true)
 	default:

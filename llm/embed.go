@@ -34,9 +34,21 @@ type Embedder struct {
 func (m *Model) NewEmbedder(threads, nCtx int) (*Embedder, error) {
 	const nSeq = 8
 	nCtx = min(nCtx, m.m.TrainContext())
+	// The GGUF's pooling_type, given to llama.cpp as such: its loader
+	// reads the key only for some architectures (a llama converted for
+	// embeddings would pool nothing).
 	pooling := llama.PoolingMean
-	if _, ok := m.m.Metadata()[m.file.Architecture()+".pooling_type"]; ok {
-		pooling = llama.PoolingModel
+	if p, ok := m.file.Uint(m.file.Architecture() + ".pooling_type"); ok {
+		switch p {
+		case 1:
+			pooling = llama.PoolingMean
+		case 2:
+			pooling = llama.PoolingCLS
+		case 3:
+			pooling = llama.PoolingLast
+		default: // none, rank: as the model says
+			pooling = llama.PoolingModel
+		}
 	}
 	c, err := llama.NewContext(m.m, llama.ContextParams{NumCtx: nCtx, NumBatch: nCtx, NumSeq: nSeq, Threads: threads,
 		KVType: llama.KVF16, UnifiedKV: true, Embeddings: true, Pooling: pooling})

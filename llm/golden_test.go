@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"os"
@@ -99,7 +100,7 @@ func TestToolGolden(t *testing.T) {
 	}
 	t.Run("hermes.gotmpl", func(t *testing.T) {
 		m := familyModel(t, "qwen3.jinja")
-		prompt, err := m.FormatTemplate(hermesTemplate(t), goldenConversation(true), weatherTools(t), nil)
+		prompt, err := m.FormatTemplate(context.Background(), hermesTemplate(t), goldenConversation(true), weatherTools(t), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package llm
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -279,7 +280,7 @@ func (m *Model) ToolCallGrammar(ts []Tool, only string, custom *Template) (strin
 	call := Message{Role: "assistant", ToolCalls: []ToolCall{{ID: "call_0", Function: api.ToolCallFunction{Name: name, Arguments: args}}}}
 	render := func(msgs []Message, addAssistant bool) (string, error) {
 		if custom != nil { // the template opens the reply after a user's turn
-			return m.FormatTemplate(custom, msgs, ts, nil)
+			return m.FormatTemplate(context.Background(), custom, msgs, ts, nil)
 		}
 		return m.FormatChatTools(msgs, ts, addAssistant)
 	}

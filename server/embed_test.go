@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -164,6 +165,17 @@ func TestEmbeddingsBertModel(t *testing.T) {
 	if err := testmodel.WriteLlamaFile(filepath.Join(dir, "gemma-embedding.gguf"), testmodel.TinyGemmaEmbedding()); err != nil {
 		t.Fatal(err)
 	}
+	// A generative model converted to pool its last token, its chat
+	// template (one that takes tools and thinks) kept: it embeds only.
+	qwenTpl, err := os.ReadFile(filepath.Join("..", "llm", "testdata", "templates", "qwen3.jinja"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qe := testmodel.TinyLlama()
+	qe.Embd, qe.Name, qe.ChatTpl, qe.Pooling = 32, "owl-test-qwen-embedding", string(qwenTpl), 3
+	if err := testmodel.WriteLlamaFile(filepath.Join(dir, "qwen-embedding.gguf"), qe); err != nil {
+		t.Fatal(err)
+	}
 	e := engine.New(engine.Options{Threads: 1, NumCtx: 256, Parallel: 1, CacheDir: filepath.Join(t.TempDir(), "cache")})
 	t.Cleanup(func() { e.Close() })
 	ts := testServer(t, Config{ModelsDir: dir, Engine: e})
@@ -172,7 +184,7 @@ func TestEmbeddingsBertModel(t *testing.T) {
 	u, _ := url.Parse(ts.URL)
 	oc := ollama.NewClient(u, http.DefaultClient)
 	texts := []string{"hello owl world", "the owl hunts at night.", "x"}
-	for _, model := range []string{"bert", "nomic", "gemma-embedding"} {
+	for _, model := range []string{"bert", "nomic", "gemma-embedding", "qwen-embedding"} {
 		batch, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: model, Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: texts}})
 		if err != nil {
 			t.Fatalf("%s: %v", model, err)

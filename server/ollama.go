@@ -16,6 +16,7 @@ import (
 	"time"
 
 	ollama "github.com/ollama/ollama/api"
+	"github.com/ollama/ollama/parser"
 	ollamamodel "github.com/ollama/ollama/types/model"
 
 	"github.com/owlengine/owl/engine"
@@ -598,14 +599,16 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 				ct, err := engine.ParseTemplate(t)
 				takesTools = err == nil && ct.TakesTools()
 			}
-			if takesTools {
-				out.Capabilities = append(out.Capabilities, "tools")
-			}
-			if _, _, ok := engine.Thinks(out.Template); ok {
-				out.Capabilities = append(out.Capabilities, "thinking")
-			}
-			if gi.Embedding {
+			_, _, thinks := engine.Thinks(out.Template)
+			switch {
+			case gi.Embedding: // (a converted generative model keeps its chat template)
 				out.Capabilities, completes = append(out.Capabilities, "embedding"), false
+			case takesTools && thinks:
+				out.Capabilities = append(out.Capabilities, "tools", "thinking")
+			case takesTools:
+				out.Capabilities = append(out.Capabilities, "tools")
+			case thinks:
+				out.Capabilities = append(out.Capabilities, "thinking")
 			}
 		}
 		if completes {
@@ -620,8 +623,9 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 		d := engine.DefaultSampling()
 		params := [][2]string{{"temperature", fmt.Sprint(d.Temperature)}, {"top_k", fmt.Sprint(d.TopK)}, {"top_p", fmt.Sprint(d.TopP)},
 			{"min_p", fmt.Sprint(d.MinP)}, {"repeat_last_n", fmt.Sprint(d.RepeatLastN)}, {"repeat_penalty", fmt.Sprint(d.RepeatPenalty)}}
-		var pl, mf strings.Builder
-		fmt.Fprintf(&mf, "# Modelfile of %s, as owl serves it\nFROM %s\n", m.Name, m.Path)
+		var pl strings.Builder
+		// The Modelfile as ollama's parser reads it back (its quoting).
+		mf := parser.Modelfile{Commands: []parser.Command{{Name: "model", Args: m.Path}}}
 		if c := m.Config; c != nil {
 			// A created model's own parameters replace the defaults.
 			for _, k := range slices.Sorted(maps.Keys(c.Parameters)) {
@@ -635,21 +639,22 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 			}
 			out.System = c.System
 			if c.Template != "" {
-				fmt.Fprintf(&mf, "TEMPLATE %q\n", c.Template)
+				mf.Commands = append(mf.Commands, parser.Command{Name: "template", Args: c.Template})
 			}
 			if c.System != "" {
-				fmt.Fprintf(&mf, "SYSTEM %q\n", c.System)
+				mf.Commands = append(mf.Commands, parser.Command{Name: "system", Args: c.System})
 			}
 			for _, msg := range c.Messages {
 				out.Messages = append(out.Messages, ollama.Message{Role: msg.Role, Content: msg.Content})
-				fmt.Fprintf(&mf, "MESSAGE %s %q\n", msg.Role, msg.Content)
+				mf.Commands = append(mf.Commands, parser.Command{Name: "message", Args: msg.Role + ": " + msg.Content})
 			}
 		}
 		for _, p := range params {
 			fmt.Fprintf(&pl, "%-30s %s\n", p[0], p[1])
-			fmt.Fprintf(&mf, "PARAMETER %s %s\n", p[0], p[1])
+			mf.Commands = append(mf.Commands, parser.Command{Name: p[0], Args: p[1]})
 		}
-		out.Parameters, out.Modelfile = strings.TrimRight(pl.String(), "\n"), mf.String()
+		out.Parameters = strings.TrimRight(pl.String(), "\n")
+		out.Modelfile = fmt.Sprintf("# Modelfile of %s, as owl serves it\n%s", m.Name, mf.String())
 	case store.KindWhisper:
 		out.Capabilities = append(out.Capabilities, "transcription")
 		info["general.architecture"] = "whisper"

@@ -116,8 +116,8 @@ func (f *hostFlags) register(fs *pflag.FlagSet, parallel string) {
 	f.gpu.register(fs, "device")
 }
 
-// options checks the flags, finds the models folder (the store's default
-// unless named) and returns the engine options they make.
+// options checks the flags and returns the engine options they make
+// (GPUs apart: gpu.apply, when the engine is made).
 func (f *hostFlags) options() (engine.Options, error) {
 	switch {
 	case f.parallel <= 0:
@@ -128,24 +128,27 @@ func (f *hostFlags) options() (engine.Options, error) {
 		return engine.Options{}, usageError{fmt.Errorf("--ctx-size %d must not be negative", f.ctxSize)}
 	}
 	eo := engine.Options{Threads: f.threads, NumCtx: f.ctxSize, Parallel: f.parallel}
-	var err error
 	if f.maxMemory != "" {
+		var err error
 		if eo.MaxMemory, err = engine.ParseBytes(f.maxMemory); err != nil {
 			return engine.Options{}, usageError{fmt.Errorf("--max-memory: %w", err)}
 		}
 	}
-	if err := f.gpu.apply(&eo); err != nil {
-		return engine.Options{}, err
-	}
+	return eo, nil
+}
+
+// folder finds the models folder: --models-dir, else the store's default.
+func (f *hostFlags) folder() error {
 	if f.modelsDir == "" {
+		var err error
 		if f.modelsDir, err = store.DefaultDir(); err != nil {
-			return engine.Options{}, err
+			return err
 		}
 	}
 	if st, err := os.Stat(f.modelsDir); err != nil || !st.IsDir() {
-		return engine.Options{}, fmt.Errorf("--models-dir %s: no such folder (owl pull fills the default one)", f.modelsDir)
+		return fmt.Errorf("--models-dir %s: no such folder (owl pull fills the default one)", f.modelsDir)
 	}
-	return eo, nil
+	return nil
 }
 
 func envOr(name, def string) string {
@@ -247,6 +250,9 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	if err := f.hostFlags.folder(); err != nil {
+		return err
+	}
 	if f.allowedMediaDir != "" {
 		if st, err := os.Stat(f.allowedMediaDir); err != nil || !st.IsDir() {
 			return fmt.Errorf("--allowed-media-dir %s: no such folder", f.allowedMediaDir)
@@ -269,6 +275,9 @@ func (f *serveFlags) run(ctx context.Context, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "owl: batches run on the fleet at %s\n", fl.Conn().ConnectedUrlRedacted())
 	}
 	eo.MaxQueue, eo.KeepAlive, eo.NoKeepAlive, eo.MemoryWait, eo.QueueWait = f.maxQueue, keep, noKeep, f.memoryWait, f.queueWait
+	if err := f.gpu.apply(&eo); err != nil {
+		return err
+	}
 	e := engine.New(eo)
 	var pulls *hub.Client // /api/pull downloads as owl pull does, unless offline
 	if !envTrue("OWL_OFFLINE") && !envTrue("HF_HUB_OFFLINE") {

@@ -133,6 +133,12 @@ func (f *workerFlags) run(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := f.hostFlags.folder(); err != nil {
+		return err
+	}
+	if err := f.gpu.apply(&eo); err != nil {
+		return err
+	}
 	e := engine.New(eo)
 	defer e.Close()
 	srv, err := server.New(server.Config{Engine: e, ModelsDir: f.modelsDir, Version: version, NoBatches: true})

@@ -329,12 +329,10 @@ type fileCache struct {
 }
 
 // once runs read unless another caller is reading the same fact of path;
-// then it waits for that read.
-func (c *fileCache) once(fact, path string, read func()) {
-	c.reads.Do(fact+"\x00"+path, func() (any, error) {
-		read()
-		return nil, nil
-	})
+// then it waits for that read, and gets its error.
+func (c *fileCache) once(fact, path string, read func() error) error {
+	_, err, _ := c.reads.Do(fact+"\x00"+path, func() (any, error) { return nil, read() })
+	return err
 }
 
 // set changes the facts of path while they are those of st's version.
@@ -365,8 +363,13 @@ func (c *fileCache) update(path string, f fileFacts) {
 	c.files[path] = f
 }
 
-// detect is DetectKind (a test counts its calls).
-var detect = DetectKind
+// detect, digestFile and inspect read a file's facts (a test counts
+// their calls).
+var (
+	detect     = DetectKind
+	digestFile = fileDigest
+	inspect    = Inspect
+)
 
 // facts reads (or recalls) the kind of the file at path.
 func (s *Store) facts(path string, st fs.FileInfo) fileFacts {
@@ -382,7 +385,7 @@ func (s *Store) facts(path string, st fs.FileInfo) fileFacts {
 	if f, ok := s.cache.get(path, st); ok {
 		return f
 	}
-	s.cache.once("kind", path, func() { read() })
+	s.cache.once("kind", path, func() error { read(); return nil })
 	return read() // (read again only when the file changed meanwhile)
 }
 
@@ -399,13 +402,15 @@ func (s *Store) Digest(m Model) string {
 	if f := s.facts(m.Path, st); f.digest != "" {
 		return f.digest
 	}
-	s.cache.once("digest", m.Path, func() {
+	s.cache.once("digest", m.Path, func() error {
 		if s.facts(m.Path, st).digest != "" {
-			return
+			return nil
 		}
-		if d, err := fileDigest(m.Path); err == nil {
+		d, err := digestFile(m.Path)
+		if err == nil {
 			s.cache.set(m.Path, st, func(f *fileFacts) { f.digest = d })
 		}
+		return err
 	})
 	return s.facts(m.Path, st).digest
 }
@@ -420,29 +425,22 @@ func (s *Store) Info(m Model) (Info, error) {
 	if f := s.facts(m.Path, st); f.info != nil {
 		return *f.info, nil
 	}
-	var readErr error
-	s.cache.once("info", m.Path, func() {
+	if err := s.cache.once("info", m.Path, func() error {
 		if s.facts(m.Path, st).info != nil {
-			return
+			return nil
 		}
-		in, err := Inspect(m.Path, 0)
-		if err != nil {
-			readErr = err
-			return
+		in, err := inspect(m.Path, 0)
+		if err == nil {
+			s.cache.set(m.Path, st, func(f *fileFacts) { f.info = &in })
 		}
-		s.cache.set(m.Path, st, func(f *fileFacts) { f.info = &in })
-	})
+		return err
+	}); err != nil {
+		return Info{}, err
+	}
 	if f := s.facts(m.Path, st); f.info != nil {
 		return *f.info, nil
 	}
-	if readErr != nil {
-		return Info{}, readErr
-	}
-	in, err := Inspect(m.Path, 0) // it failed for another caller, or the file changed
-	if err != nil {
-		return Info{}, err
-	}
-	return in, nil
+	return inspect(m.Path, 0) // the file changed while it was read
 }
 
 func fileDigest(path string) (string, error) {

@@ -134,7 +134,21 @@ func TestResolveReadsOnce(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // a large file's parse
 		return DetectKind(path)
 	}
-	t.Cleanup(func() { detect = DetectKind })
+	digestFile = func(path string) (string, error) {
+		mu.Lock()
+		reads["digest "+filepath.Base(path)]++
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		return fileDigest(path)
+	}
+	inspect = func(path string, ctx uint64) (Info, error) {
+		mu.Lock()
+		reads["info "+filepath.Base(path)]++
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		return Inspect(path, ctx)
+	}
+	t.Cleanup(func() { detect, digestFile, inspect = DetectKind, fileDigest, Inspect })
 	var wg sync.WaitGroup
 	digests := make([]string, 32)
 	for i := range digests {
@@ -151,7 +165,7 @@ func TestResolveReadsOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	for _, name := range []string{"a.gguf", "b.gguf", "c.gguf"} {
+	for _, name := range []string{"a.gguf", "b.gguf", "c.gguf", "digest b.gguf", "info b.gguf"} {
 		if reads[name] != 1 {
 			t.Errorf("%s read %d times", name, reads[name])
 		}

@@ -39,7 +39,9 @@ type LlamaConfig struct {
 	// a vision model's image delimiters.
 	ExtraSpecial []string
 
-	// Pooling and SlidingWindow are written for the embedding
+	// Pooling, when set, is written as pooling_type (a generative model
+	// converted for embeddings, as Qwen3-Embedding is: 3 pools the last
+	// token). Pooling and SlidingWindow are written for the embedding
 	// architecture "gemma-embedding" (EmbeddingGemma: bidirectional
 	// attention in a symmetric window on five of every six layers, RMS
 	// norms before and after attention and the feed-forward, per-head
@@ -146,9 +148,11 @@ func WriteLlama(w io.Writer, c LlamaConfig) error {
 		kvs = append(kvs, models.GGUFKV{Key: "tokenizer.chat_template", Value: tpl})
 	}
 	gemma := arch == "gemma-embedding"
+	if gemma || c.Pooling != 0 {
+		kvs = append(kvs, models.GGUFKV{Key: arch + ".pooling_type", Value: c.Pooling})
+	}
 	if gemma {
-		kvs = append(kvs, models.GGUFKV{Key: arch + ".pooling_type", Value: c.Pooling},
-			models.GGUFKV{Key: arch + ".attention.sliding_window", Value: uint32(c.SlidingWindow)},
+		kvs = append(kvs, models.GGUFKV{Key: arch + ".attention.sliding_window", Value: uint32(c.SlidingWindow)},
 			models.GGUFKV{Key: arch + ".attention.key_length", Value: uint32(headDim)},
 			models.GGUFKV{Key: arch + ".attention.value_length", Value: uint32(headDim)})
 	}
