@@ -360,8 +360,8 @@ func (e *Engine) Generate(ctx context.Context, req GenerateRequest, onChunk func
 		return Result{}, err
 	}
 	defer l.release(req.KeepAlive)
-	if m.model.EmbeddingOnly() {
-		return Result{}, fmt.Errorf("%w: %s is an embedding model: it embeds texts and does not generate them", ErrBadRequest, filepath.Base(req.Model))
+	if err := m.generates(req.Model); err != nil {
+		return Result{}, err
 	}
 	if proj, cache := m.vision(); proj != nil {
 		text, err := llm.PlaceImages(req.Prompt, len(images), proj.Marker())
@@ -419,6 +419,14 @@ type (
 	Tool     = llm.Tool
 	ToolCall = llm.ToolCall
 )
+
+// generates refuses the model at path when it only embeds.
+func (m *textModel) generates(path string) error {
+	if m.model.EmbeddingOnly() {
+		return fmt.Errorf("%w: %s is an embedding model: it embeds texts and does not generate them", ErrBadRequest, filepath.Base(path))
+	}
+	return nil
+}
 
 // TakesTools reports whether a chat template renders tool definitions.
 func TakesTools(template string) bool { return llm.TakesTools(template) }
@@ -489,8 +497,8 @@ func (e *Engine) Chat(ctx context.Context, req ChatRequest, onChunk func(Chunk) 
 		return Result{}, err
 	}
 	defer l.release(req.KeepAlive)
-	if m.model.EmbeddingOnly() {
-		return Result{}, fmt.Errorf("%w: %s is an embedding model: it embeds texts and does not generate them", ErrBadRequest, filepath.Base(req.Model))
+	if err := m.generates(req.Model); err != nil {
+		return Result{}, err
 	}
 	msgs := req.Messages
 	if proj, _ := m.vision(); proj != nil {

@@ -599,16 +599,15 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) error 
 				ct, err := engine.ParseTemplate(t)
 				takesTools = err == nil && ct.TakesTools()
 			}
-			_, _, thinks := engine.Thinks(out.Template)
-			switch {
-			case gi.Embedding: // (a converted generative model keeps its chat template)
+			if gi.Embedding { // (a converted generative model keeps its chat template)
 				out.Capabilities, completes = append(out.Capabilities, "embedding"), false
-			case takesTools && thinks:
-				out.Capabilities = append(out.Capabilities, "tools", "thinking")
-			case takesTools:
-				out.Capabilities = append(out.Capabilities, "tools")
-			case thinks:
-				out.Capabilities = append(out.Capabilities, "thinking")
+			} else {
+				if takesTools {
+					out.Capabilities = append(out.Capabilities, "tools")
+				}
+				if _, _, thinks := engine.Thinks(out.Template); thinks {
+					out.Capabilities = append(out.Capabilities, "thinking")
+				}
 			}
 		}
 		if completes {
